@@ -1,0 +1,86 @@
+"""rees46_loyalty: an async SDK for the REES46 loyalty checkout API.
+
+Example::
+
+    async with LoyaltyClient(shop_id="...", shop_secret="...") as client:
+        cart = [CartItem(product_id="A", price=Decimal("1000"), quantity=4)]
+        calc = await client.estimate(cart_items=cart)
+"""
+
+from ._client import DEFAULT_BASE_URL, LoyaltyClient
+from ._clock import Clock, SystemClock
+from ._http import ApiRequest, ApiResponse, Handler, Middleware
+from ._operations import Operation, RetrySafety
+from ._policy import RetryPolicy
+from .errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConnectError,
+    IdempotencyError,
+    LoyaltyError,
+    MalformedResponseError,
+    NotFoundError,
+    OrderStatusError,
+    OutcomeUnknownError,
+    RateLimitError,
+    ServerError,
+    TimeoutError,  # noqa: A004 - the SDK's own, re-exported on purpose
+    TransportError,
+    ValidationError,
+)
+from .models import (
+    CartItem,
+    FailedCode,
+    HistoryItem,
+    HistoryOrder,
+    ItemCertificate,
+    LineItem,
+    OrderCalculation,
+    OrderChange,
+    OrderHistory,
+    OrderRef,
+    ReferralReward,
+    RewardShare,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "APIError",
+    "ApiRequest",
+    "ApiResponse",
+    "AuthenticationError",
+    "BadRequestError",
+    "CartItem",
+    "Clock",
+    "ConnectError",
+    "FailedCode",
+    "Handler",
+    "HistoryItem",
+    "HistoryOrder",
+    "IdempotencyError",
+    "ItemCertificate",
+    "LineItem",
+    "LoyaltyClient",
+    "LoyaltyError",
+    "MalformedResponseError",
+    "Middleware",
+    "NotFoundError",
+    "Operation",
+    "OrderCalculation",
+    "OrderChange",
+    "OrderHistory",
+    "OrderRef",
+    "OrderStatusError",
+    "OutcomeUnknownError",
+    "RateLimitError",
+    "ReferralReward",
+    "RetryPolicy",
+    "RetrySafety",
+    "RewardShare",
+    "ServerError",
+    "SystemClock",
+    "TimeoutError",
+    "TransportError",
+    "ValidationError",
+]

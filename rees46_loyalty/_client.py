@@ -1,0 +1,350 @@
+"""LoyaltyClient: one short method per API operation; no HTTP in sight."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, cast
+
+import aiohttp
+from yarl import URL
+
+from . import _validation as check
+from ._clock import Clock, SystemClock
+from ._http import ApiRequest, Middleware
+from ._operations import (
+    APPLY,
+    CANCEL,
+    CHANGE,
+    CONFIRM,
+    DETAILS,
+    ESTIMATE,
+    HISTORY,
+    Operation,
+    ResultT,
+)
+from ._policy import RetryPolicy
+from ._serialization import unstructure
+from ._session import SessionHolder
+from ._transport import AiohttpTransport
+from .middleware import (
+    AuthMiddleware,
+    LoggingMiddleware,
+    RetryMiddleware,
+    compose,
+    errors_middleware,
+)
+from .models import (
+    CartItem,
+    MemberRequest,
+    OrderCalculation,
+    OrderChange,
+    OrderHistory,
+    OrderRef,
+    OrderRequest,
+)
+
+__all__ = ["DEFAULT_BASE_URL", "LoyaltyClient"]
+
+DEFAULT_BASE_URL = "https://api.rees46.ru"
+DEFAULT_TIMEOUT = 10.0
+
+
+class LoyaltyClient:
+    """An async client of the REES46 loyalty checkout API.
+
+    Create one per application (or per event loop) and share it: it holds one connection pool.
+    Use it as ``async with LoyaltyClient(...) as client:`` or call :meth:`close` when done.
+
+    Args:
+        shop_id: The shop's API key.
+        shop_secret: The shop's secret key. It never appears in a repr, a log record, an
+            exception or a shown URL.
+        base_url: Where the API lives; a proxy of the shop's own is fine. Plain ``http://`` is
+            refused unless it points at a loopback address or ``allow_insecure_http`` is set.
+        timeout: Seconds one attempt may take (connect, send, answer).
+        retry: How failed calls are retried; see :class:`RetryPolicy`.
+        session: An :class:`aiohttp.ClientSession` of your own to send through. The client uses
+            it and never closes it; without one the client creates and closes its own.
+        middlewares: Your own middlewares, ``async (request, call_next) -> response``. They run
+            once per attempt, inside the retry loop, outside the auth middleware.
+        allow_insecure_http: Allow a plain ``http://`` base URL on a non-loopback host.
+        clock: Time for the retry waits and deadlines; tests pass a fake one.
+    """
+
+    def __init__(
+        self,
+        shop_id: str,
+        shop_secret: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        middlewares: Sequence[Middleware] = (),
+        allow_insecure_http: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(shop_id, str) or not shop_id:
+            raise ValueError("shop_id must be a non-empty string")
+        if not isinstance(shop_secret, str) or not shop_secret:
+            raise ValueError("shop_secret must be a non-empty string")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self._shop_id = shop_id
+        self._base_url = _checked_base_url(base_url, allow_insecure_http)
+        self._timeout = float(timeout)
+        self._retry = RetryPolicy() if retry is None else retry
+        self._sessions = SessionHolder(session)
+        clock = SystemClock() if clock is None else clock
+        self._retry_middleware = RetryMiddleware(self._retry, clock=clock)
+        self._chain = compose(
+            [
+                self._retry_middleware,
+                *middlewares,
+                LoggingMiddleware(clock),
+                errors_middleware,
+                AuthMiddleware(shop_id, shop_secret),
+            ],
+            AiohttpTransport(self._sessions.get, self._base_url, clock),
+        )
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> LoyaltyClient:
+        """A client configured from the environment.
+
+        ``REES46_SHOP_ID`` and ``REES46_SHOP_SECRET`` are required, ``REES46_BASE_URL`` is used
+        when set; other constructor arguments go through *kwargs*.
+        """
+        missing = [
+            name for name in ("REES46_SHOP_ID", "REES46_SHOP_SECRET") if not os.environ.get(name)
+        ]
+        if missing:
+            raise ValueError(f"environment variable(s) not set: {', '.join(missing)}")
+        if os.environ.get("REES46_BASE_URL"):
+            kwargs.setdefault("base_url", os.environ["REES46_BASE_URL"])
+        return cls(os.environ["REES46_SHOP_ID"], os.environ["REES46_SHOP_SECRET"], **kwargs)
+
+    def __repr__(self) -> str:
+        return f"LoyaltyClient(shop_id={self._shop_id!r}, base_url={str(self._base_url)!r})"
+
+    async def __aenter__(self) -> LoyaltyClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the client's own connection pool (a borrowed session is left open)."""
+        await self._sessions.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._sessions.closed
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy in force."""
+        return self._retry
+
+    async def estimate(
+        self,
+        *,
+        cart_items: Iterable[CartItem],
+        identifier: str | None = None,
+        order_id: str | None = None,
+        payment_type: str | None = None,
+        promo_codes: Iterable[str] | None = None,
+        certificates: Iterable[str] | None = None,
+        charge_bonuses: bool | None = None,
+        bonuses_amount: Decimal | int | None = None,
+        use_personal_certificates: bool | None = None,
+        location_id: str | None = None,
+        stream: str | None = None,
+        current_time: str | None = None,
+        subscription: str | None = None,
+    ) -> OrderCalculation:
+        """Calculate a cart without changing anything: discounts, bonuses, what is left to pay.
+
+        Call it as often as the cart changes. ``identifier`` is the member's phone number
+        (``7XXXXXXXXXX``); ``charge_bonuses=True`` needs it. ``current_time`` is ``HH:MM``.
+        """
+        request = check.checkout_request(
+            ESTIMATE.name,
+            cart_items=cart_items,
+            order_id_required=False,
+            order_id_value=order_id,
+            identifier_value=identifier,
+            payment_type=payment_type,
+            promo_codes=promo_codes,
+            certificates=certificates,
+            charge_bonuses=charge_bonuses,
+            bonuses_amount=bonuses_amount,
+            use_personal_certificates=use_personal_certificates,
+            location_id=location_id,
+            stream=stream,
+            current_time=current_time,
+            subscription=subscription,
+        )
+        return await self._send(ESTIMATE, request, request.order_id, request.identifier)
+
+    async def apply(
+        self,
+        *,
+        order_id: str,
+        cart_items: Iterable[CartItem],
+        identifier: str | None = None,
+        payment_type: str | None = None,
+        promo_codes: Iterable[str] | None = None,
+        certificates: Iterable[str] | None = None,
+        charge_bonuses: bool | None = None,
+        bonuses_amount: Decimal | int | None = None,
+        use_personal_certificates: bool | None = None,
+        location_id: str | None = None,
+        stream: str | None = None,
+        current_time: str | None = None,
+        subscription: str | None = None,
+    ) -> OrderCalculation:
+        """Create order ``order_id`` (status "created") and reserve what it spends.
+
+        Bonuses, certificates and promo codes are reserved. Repeat it while the order is
+        "created" to replace the cart. Safe to retry.
+        """
+        request = check.checkout_request(
+            APPLY.name,
+            cart_items=cart_items,
+            order_id_required=True,
+            order_id_value=order_id,
+            identifier_value=identifier,
+            payment_type=payment_type,
+            promo_codes=promo_codes,
+            certificates=certificates,
+            charge_bonuses=charge_bonuses,
+            bonuses_amount=bonuses_amount,
+            use_personal_certificates=use_personal_certificates,
+            location_id=location_id,
+            stream=stream,
+            current_time=current_time,
+            subscription=subscription,
+        )
+        return await self._send(APPLY, request, request.order_id, request.identifier)
+
+    async def confirm(self, *, order_id: str) -> OrderRef:
+        """Confirm a paid order: rewards are granted. Confirming twice grants them once."""
+        request = OrderRequest(order_id=check.order_id(order_id, CONFIRM.name))
+        return await self._send(CONFIRM, request, request.order_id)
+
+    async def cancel(self, *, order_id: str) -> OrderRef:
+        """Cancel an applied or confirmed order: spent bonuses and codes come back, rewards go.
+
+        Final: the order id can never be applied again. Raises
+        :class:`~rees46_loyalty.errors.OrderStatusError` when the order cannot be cancelled.
+        """
+        request = OrderRequest(order_id=check.order_id(order_id, CANCEL.name))
+        return await self._send(CANCEL, request, request.order_id)
+
+    async def change(
+        self,
+        *,
+        order_id: str,
+        cart_items: Iterable[CartItem],
+        identifier: str | None = None,
+        payment_type: str | None = None,
+        promo_codes: Iterable[str] | None = None,
+        certificates: Iterable[str] | None = None,
+        charge_bonuses: bool | None = None,
+        bonuses_amount: Decimal | int | None = None,
+        use_personal_certificates: bool | None = None,
+        location_id: str | None = None,
+        stream: str | None = None,
+        current_time: str | None = None,
+        subscription: str | None = None,
+    ) -> OrderChange:
+        """Replace the cart of a confirmed order, usually for a partial return.
+
+        ``cart_items`` is the *whole new cart*, not the returned lines. The answer's
+        ``order_total_change`` is the money that moves: negative to return to the buyer,
+        positive to take. Never sent twice: when the outcome of the request is unknown (a
+        timeout after sending, a 5xx), :class:`~rees46_loyalty.errors.OutcomeUnknownError` is
+        raised; call :meth:`details` before anything else.
+        """
+        request = check.checkout_request(
+            CHANGE.name,
+            cart_items=cart_items,
+            order_id_required=True,
+            order_id_value=order_id,
+            identifier_value=identifier,
+            payment_type=payment_type,
+            promo_codes=promo_codes,
+            certificates=certificates,
+            charge_bonuses=charge_bonuses,
+            bonuses_amount=bonuses_amount,
+            use_personal_certificates=use_personal_certificates,
+            location_id=location_id,
+            stream=stream,
+            current_time=current_time,
+            subscription=subscription,
+        )
+        return await self._send(CHANGE, request, request.order_id, request.identifier)
+
+    async def details(self, *, order_id: str) -> OrderCalculation:
+        """The order as the server has it now; the way to reconcile an unknown outcome."""
+        request = OrderRequest(order_id=check.order_id(order_id, DETAILS.name))
+        return await self._send(DETAILS, request, request.order_id)
+
+    async def history(self, *, identifier: str) -> OrderHistory:
+        """The orders of the member ``identifier`` (a phone number, ``7XXXXXXXXXX``)."""
+        member = check.identifier(identifier, HISTORY.name)
+        return await self._send(HISTORY, MemberRequest(identifier=member), None, member)
+
+    async def _send(
+        self,
+        operation: Operation[ResultT],
+        request: object,
+        order_id: str | None = None,
+        identifier: str | None = None,
+    ) -> ResultT:
+        if self._sessions.closed:
+            raise RuntimeError("this LoyaltyClient is closed; create a new one")
+        response = await self._chain(
+            ApiRequest(
+                operation=operation,
+                data=unstructure(request),
+                order_id=order_id,
+                identifier=identifier,
+                timeout=self._timeout,
+            )
+        )
+        return cast("ResultT", response.result)
+
+
+def _checked_base_url(base_url: str, allow_insecure_http: bool) -> URL:
+    url = URL(base_url)
+    if url.scheme not in ("https", "http") or not url.host:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
+    if url.query_string or url.fragment or url.user or url.password:
+        raise ValueError("base_url must not carry credentials, a query or a fragment")
+    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
+        raise ValueError(
+            "base_url uses plain http on a non-loopback host, which would send the shop "
+            "secret unencrypted; use https, or pass allow_insecure_http=True"
+        )
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

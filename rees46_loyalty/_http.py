@@ -1,0 +1,64 @@
+"""The two types that travel the middleware chain, and the shape of a middleware."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from attrs import field, frozen
+
+from ._operations import Operation
+from ._redact import identifier_repr
+
+__all__ = ["ApiRequest", "ApiResponse", "Handler", "Middleware"]
+
+
+@frozen(kw_only=True)
+class ApiRequest:
+    """One call of an API operation, as the middlewares see it.
+
+    ``data`` holds the API fields (the JSON body of a POST, the query of a GET). The shop's
+    credentials are added by the innermost middleware, so no other middleware ever holds the
+    secret; ``secrets`` lists the values that must be redacted from anything shown.
+    Change a request with :func:`attrs.evolve`.
+    """
+
+    operation: Operation[Any]
+    data: Mapping[str, Any] = field(repr=False)
+    order_id: str | None = None
+    identifier: str | None = field(default=None, repr=identifier_repr)
+    idempotency_key: str | None = None
+    #: 1 for the first request sent, 2 for the first retry, ...
+    attempt: int = 1
+    #: Seconds allowed for one attempt.
+    timeout: float | None = None
+    #: The moment (on the client's monotonic clock) after which no attempt may run.
+    deadline: float | None = None
+    headers: Mapping[str, str] = field(factory=dict)
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def method(self) -> str:
+        """The HTTP method of the operation."""
+        return self.operation.method
+
+    @property
+    def path(self) -> str:
+        """The URL path of the operation."""
+        return self.operation.path
+
+
+@frozen(kw_only=True)
+class ApiResponse:
+    """An HTTP answer; ``result`` is the decoded result model once the errors middleware ran."""
+
+    status: int
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+    result: Any = None
+
+
+#: The next step of the chain: takes a request, returns its response.
+Handler = Callable[[ApiRequest], Awaitable[ApiResponse]]
+#: ``async (request, call_next) -> response``, the shape of aiohttp's own middlewares.
+Middleware = Callable[[ApiRequest, Handler], Awaitable[ApiResponse]]

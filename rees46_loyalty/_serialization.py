@@ -1,0 +1,174 @@
+"""The one place that knows the wire format: JSON text <-> attrs models.
+
+Rules of the REES46 wire format kept here, not in the models:
+
+* money is exact: JSON numbers are parsed as :class:`~decimal.Decimal` from their text, and
+  Decimals are written back as JSON numbers (never strings) without loss;
+* identifiers may come as numbers and are kept as strings;
+* unknown fields are ignored (the API grows), optional ones get the model's default;
+* everything else is strict: a string where a list belongs is an error, not a list of letters.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from cattrs import Converter
+from cattrs.cols import homogenous_tuple_structure_factory, mapping_structure_factory
+from cattrs.errors import BaseValidationError
+from cattrs.v import transform_error
+
+__all__ = [
+    "PayloadShapeError",
+    "dumps",
+    "loads",
+    "structure",
+    "unstructure",
+]
+
+T = TypeVar("T")
+
+
+class PayloadShapeError(ValueError):
+    """A decoded payload does not fit its model; ``problems`` lists each mismatch with its path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN and Infinity by default; no amount of money is either.
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def loads(body: bytes | str) -> Any:
+    """Decode JSON text, reading every non-integer number as an exact Decimal."""
+    return json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def _json_number(value: Decimal) -> int | float:
+    # The stdlib encoder cannot write a Decimal as a number. An integral Decimal becomes an int;
+    # any other becomes the float whose shortest repr has the same digits, which holds for every
+    # Decimal of up to 15 significant digits (checked before sending, see _validation).
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)
+
+
+def _default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return _json_number(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(data: Any) -> bytes:
+    """Encode *data* as compact UTF-8 JSON; Decimals become JSON numbers."""
+    return json.dumps(data, default=_default, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _expect(kind: str, value: object) -> TypeError:
+    return TypeError(f"expected {kind}, got {type(value).__name__} {value!r:.40}")
+
+
+def _structure_str(value: object, _: type) -> str:
+    if type(value) is str:
+        return value
+    if type(value) is int:  # ids are often sent as numbers
+        return str(value)
+    raise _expect("a string", value)
+
+
+def _structure_bool(value: object, _: type) -> bool:
+    if type(value) is bool:
+        return value
+    raise _expect("a boolean", value)
+
+
+def _structure_int(value: object, _: type) -> int:
+    if type(value) is int:
+        return value
+    raise _expect("an integer", value)
+
+
+def _structure_decimal(value: object, _: type) -> Decimal:
+    if type(value) is int:
+        return Decimal(value)
+    if isinstance(value, Decimal) and value.is_finite():
+        return value
+    if type(value) is str:  # history's `total` is documented as a string
+        try:
+            number = Decimal(value)
+        except ArithmeticError:
+            pass
+        else:
+            if number.is_finite():
+                return number
+    raise _expect("a number", value)
+
+
+def _is_homogeneous_tuple(type_: Any) -> bool:
+    args = typing.get_args(type_)
+    return typing.get_origin(type_) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _is_dict(type_: Any) -> bool:
+    return typing.get_origin(type_) is dict
+
+
+def _strict_tuple(type_: Any, converter: Converter) -> Callable[[Any, Any], Any]:
+    structure_items = homogenous_tuple_structure_factory(type_, converter)
+
+    def structure_tuple(value: Any, target: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise _expect("a list", value)
+        return structure_items(value, target)
+
+    return structure_tuple
+
+
+def _strict_dict(type_: Any, converter: Converter) -> Callable[[Any, Any], Any]:
+    structure_items = mapping_structure_factory(type_, converter)
+
+    def structure_dict(value: Any, target: Any) -> Any:
+        if value == []:  # an empty JSON object is sometimes serialised as an empty array
+            return {}
+        if not isinstance(value, Mapping):
+            raise _expect("an object", value)
+        return structure_items(value, target)
+
+    return structure_dict
+
+
+def _make_converter() -> Converter:
+    converter = Converter(omit_if_default=True, detailed_validation=True)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(Decimal, _structure_decimal)
+    converter.register_structure_hook_factory(_is_homogeneous_tuple, _strict_tuple)
+    converter.register_structure_hook_factory(_is_dict, _strict_dict)
+    converter.register_unstructure_hook(Decimal, _json_number)
+    return converter
+
+
+_converter = _make_converter()
+
+
+def structure(payload: object, model: type[T]) -> T:
+    """Build *model* from a decoded payload, or raise :class:`PayloadShapeError`."""
+    if not isinstance(payload, Mapping):
+        raise PayloadShapeError([f"expected an object, got {type(payload).__name__} @ $"])
+    try:
+        return _converter.structure(payload, model)
+    except BaseValidationError as exc:
+        raise PayloadShapeError(transform_error(exc, path="$")) from exc
+
+
+def unstructure(obj: object) -> Any:
+    """Turn a model into plain JSON-ready data, leaving out fields that hold their default."""
+    return _converter.unstructure(obj)

@@ -1,0 +1,126 @@
+"""The last handler of the chain: one ApiRequest out through aiohttp, one ApiResponse back.
+
+Every aiohttp failure becomes a typed TransportError here, once.
+
+Whether a failed request may have reached the server decides whether ``change`` may be resent,
+so the failures are sorted by what they prove:
+
+* not sent: no connection was made (DNS, refused, TLS, connect timeout);
+* maybe processed: everything after the connection was made (read timeout, disconnect, a body cut
+  short). aiohttp never resends a POST on its own, so one attempt is one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from ._clock import Clock
+from ._http import ApiRequest, ApiResponse
+from ._redact import redact
+from ._serialization import dumps
+from .errors import ConnectError, TransportError
+from .errors import TimeoutError as ApiTimeoutError
+
+__all__ = ["USER_AGENT", "AiohttpTransport"]
+
+
+def _user_agent() -> str:
+    try:
+        sdk_version = version("rees46-loyalty")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        sdk_version = "0"
+    return f"rees46-loyalty-python/{sdk_version} aiohttp/{aiohttp.__version__}"
+
+
+USER_AGENT = _user_agent()
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+class AiohttpTransport:
+    """Sends one request per call over the client's shared aiohttp session."""
+
+    __slots__ = ("_base_url", "_clock", "_session")
+
+    def __init__(
+        self, session: Callable[[], aiohttp.ClientSession], base_url: URL, clock: Clock
+    ) -> None:
+        self._session = session
+        self._base_url = base_url
+        self._clock = clock
+
+    async def __call__(self, request: ApiRequest) -> ApiResponse:
+        context: dict[str, Any] = {
+            "operation": request.operation.name,
+            "order_id": request.order_id,
+            "attempts": request.attempt,
+        }
+        timeout = request.timeout
+        if request.deadline is not None:
+            left = request.deadline - self._clock.monotonic()
+            if left <= 0:
+                raise ApiTimeoutError("the call's deadline passed", request_sent=False, **context)
+            timeout = left if timeout is None else min(timeout, left)
+        url = self._base_url.with_path(self._base_url.path.rstrip("/") + request.path)
+        headers = {"User-Agent": USER_AGENT, **_JSON_HEADERS, **request.headers}
+        if request.method == "GET":
+            params = {name: str(value) for name, value in request.data.items()}
+            body = None
+        else:
+            params, body = None, dumps(request.data)
+        try:
+            async with self._session().request(
+                request.method,
+                url,
+                params=params,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,  # a redirect must never carry the secret elsewhere
+                raise_for_status=False,  # status codes are the errors middleware's business
+            ) as response:
+                payload = await response.read()
+                return ApiResponse(status=response.status, headers=response.headers, body=payload)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            error = _translate(ConnectError, "could not connect", exc, request, request_sent=False)
+            raise error from _shown_cause(exc, request)
+        except asyncio.TimeoutError as exc:  # SocketTimeoutError, or the attempt's total timeout
+            error = _translate(
+                ApiTimeoutError, "no answer in time", exc, request, request_sent=True
+            )
+            raise error from _shown_cause(exc, request)
+        except (aiohttp.ClientError, OSError) as exc:
+            error = _translate(
+                TransportError, "the connection failed", exc, request, request_sent=True
+            )
+            raise error from _shown_cause(exc, request)
+
+
+def _translate(
+    error_type: type[TransportError],
+    what: str,
+    exc: BaseException,
+    request: ApiRequest,
+    *,
+    request_sent: bool,
+) -> TransportError:
+    # aiohttp quotes the full URL in some messages, and a GET URL holds the secret in its query.
+    shown = redact(str(exc), request.secrets) or type(exc).__name__
+    return error_type(
+        f"{what}: {type(exc).__name__}: {shown}",
+        request_sent=request_sent,
+        operation=request.operation.name,
+        order_id=request.order_id,
+        attempts=request.attempt,
+    )
+
+
+def _shown_cause(exc: BaseException, request: ApiRequest) -> BaseException | None:
+    """*exc*, unless its text holds a secret that a printed traceback would then show."""
+    text = f"{exc}{exc!r}"
+    return None if any(secret in text for secret in request.secrets if secret) else exc

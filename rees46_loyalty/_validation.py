@@ -1,0 +1,194 @@
+"""Local validation: a request the API would refuse is refused here, before anything is sent.
+
+Each check raises :class:`~rees46_loyalty.errors.ValidationError` naming the field, in the
+API's own words where the API documents the rule.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from decimal import Decimal
+
+from ._redact import mask_identifier
+from .errors import ValidationError
+from .models import CartItem, CheckoutRequest
+
+__all__ = [
+    "checkout_request",
+    "identifier",
+    "order_id",
+]
+
+# Phone numbers as digits, country code first: 7XXXXXXXXXX in Russia, up to 15 digits (E.164)
+# for the countries the same API serves elsewhere.
+_IDENTIFIER_RE = re.compile(r"[1-9]\d{9,14}")
+_TIME_RE = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")
+# A float carries about 15.9 significant decimal digits; up to 15 always survive the JSON
+# encoder's round trip unchanged.
+_MAX_DIGITS = 15
+
+
+def order_id(value: object, operation: str) -> str:
+    """Check an ``order_id``: a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(
+            "a non-empty string is required", field="order_id", operation=operation
+        )
+    return value
+
+
+def identifier(value: object, operation: str) -> str:
+    """Check a member ``identifier``: a phone number as digits, country code first."""
+    if not isinstance(value, str) or not _IDENTIFIER_RE.fullmatch(value):
+        shown = mask_identifier(value) if isinstance(value, str) else type(value).__name__
+        raise ValidationError(
+            f"expected a phone number as digits with the country code first, like 7XXXXXXXXXX; "
+            f"got {shown}",
+            field="identifier",
+            operation=operation,
+        )
+    return value
+
+
+def _amount(value: object, field: str, operation: str, *, positive: bool) -> Decimal | int:
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        hint = " (use Decimal('99.90'): a float cannot hold kopecks exactly)"
+        raise ValidationError(
+            f"expected a Decimal or an int, got {type(value).__name__}"
+            + (hint if isinstance(value, float) else ""),
+            field=field,
+            operation=operation,
+        )
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValidationError(f"{value} is not a number", field=field, operation=operation)
+        if (
+            value != value.to_integral_value()
+            and len(value.normalize().as_tuple().digits) > _MAX_DIGITS
+        ):
+            raise ValidationError(
+                f"more than {_MAX_DIGITS} significant digits cannot be sent exactly",
+                field=field,
+                operation=operation,
+            )
+    if value <= 0 if positive else value < 0:
+        bound = "greater than 0" if positive else "0 or more"
+        raise ValidationError(f"must be {bound}, got {value}", field=field, operation=operation)
+    return value
+
+
+def _text(value: object, field: str, operation: str) -> str | None:
+    if value is None or (isinstance(value, str) and value):
+        return value
+    raise ValidationError("expected a non-empty string", field=field, operation=operation)
+
+
+def _flag(value: object, field: str, operation: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValidationError(
+        f"expected True or False, got {type(value).__name__}", field=field, operation=operation
+    )
+
+
+def _codes(value: object, field: str, operation: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValidationError("expected a list of strings", field=field, operation=operation)
+    codes = tuple(value)
+    for index, code in enumerate(codes):
+        _text(code, f"{field}[{index}]", operation)
+    return codes
+
+
+def _cart(items: object, operation: str) -> tuple[CartItem, ...]:
+    if isinstance(items, CartItem) or not isinstance(items, Iterable):
+        raise ValidationError(
+            "expected a list of CartItem", field="cart_items", operation=operation
+        )
+    cart = tuple(items)
+    if not cart:
+        raise ValidationError("the cart is empty", field="cart_items", operation=operation)
+    seen: set[str] = set()
+    for index, item in enumerate(cart):
+        where = f"cart_items[{index}]"
+        if not isinstance(item, CartItem):
+            raise ValidationError(
+                f"expected a CartItem, got {type(item).__name__}", field=where, operation=operation
+            )
+        if _text(item.product_id, f"{where}.product_id", operation) is None:
+            raise ValidationError("is required", field=f"{where}.product_id", operation=operation)
+        _amount(item.price, f"{where}.price", operation, positive=True)
+        _amount(item.quantity, f"{where}.quantity", operation, positive=True)
+        for flag in ("discountable", "bonusable", "rewardable"):
+            _flag(getattr(item, flag), f"{where}.{flag}", operation)
+        if item.product_id in seen:
+            raise ValidationError(
+                f"Cart contains line items with the same product ID ({item.product_id!r})",
+                field=f"{where}.product_id",
+                operation=operation,
+            )
+        seen.add(item.product_id)
+    return cart
+
+
+def checkout_request(
+    operation: str,
+    *,
+    cart_items: object,
+    order_id_required: bool,
+    order_id_value: object,
+    identifier_value: object,
+    payment_type: object,
+    promo_codes: object,
+    certificates: object,
+    charge_bonuses: object,
+    bonuses_amount: object,
+    use_personal_certificates: object,
+    location_id: object,
+    stream: object,
+    current_time: object,
+    subscription: object,
+) -> CheckoutRequest:
+    """Check every field of an estimate / apply / change and build its request model."""
+    member = None if identifier_value is None else identifier(identifier_value, operation)
+    charge = _flag(charge_bonuses, "charge_bonuses", operation)
+    if charge and member is None:
+        raise ValidationError(
+            "charge_bonuses needs the identifier of an existing member",
+            field="identifier",
+            operation=operation,
+        )
+    time_of_sale = _text(current_time, "current_time", operation)
+    if time_of_sale is not None and not _TIME_RE.fullmatch(time_of_sale):
+        raise ValidationError(
+            f"expected local time as HH:MM, got {time_of_sale!r}",
+            field="current_time",
+            operation=operation,
+        )
+    cap = None
+    if bonuses_amount is not None:
+        cap = _amount(bonuses_amount, "bonuses_amount", operation, positive=False)
+    return CheckoutRequest(
+        cart_items=_cart(cart_items, operation),
+        order_id=(
+            None
+            if order_id_value is None and not order_id_required
+            else order_id(order_id_value, operation)
+        ),
+        identifier=member,
+        payment_type=_text(payment_type, "payment_type", operation),
+        promo_codes=_codes(promo_codes, "promo_codes", operation),
+        certificates=_codes(certificates, "certificates", operation),
+        charge_bonuses=charge,
+        bonuses_amount=cap,
+        use_personal_certificates=_flag(
+            use_personal_certificates, "use_personal_certificates", operation
+        ),
+        location_id=_text(location_id, "location_id", operation),
+        stream=_text(stream, "stream", operation),
+        current_time=time_of_sale,
+        subscription=_text(subscription, "subscription", operation),
+    )

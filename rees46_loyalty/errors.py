@@ -1,0 +1,217 @@
+"""The exceptions of ``rees46_loyalty``.
+
+Every exception the SDK raises on purpose is a :class:`LoyaltyError`::
+
+    LoyaltyError
+    ├── ValidationError          rejected locally; nothing was sent
+    ├── APIError                 the API answered with an error: .status, .message, .payload
+    │   ├── BadRequestError      400 (and other 4xx), documented validation messages
+    │   ├── AuthenticationError  401, 403
+    │   ├── NotFoundError        404, "Order … not found", "… member is not found"
+    │   ├── OrderStatusError     "Could not cancel/confirm order in its current status" (terminal)
+    │   ├── RateLimitError       429, .retry_after
+    │   └── ServerError          5xx
+    ├── TransportError           no answer: .request_sent tells whether it may have been processed
+    │   ├── ConnectError
+    │   └── TimeoutError
+    ├── MalformedResponseError   an answer that is not the documented envelope
+    ├── OutcomeUnknownError      a ``change`` may or may not have been applied: reconcile first
+    └── IdempotencyError         explicit key reused with another request, or a lease wait ran out
+
+Each carries the operation name, the order id where there is one, the number of requests sent
+(``attempts``), whether retrying later could help (``retryable``), the HTTP status where there was
+an answer, and the underlying cause as ``__cause__``. Neither ``str()`` nor ``repr()`` ever holds
+the shop secret, and member phone numbers in them are masked (``7999***1122``).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ._redact import mask_phones
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConnectError",
+    "IdempotencyError",
+    "LoyaltyError",
+    "MalformedResponseError",
+    "NotFoundError",
+    "OrderStatusError",
+    "OutcomeUnknownError",
+    "RateLimitError",
+    "ServerError",
+    "TimeoutError",
+    "TransportError",
+    "ValidationError",
+]
+
+
+class LoyaltyError(Exception):
+    """Base class of every error the SDK raises about a loyalty operation."""
+
+    default_retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str | None = None,
+        order_id: str | None = None,
+        attempts: int = 0,
+        status: int | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        self.message = mask_phones(message)
+        self.operation = operation
+        self.order_id = order_id
+        self.attempts = attempts
+        self.status = status
+        self.retryable = self.default_retryable if retryable is None else retryable
+        super().__init__(self.message)
+
+    def _context(self) -> dict[str, object]:
+        context: dict[str, object] = {
+            "operation": self.operation,
+            "order_id": self.order_id,
+            "status": self.status,
+            "attempts": self.attempts,
+        }
+        return {name: value for name, value in context.items() if value is not None}
+
+    def __str__(self) -> str:
+        context = ", ".join(f"{name}={value!r}" for name, value in self._context().items())
+        return f"{self.message} ({context})" if context else self.message
+
+    def __repr__(self) -> str:
+        context = "".join(f", {name}={value!r}" for name, value in self._context().items())
+        return f"{type(self).__name__}({self.message!r}{context})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructors do not survive the default pickling of exceptions, and task
+        # queues pickle the exceptions of failed jobs.
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[LoyaltyError], state: dict[str, Any]) -> LoyaltyError:
+    error = cls.__new__(cls)
+    error.__dict__.update(state)
+    error.args = (state.get("message", ""),)
+    return error
+
+
+class ValidationError(LoyaltyError, ValueError):
+    """The request was rejected locally, before anything was sent; ``field`` names the culprit."""
+
+    def __init__(self, message: str, *, field: str, operation: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}", operation=operation)
+
+
+class APIError(LoyaltyError):
+    """The API answered, and the answer is an error.
+
+    ``message`` is the API's own message (phone numbers masked); ``payload`` the decoded payload of
+    the answer, if it had one; ``retry_after`` the seconds of a ``Retry-After`` header, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        payload: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
+        **context: Any,
+    ) -> None:
+        self.payload = payload
+        self.retry_after = retry_after
+        super().__init__(message, **context)
+
+
+class BadRequestError(APIError):
+    """The API refused the request as invalid (400, or another 4xx such as 405 and 406)."""
+
+
+class AuthenticationError(APIError):
+    """Wrong ``shop_id`` (401) or a missing or wrong ``shop_secret`` (403)."""
+
+
+class NotFoundError(APIError):
+    """No such order or no such loyalty member (404 or the API's "not found" messages)."""
+
+
+class OrderStatusError(APIError):
+    """The order is not in a state that allows the operation. Terminal: retrying never helps.
+
+    ``previous_outcome_unknown`` is true when an earlier attempt of the same call may have been
+    processed: a ``cancel`` whose first answer was lost fails like this on the retry although the
+    order was cancelled by that first attempt. Check ``details()`` before treating it as a failure.
+    """
+
+    def __init__(
+        self, message: str, *, previous_outcome_unknown: bool = False, **context: Any
+    ) -> None:
+        self.previous_outcome_unknown = previous_outcome_unknown
+        super().__init__(message, **context)
+
+    def _context(self) -> dict[str, object]:
+        context = super()._context()
+        if self.previous_outcome_unknown:
+            context["previous_outcome_unknown"] = True
+        return context
+
+
+class RateLimitError(APIError):
+    """Too many requests (429). ``retry_after`` is the server's wait in seconds, if it sent one."""
+
+    default_retryable = True
+
+
+class ServerError(APIError):
+    """The server or a proxy in front of it failed (5xx)."""
+
+    default_retryable = True
+
+
+class TransportError(LoyaltyError):
+    """No usable answer arrived.
+
+    ``request_sent`` is false only when the request provably never reached the server (the
+    connection was never established); otherwise the server may have processed it.
+    """
+
+    default_retryable = True
+
+    def __init__(self, message: str, *, request_sent: bool, **context: Any) -> None:
+        self.request_sent = request_sent
+        super().__init__(message, **context)
+
+
+class ConnectError(TransportError):
+    """The connection could not be established (DNS, refused, TLS, connect timeout)."""
+
+
+class TimeoutError(TransportError, builtins.TimeoutError):  # noqa: A001 - the name of the tree
+    """An attempt ran out of time (its own timeout, or the call's overall deadline)."""
+
+
+class MalformedResponseError(LoyaltyError):
+    """An answer that is not the documented envelope: HTML, invalid JSON, wrong field types."""
+
+
+class OutcomeUnknownError(LoyaltyError):
+    """A ``change`` may or may not have been applied, and it was not sent again.
+
+    ``change`` is not safe to repeat: a second one returns ``order_total_change`` 0 and the
+    refund amount of the first is lost. Call ``details(order_id=...)`` to see the order as the
+    server has it, and decide from that. The failure that left the outcome unknown is
+    ``__cause__``.
+    """
+
+
+class IdempotencyError(LoyaltyError):
+    """An idempotency key was reused with another request, or a lease wait ran out."""

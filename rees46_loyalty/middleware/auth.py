@@ -1,0 +1,42 @@
+"""The auth middleware: adds the shop's credentials to a request, as late as possible.
+
+It is the innermost middleware, so the secret exists only between here and the socket: no other
+middleware (the user's own included) and no log line sees it. GET methods carry the credentials
+in the query string, so the request's ``secrets`` tells the transport what to redact from any
+error text that quotes the URL.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .._http import ApiRequest, ApiResponse, Handler
+from .._redact import REDACTED
+
+__all__ = ["AuthMiddleware"]
+
+
+class AuthMiddleware:
+    """Injects ``shop_id`` and ``shop_secret`` (the JSON body of a POST, the query of a GET)."""
+
+    __slots__ = ("_secret_bytes", "_shop_id", "_shop_secret")
+
+    def __init__(self, shop_id: str, shop_secret: str) -> None:
+        self._shop_id = shop_id
+        self._shop_secret = shop_secret
+        self._secret_bytes = shop_secret.encode()
+
+    def __repr__(self) -> str:
+        return f"AuthMiddleware(shop_id={self._shop_id!r}, shop_secret='{REDACTED}')"
+
+    async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
+        data = {**request.data, "shop_id": self._shop_id, "shop_secret": self._shop_secret}
+        response = await call_next(
+            attrs.evolve(request, data=data, secrets=(*request.secrets, self._shop_secret))
+        )
+        if self._secret_bytes in response.body:
+            # An API or a proxy that echoes the request back would hand the secret to every
+            # middleware and error message above this one.
+            body = response.body.replace(self._secret_bytes, REDACTED.encode())
+            response = attrs.evolve(response, body=body)
+        return response

@@ -1,0 +1,187 @@
+"""The errors middleware: HTTP status + envelope -> a result model or a typed exception.
+
+This is the only place that reads REES46's envelopes. Two revisions exist and both are accepted::
+
+    {"success": true, "payload": {...}}     {"success": false, "payload": {"message": "..."}}
+    {"status": "success", "payload": {...}} {"status": "error", "payload": {"message": "..."}}
+
+and a payload that has a ``message`` and none of the fields of a result is an error whatever the
+flag says (the API documents one such answer of ``apply``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+from datetime import timezone
+from http import HTTPStatus
+from typing import Any
+
+import attrs
+
+from .._http import ApiRequest, ApiResponse, Handler
+from .._serialization import PayloadShapeError, loads, structure
+from ..errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    MalformedResponseError,
+    NotFoundError,
+    OrderStatusError,
+    RateLimitError,
+    ServerError,
+)
+
+__all__ = ["errors_middleware", "parse_retry_after"]
+
+_ORDER_STATUS_RE = re.compile(r"^Could not \w+ order in its current status", re.IGNORECASE)
+_NOT_FOUND_RE = re.compile(r"\bnot found\b", re.IGNORECASE)
+# Fields that an error payload may carry beside its message (the seed of `change` shows one).
+_NOT_RESULT_FIELDS = frozenset({"message", "identifier"})
+
+
+async def errors_middleware(request: ApiRequest, call_next: Handler) -> ApiResponse:
+    """Turn the raw answer of *call_next* into ``response.result`` or raise an :class:`APIError`."""
+    response = await call_next(request)
+    return decode_response(request, response)
+
+
+def decode_response(request: ApiRequest, response: ApiResponse) -> ApiResponse:
+    """Decode *response* to *request*; see the module docstring for the rules."""
+    context: dict[str, Any] = {
+        "operation": request.operation.name,
+        "order_id": request.order_id,
+        "attempts": request.attempt,
+        "status": response.status,
+    }
+    try:
+        document = loads(response.body) if response.body else None
+        decode_problem = None if response.body else "the body is empty"
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        document, decode_problem = None, f"the body is not valid JSON ({exc})"
+    payload = _payload_of(document)
+    message = _message_of(payload)
+
+    if response.status >= 400:
+        raise _status_error(response, message, payload, context)
+    if not 200 <= response.status < 300:
+        raise MalformedResponseError(f"unexpected HTTP status {response.status}", **context)
+    if decode_problem is not None:
+        raise MalformedResponseError(decode_problem, **context)
+    if payload is None or not isinstance(document, Mapping):
+        kind = type(document).__name__
+        raise MalformedResponseError(f"expected an envelope with a payload, got {kind}", **context)
+
+    succeeded = _envelope_flag(document)
+    if succeeded is None:
+        raise MalformedResponseError("the envelope has neither `success` nor `status`", **context)
+    result_type = request.operation.result_type
+    if not succeeded or (message is not None and not _has_result_fields(payload, result_type)):
+        raise _message_error(message or "the API reported an error", payload, context)
+    try:
+        result = structure(payload, result_type)
+    except PayloadShapeError as exc:
+        raise MalformedResponseError(
+            f"the payload does not match {result_type.__name__}: {exc}", **context
+        ) from exc
+    return attrs.evolve(response, result=result)
+
+
+def _payload_of(document: object) -> Mapping[str, Any] | None:
+    if isinstance(document, Mapping):
+        payload = document.get("payload")
+        if isinstance(payload, Mapping):
+            return payload
+    return None
+
+
+def _message_of(payload: Mapping[str, Any] | None) -> str | None:
+    message = payload.get("message") if payload is not None else None
+    return message if isinstance(message, str) and message else None
+
+
+def _envelope_flag(document: Mapping[str, Any]) -> bool | None:
+    success = document.get("success")
+    if isinstance(success, bool):
+        return success is True
+    status = document.get("status")
+    if status == "success":
+        return True
+    if status == "error":
+        return False
+    return None
+
+
+def _has_result_fields(payload: Mapping[str, Any], result_type: type) -> bool:
+    names = {a.name for a in attrs.fields(result_type)} - _NOT_RESULT_FIELDS
+    return not names.isdisjoint(payload)
+
+
+def _message_error(
+    message: str, payload: Mapping[str, Any] | None, context: dict[str, Any]
+) -> APIError:
+    if _ORDER_STATUS_RE.match(message):
+        return OrderStatusError(message, payload=payload, **context)
+    if _NOT_FOUND_RE.search(message):
+        return NotFoundError(message, payload=payload, **context)
+    return BadRequestError(message, payload=payload, **context)
+
+
+def _status_error(
+    response: ApiResponse,
+    message: str | None,
+    payload: Mapping[str, Any] | None,
+    context: dict[str, Any],
+) -> APIError:
+    status = response.status
+    text = message or _describe_status(response)
+    if message is not None and _ORDER_STATUS_RE.match(message):
+        return OrderStatusError(text, payload=payload, **context)
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return RateLimitError(text, retry_after=retry_after, payload=payload, **context)
+    if status >= 500:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return ServerError(text, retry_after=retry_after, payload=payload, **context)
+    if status in (401, 403):
+        return AuthenticationError(text, payload=payload, **context)
+    if status == 404 or (message is not None and _NOT_FOUND_RE.search(message)):
+        return NotFoundError(text, payload=payload, **context)
+    return BadRequestError(text, payload=payload, **context)
+
+
+def _describe_status(response: ApiResponse) -> str:
+    try:
+        phrase = HTTPStatus(response.status).phrase
+    except ValueError:
+        phrase = "Unknown Status"
+    content_type = response.headers.get("Content-Type", "no content type")
+    body = f"a {content_type} body" if response.body else "an empty body"
+    return f"HTTP {response.status} {phrase} with {body}"
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date.
+
+    *now* is the current Unix time (for tests); a date in the past gives 0. An unreadable value
+    gives ``None``.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 and seconds != float("inf") else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)

@@ -1,0 +1,237 @@
+"""The retry middleware: resend what is safe to resend, and nothing else.
+
+What may be resent depends on the operation's retry-safety class:
+
+* ``SAFE`` (estimate, details, history, apply, confirm): connection failures, timeouts, 429 and
+  500 / 502 / 503 / 504;
+* ``CANCEL``: the same, and when a retry meets ``Could not cancel order in its current status``
+  after an attempt whose outcome was unknown, the error says so (``previous_outcome_unknown``);
+* ``ONCE`` (change): only failures that prove the server never processed the request (no
+  connection, 429, 503). Any other failure leaves the outcome unknown and becomes
+  :class:`~rees46_loyalty.errors.OutcomeUnknownError` at once.
+
+tenacity runs the loop; it is imported here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from tenacity import AsyncRetrying, RetryCallState
+
+from .._clock import Clock
+from .._http import ApiRequest, ApiResponse, Handler
+from .._operations import RetrySafety
+from .._policy import RetryPolicy
+from ..errors import (
+    APIError,
+    LoyaltyError,
+    MalformedResponseError,
+    OrderStatusError,
+    OutcomeUnknownError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+)
+from ..errors import TimeoutError as ApiTimeoutError
+
+__all__ = ["RetryBudget", "RetryMiddleware"]
+
+logger = logging.getLogger("rees46_loyalty")
+
+_RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+# 503 is "temporarily offline for maintenance": the request was not processed.
+_NOT_PROCESSED_STATUSES = frozenset({503})
+_RETRY_COST = 5
+_TIMEOUT_RETRY_COST = 10
+
+
+class RetryBudget:
+    """A token bucket shared by all calls of one client (botocore's retry quota, in small).
+
+    A retry takes tokens; a call that succeeds gives some back. During an outage the bucket runs
+    dry and calls fail after their first attempt instead of tripling the load on the API.
+    """
+
+    __slots__ = ("capacity", "tokens")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.tokens = capacity
+
+    def acquire(self, cost: int) -> bool:
+        """Take *cost* tokens if there are that many."""
+        if cost > self.tokens:
+            return False
+        self.tokens -= cost
+        return True
+
+    def release(self, amount: int) -> None:
+        """Give *amount* tokens back, up to the capacity."""
+        self.tokens = min(self.capacity, self.tokens + amount)
+
+
+def outcome_unknown(error: LoyaltyError) -> bool:
+    """Whether the server may have processed the request that failed with *error*."""
+    if isinstance(error, TransportError):
+        return error.request_sent
+    if isinstance(error, ServerError):
+        return error.status not in _NOT_PROCESSED_STATUSES
+    return isinstance(error, MalformedResponseError)
+
+
+class _Call:
+    """The state of one call across its attempts."""
+
+    __slots__ = ("last_cost", "outcome_unknown")
+
+    def __init__(self) -> None:
+        self.outcome_unknown = False
+        self.last_cost = 0
+
+
+class RetryMiddleware:
+    """Retries a call as its operation's safety class and the :class:`RetryPolicy` allow."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        clock: Clock,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._jitter = jitter
+        self._budget = None if policy.retry_budget is None else RetryBudget(policy.retry_budget)
+
+    @property
+    def budget(self) -> RetryBudget | None:
+        """The client's retry budget, or ``None`` when the policy has none."""
+        return self._budget
+
+    async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
+        policy = self._policy
+        if request.deadline is None and policy.deadline is not None:
+            request = attrs.evolve(request, deadline=self._clock.monotonic() + policy.deadline)
+        call = _Call()
+        retrying = AsyncRetrying(
+            sleep=self._clock.sleep,
+            retry=lambda state: self._should_retry(_error_of(state)),
+            wait=self._wait,
+            stop=lambda state: self._should_stop(request, call, state),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    attempt_request = attrs.evolve(request, attempt=number)
+                    try:
+                        response = await call_next(attempt_request)
+                    except LoyaltyError as error:
+                        replacement = self._classify(request, call, error)
+                        if replacement is not error:
+                            raise replacement from error
+                        raise
+                    self._succeeded(call)
+                    return response
+        except LoyaltyError as error:
+            if error.retryable or isinstance(error, OutcomeUnknownError):
+                logger.warning(
+                    "%s failed after %d attempt(s): %s",
+                    request.operation.name,
+                    error.attempts,
+                    error,
+                    extra={"operation": request.operation.name, "attempts": error.attempts},
+                )
+            raise
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    def _classify(self, request: ApiRequest, call: _Call, error: LoyaltyError) -> LoyaltyError:
+        safety = request.operation.safety
+        unknown = outcome_unknown(error)
+        if safety is RetrySafety.ONCE and unknown:
+            return OutcomeUnknownError(
+                f"{request.operation.name} may have been applied and was not sent again "
+                f"({type(error).__name__}: {error.message}); call details() to reconcile",
+                operation=request.operation.name,
+                order_id=request.order_id,
+                attempts=error.attempts,
+                status=error.status,
+            )
+        if isinstance(error, OrderStatusError) and call.outcome_unknown:
+            error.previous_outcome_unknown = True
+        call.outcome_unknown = call.outcome_unknown or unknown
+        return error
+
+    def _should_retry(self, error: BaseException | None) -> bool:
+        # Unknown outcomes of ONCE operations never get here: _classify has already turned them
+        # into OutcomeUnknownError, which is not retried.
+        retry_after = self._retry_after(error)
+        if retry_after is not None and retry_after > self._policy.max_retry_after:
+            return False
+        if isinstance(error, TransportError | RateLimitError):
+            return True
+        return isinstance(error, ServerError) and error.status in _RETRIED_STATUSES
+
+    def _retry_after(self, error: BaseException | None) -> float | None:
+        if self._policy.respect_retry_after and isinstance(error, APIError):
+            return error.retry_after
+        return None
+
+    def _wait(self, state: RetryCallState) -> float:
+        retry_after = self._retry_after(_error_of(state))
+        if retry_after is not None:
+            return retry_after
+        return self._policy.backoff(state.attempt_number, self._jitter())
+
+    def _should_stop(self, request: ApiRequest, call: _Call, state: RetryCallState) -> bool:
+        if state.attempt_number >= self._policy.max_attempts:
+            return True
+        resumes_at = self._clock.monotonic() + (state.upcoming_sleep or 0.0)
+        if request.deadline is not None and resumes_at >= request.deadline:
+            return True
+        if self._budget is not None:
+            cost = (
+                _TIMEOUT_RETRY_COST
+                if isinstance(_error_of(state), ApiTimeoutError)
+                else _RETRY_COST
+            )
+            if not self._budget.acquire(cost):
+                return True
+            call.last_cost = cost
+        return False
+
+    def _succeeded(self, call: _Call) -> None:
+        if self._budget is not None:
+            self._budget.release(call.last_cost or 1)
+
+
+def _error_of(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome is not None else None
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error: Any = _error_of(state)
+    delay = state.upcoming_sleep
+    logger.info(
+        "retrying %s in %.3fs after attempt %d failed: %s",
+        error.operation,
+        delay,
+        state.attempt_number,
+        error,
+        extra={
+            "operation": error.operation,
+            "order_id": error.order_id,
+            "attempt": state.attempt_number,
+            "status": error.status,
+            "retry_delay": delay,
+            "error": type(error).__name__,
+        },
+    )

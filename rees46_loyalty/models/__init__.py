@@ -1,0 +1,32 @@
+"""attrs models: what the shop sends (cart) and what the API answers (calculation, history)."""
+
+from .calculation import (
+    FailedCode,
+    ItemCertificate,
+    LineItem,
+    OrderCalculation,
+    OrderChange,
+    OrderRef,
+    ReferralReward,
+    RewardShare,
+)
+from .cart import CartItem, CheckoutRequest, MemberRequest, OrderRequest
+from .history import HistoryItem, HistoryOrder, OrderHistory
+
+__all__ = [
+    "CartItem",
+    "CheckoutRequest",
+    "FailedCode",
+    "HistoryItem",
+    "HistoryOrder",
+    "ItemCertificate",
+    "LineItem",
+    "MemberRequest",
+    "OrderCalculation",
+    "OrderChange",
+    "OrderHistory",
+    "OrderRef",
+    "OrderRequest",
+    "ReferralReward",
+    "RewardShare",
+]

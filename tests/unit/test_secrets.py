@@ -1,0 +1,133 @@
+"""The shop secret is never shown, and member phone numbers are shown masked.
+
+The suite-wide guard in conftest checks every log record of every test; these tests check the
+other places a secret could surface: reprs, exception text, tracebacks and causes.
+"""
+
+from __future__ import annotations
+
+import traceback
+from decimal import Decimal
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses as AioResponses  # noqa: N812
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from rees46_loyalty import (
+    CartItem,
+    LoyaltyClient,
+    LoyaltyError,
+    NotFoundError,
+    OrderRef,
+    ValidationError,
+)
+from rees46_loyalty.middleware import AuthMiddleware
+from tests.conftest import PHONE, SHOP_SECRET
+from tests.payloads import CALCULATION, status_envelope
+from tests.unit.helpers import url, url_pattern
+
+SECRET_URL = f"https://api.test/loyalty/checkout/details?order_id=1001&shop_id=shop-42&shop_secret={SHOP_SECRET}"
+
+
+def everything_shown(error: BaseException) -> str:
+    """str, repr and the whole printed traceback of *error*, causes included."""
+    printed = "".join(traceback.format_exception(error))
+    return f"{error}\n{error!r}\n{printed}"
+
+
+def test_the_client_repr_hides_the_secret() -> None:
+    """repr(client) names the shop and the URL, not the secret."""
+    client = LoyaltyClient("shop-42", SHOP_SECRET)
+    assert SHOP_SECRET not in repr(client)
+    assert "shop-42" in repr(client)
+    assert SHOP_SECRET not in repr(AuthMiddleware("shop-42", SHOP_SECRET))
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [
+        aiohttp.ConnectionTimeoutError(f"Connection timeout to host {SECRET_URL}"),
+        aiohttp.ClientResponseError(
+            aiohttp.RequestInfo(
+                url=URL(SECRET_URL),
+                method="GET",
+                headers=CIMultiDictProxy(CIMultiDict()),
+            ),
+            (),
+            status=500,
+            message=f"failed {SECRET_URL}",
+        ),
+        aiohttp.InvalidURL(SECRET_URL),
+        OSError(f"socket trouble talking to {SECRET_URL}"),
+    ],
+)
+async def test_get_failures_never_show_the_url_with_the_secret(
+    once_client: LoyaltyClient, mocked: AioResponses, exception: Exception
+) -> None:
+    """aiohttp errors of a GET quote its URL, query and secret included: all of it is redacted."""
+    mocked.get(url_pattern("details"), exception=exception)
+    with pytest.raises(LoyaltyError) as caught:
+        await once_client.details(order_id="1001")
+    shown = everything_shown(caught.value)
+    assert SHOP_SECRET not in shown
+    assert "shop_secret=***" in shown
+    assert caught.value.__cause__ is None  # the cause would print the secret in a traceback
+
+
+async def test_a_harmless_cause_is_kept(once_client: LoyaltyClient, mocked: AioResponses) -> None:
+    """Causes without the secret stay attached, for debugging."""
+    mocked.post(url("confirm"), exception=aiohttp.ServerDisconnectedError())
+    with pytest.raises(LoyaltyError) as caught:
+        await once_client.confirm(order_id="1001")
+    assert isinstance(caught.value.__cause__, aiohttp.ServerDisconnectedError)
+
+
+async def test_an_answer_that_echoes_the_secret_is_redacted(
+    client: LoyaltyClient, mocked: AioResponses
+) -> None:
+    """A server or proxy that echoes the request back cannot put the secret into an error."""
+    echo = status_envelope({"message": f"Order not found for shop_secret={SHOP_SECRET}"}, ok=False)
+    mocked.get(url_pattern("details"), payload=echo)
+    with pytest.raises(NotFoundError) as caught:
+        await client.details(order_id="1001")
+    assert SHOP_SECRET not in everything_shown(caught.value)
+    assert SHOP_SECRET not in repr(caught.value.payload)
+
+
+async def test_phone_numbers_in_api_messages_are_masked(
+    client: LoyaltyClient, mocked: AioResponses
+) -> None:
+    """A member's phone quoted by the API is masked in str and repr of the error."""
+    answer = status_envelope({"message": f"Loyalty program member {PHONE} is not found"}, ok=False)
+    mocked.get(url_pattern("history"), payload=answer)
+    with pytest.raises(NotFoundError) as caught:
+        await client.history(identifier=PHONE)
+    shown = everything_shown(caught.value)
+    assert PHONE not in shown
+    assert "7999***1122" in shown
+
+
+async def test_results_and_requests_mask_the_identifier_in_their_repr(
+    client: LoyaltyClient, mocked: AioResponses
+) -> None:
+    """Logging a result or a request model never writes a full phone number."""
+    mocked.post(url("estimate"), payload=status_envelope(CALCULATION))
+    result = await client.estimate(
+        cart_items=[CartItem(product_id="A", price=Decimal(1), quantity=1)], identifier=PHONE
+    )
+    assert result.identifier == PHONE  # the value itself is intact
+    assert PHONE not in repr(result)
+    assert "7999***1122" in repr(result)
+    assert PHONE not in repr(OrderRef(order_id="1", identifier=PHONE))
+
+
+async def test_validation_errors_mask_the_phone(client: LoyaltyClient) -> None:
+    """An identifier refused locally is masked in the message."""
+    with pytest.raises(ValidationError) as caught:
+        await client.estimate(
+            cart_items=[CartItem(product_id="A", price=Decimal(1), quantity=1)],
+            identifier=PHONE + "x",
+        )
+    assert PHONE not in everything_shown(caught.value)
