@@ -51,6 +51,7 @@ __all__ = ["DEFAULT_BASE_URL", "LoyaltyClient"]
 
 DEFAULT_BASE_URL = "https://api.rees46.ru"
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
 
 
 class LoyaltyClient:
@@ -66,6 +67,9 @@ class LoyaltyClient:
         base_url: Where the API lives; a proxy of the shop's own is fine. Plain ``http://`` is
             refused unless it points at a loopback address or ``allow_insecure_http`` is set.
         timeout: Seconds one attempt may take (connect, send, answer).
+        connect_timeout: Seconds an attempt may spend getting a connection (waiting for a free
+            one in the pool, or opening one); at most 90% of ``timeout``. A request that times
+            out here was never sent, so even ``change`` may be retried after it.
         retry: How failed calls are retried; see :class:`RetryPolicy`.
         session: An :class:`aiohttp.ClientSession` of your own to send through. The client uses
             it and never closes it; without one the client creates and closes its own.
@@ -82,6 +86,7 @@ class LoyaltyClient:
         *,
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         middlewares: Sequence[Middleware] = (),
@@ -92,8 +97,9 @@ class LoyaltyClient:
             raise ValueError("shop_id must be a non-empty string")
         if not isinstance(shop_secret, str) or not shop_secret:
             raise ValueError("shop_secret must be a non-empty string")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         self._shop_id = shop_id
         self._base_url = _checked_base_url(base_url, allow_insecure_http)
         self._timeout = float(timeout)
@@ -109,7 +115,7 @@ class LoyaltyClient:
                 errors_middleware,
                 AuthMiddleware(shop_id, shop_secret),
             ],
-            AiohttpTransport(self._sessions.get, self._base_url, clock),
+            AiohttpTransport(self._sessions.get, self._base_url, clock, float(connect_timeout)),
         )
 
     @classmethod

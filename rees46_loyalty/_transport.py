@@ -45,14 +45,19 @@ _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json
 class AiohttpTransport:
     """Sends one request per call over the client's shared aiohttp session."""
 
-    __slots__ = ("_base_url", "_clock", "_session")
+    __slots__ = ("_base_url", "_clock", "_connect_timeout", "_session")
 
     def __init__(
-        self, session: Callable[[], aiohttp.ClientSession], base_url: URL, clock: Clock
+        self,
+        session: Callable[[], aiohttp.ClientSession],
+        base_url: URL,
+        clock: Clock,
+        connect_timeout: float,
     ) -> None:
         self._session = session
         self._base_url = base_url
         self._clock = clock
+        self._connect_timeout = connect_timeout
 
     async def __call__(self, request: ApiRequest) -> ApiResponse:
         context: dict[str, Any] = {
@@ -80,13 +85,15 @@ class AiohttpTransport:
                 params=params,
                 data=body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=self._timeouts(timeout),
                 allow_redirects=False,  # a redirect must never carry the secret elsewhere
                 raise_for_status=False,  # status codes are the errors middleware's business
             ) as response:
                 payload = await response.read()
                 return ApiResponse(status=response.status, headers=response.headers, body=payload)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # ConnectionTimeoutError covers the wait for a pooled connection and the connect
+            # itself: in both the request was never written.
             error = _translate(ConnectError, "could not connect", exc, request, request_sent=False)
             raise error from _shown_cause(exc, request)
         except asyncio.TimeoutError as exc:  # SocketTimeoutError, or the attempt's total timeout
@@ -99,6 +106,15 @@ class AiohttpTransport:
                 TransportError, "the connection failed", exc, request, request_sent=True
             )
             raise error from _shown_cause(exc, request)
+
+    def _timeouts(self, attempt: float | None) -> aiohttp.ClientTimeout:
+        if attempt is None:
+            return aiohttp.ClientTimeout(total=None, connect=self._connect_timeout)
+        # Only aiohttp's `connect` timeout tells "never sent" apart from "no answer": the total
+        # one fires wherever the attempt is. So the connect phase always ends a little before
+        # the attempt does, and a slow connect surfaces as ConnectError, which change may retry.
+        connect = min(self._connect_timeout, attempt * 0.9)
+        return aiohttp.ClientTimeout(total=attempt, connect=connect)
 
 
 def _translate(

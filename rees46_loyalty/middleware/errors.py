@@ -40,6 +40,8 @@ _ORDER_STATUS_RE = re.compile(r"^Could not \w+ order in its current status", re.
 _NOT_FOUND_RE = re.compile(r"\bnot found\b", re.IGNORECASE)
 # Fields that an error payload may carry beside its message (the seed of `change` shows one).
 _NOT_RESULT_FIELDS = frozenset({"message", "identifier"})
+# 5xx that say "try again"; a 501 or 505 will answer the same tomorrow.
+_TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 
 
 async def errors_middleware(request: ApiRequest, call_next: Handler) -> ApiResponse:
@@ -144,7 +146,13 @@ def _status_error(
         return RateLimitError(text, retry_after=retry_after, payload=payload, **context)
     if status >= 500:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return ServerError(text, retry_after=retry_after, payload=payload, **context)
+        return ServerError(
+            text,
+            retry_after=retry_after,
+            payload=payload,
+            retryable=status in _TRANSIENT_STATUSES,
+            **context,
+        )
     if status in (401, 403):
         return AuthenticationError(text, payload=payload, **context)
     if status == 404 or (message is not None and _NOT_FOUND_RE.search(message)):

@@ -81,7 +81,10 @@ def outcome_unknown(error: LoyaltyError) -> bool:
         return error.request_sent
     if isinstance(error, ServerError):
         return error.status not in _NOT_PROCESSED_STATUSES
-    return isinstance(error, MalformedResponseError)
+    if isinstance(error, MalformedResponseError):
+        # A 2xx that cannot be read was processed; a redirect (3xx) was not.
+        return error.status is None or 200 <= error.status < 300
+    return False
 
 
 class _Call:
@@ -148,7 +151,13 @@ class RetryMiddleware:
                     request.operation.name,
                     error.attempts,
                     error,
-                    extra={"operation": request.operation.name, "attempts": error.attempts},
+                    extra={
+                        "operation": request.operation.name,
+                        "order_id": request.order_id,
+                        "attempt": error.attempts,
+                        "status": error.status,
+                        "error": type(error).__name__,
+                    },
                 )
             raise
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

@@ -11,6 +11,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -232,3 +233,29 @@ async def test_nothing_listening_is_a_connect_error_and_change_is_retried() -> N
     assert caught.value.request_sent is False
     assert caught.value.attempts == 3
     assert SHOP_SECRET not in str(caught.value)
+
+
+async def test_waiting_too_long_for_a_connection_is_a_connect_error(stub: Stub) -> None:
+    """With the pool full, the connect timeout fires before the request is written: ConnectError
+    with request_sent False, and even change is tried again."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def held(_request: web.Request) -> web.StreamResponse:
+        arrived.set()
+        await release.wait()
+        return web.json_response(status_envelope(REF))
+
+    stub.handler = held
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        client = make_client(stub, session=session, timeout=1.0, connect_timeout=0.02)
+        async with client:
+            holder = asyncio.create_task(client.confirm(order_id="1"))
+            await arrived.wait()  # the confirm now holds the only connection
+            with pytest.raises(ConnectError) as caught:
+                await client.change(order_id="1001", cart_items=CART)
+            release.set()
+            await holder
+    assert caught.value.request_sent is False
+    assert caught.value.attempts == 3
+    assert stub.requests == 1  # the change never reached the server

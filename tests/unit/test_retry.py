@@ -432,3 +432,43 @@ async def test_bad_request_is_raised_as_is(client: LoyaltyClient, mocked: AioRes
     with pytest.raises(BadRequestError):
         await client.change(order_id="1001", cart_items=CART)
     assert count(mocked) == 1
+
+
+async def test_a_redirect_on_change_is_not_an_unknown_outcome(
+    client: LoyaltyClient, mocked: AioResponses
+) -> None:
+    """A 3xx means the API never processed the change (a wrong base_url): say so plainly."""
+    mocked.post(url("change"), status=301, headers={"Location": "https://elsewhere.test/"})
+    with pytest.raises(MalformedResponseError, match="301"):
+        await client.change(order_id="1001", cart_items=CART)
+    assert count(mocked) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(500, True), (503, True), (501, False), (505, False)]
+)
+async def test_only_transient_server_errors_say_they_are_retryable(
+    once_client: LoyaltyClient, mocked: AioResponses, status: int, retryable: bool
+) -> None:
+    """A 501 will answer the same tomorrow: retryable is False, and it is not retried."""
+    mocked.post(url("confirm"), status=status, repeat=True)
+    with pytest.raises(ServerError) as caught:
+        await once_client.confirm(order_id="1001")
+    assert caught.value.retryable is retryable
+
+
+async def test_a_final_transient_failure_is_logged_as_a_warning(
+    client: LoyaltyClient, mocked: AioResponses, log_records: list[Any]
+) -> None:
+    """Giving up after retries writes one WARNING with the same extra fields as the others."""
+    mocked.post(url("confirm"), status=502, repeat=True)
+    with pytest.raises(ServerError):
+        await client.confirm(order_id="1001")
+    (warning,) = [r for r in log_records if r.levelname == "WARNING"]
+    assert (warning.operation, warning.order_id, warning.attempt, warning.status) == (
+        "confirm",
+        "1001",
+        3,
+        502,
+    )
+    assert warning.error == "ServerError"
