@@ -1,26 +1,95 @@
-"""``python -m rees46_loyalty demo``: the checkout life cycle, end to end."""
+"""The command line: ``python -m rees46_loyalty demo | serve-fake``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 __all__ = ["main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m rees46_loyalty", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rees46_loyalty",
+        description="The REES46 loyalty checkout SDK: a demo and a fake API server.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run a whole order life cycle against the embedded fake API")
-    args = parser.parse_args(argv)
+    commands.add_parser(
+        "demo",
+        help="run a whole order life cycle against the embedded fake API, with faults on",
+        description="Run estimate, apply, confirm, change, cancel against the embedded fake "
+        "server with a fault planned for each step, then check the server's ledger. "
+        "Exit code 0 when every check holds.",
+    )
+    serve = commands.add_parser(
+        "serve-fake",
+        help="serve the fake REES46 API on loopback until Ctrl-C",
+        description="Serve the fake REES46 checkout API on 127.0.0.1 with sample members, "
+        "products, promo codes (WELCOME10, AUTUMN5) and a certificate (GIFT-500).",
+    )
+    serve.add_argument("--port", type=int, default=8046, help="port (default 8046; 0 = any)")
+    serve.add_argument("--shop-id", default="test-shop", help="shop id (default test-shop)")
+    serve.add_argument(
+        "--shop-secret", default="test-secret", help="shop secret (default test-secret)"
+    )
+    serve.add_argument(
+        "--envelope",
+        choices=["status", "success"],
+        default="status",
+        help='answer envelope: {"status": ...} (current docs, default) or {"success": ...}',
+    )
+    serve.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        help="share of requests (0 to 1) that meet a random fault (default 0)",
+    )
+    serve.add_argument("--seed", type=int, default=0, help="seed of the random faults")
+    return parser
+
+
+async def _serve(args: argparse.Namespace, out: TextIO) -> None:
+    from .testing import FakeRees46  # noqa: PLC0415 - aiohttp.web only when serving
+    from .testing._seed import seed  # noqa: PLC0415
+
+    fake = FakeRees46(
+        shop_id=args.shop_id,
+        shop_secret=args.shop_secret,
+        envelope=args.envelope,
+        port=args.port,
+    )
+    seed(fake)
+    if args.fault_rate:
+        fake.faults.random(args.fault_rate, seed=args.seed)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with fake:
+        out.write(f"fake REES46 API at {fake.url}\n")
+        out.write(f"shop_id: {fake.shop_id} (shop_secret: as given with --shop-secret)\n")
+        out.write(f"envelope: {fake.envelope}, fault rate: {args.fault_rate:g}\n")
+        for member in fake.members.values():
+            out.write(f"member {member.identifier}: {member.bonuses} bonuses\n")
+        out.write("Ctrl-C to stop\n")
+        out.flush()
+        await stop.wait()
+    out.write(f"stopped after {len(fake.ledger.requests)} requests\n")
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the command line, writing to *out* (standard output); returns the exit code."""
+    out = sys.stdout if out is None else out
+    args = _parser().parse_args(argv)
     if args.command == "demo":
-        print(
-            "rees46_loyalty demo: the embedded fake REES46 server is not built yet.\n"
-            "Until it lands, see README.md's quick start; the test suite exercises every\n"
-            "operation against a real HTTP server on loopback."
-        )
+        from ._demo import main as demo  # noqa: PLC0415 - the fake server only when asked
+
+        return demo(out)
+    asyncio.run(_serve(args, out))
     return 0
 
 

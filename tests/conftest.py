@@ -1,5 +1,7 @@
 """Fixtures shared by the whole suite, and its guards.
 
+FakeClock (from rees46_loyalty.testing) is re-exported here for the tests that import it.
+
 Guard: every test runs with all loggers at DEBUG, and no record may hold the shop secret or an
 unmasked member phone number (see ``log_records``).
 
@@ -22,29 +24,16 @@ import pytest
 from aioresponses import aioresponses as AioResponses  # noqa: N812 - a class, named as one
 
 from rees46_loyalty import LoyaltyClient, RetryPolicy
+from rees46_loyalty.testing import FakeClock
+
+pytest_plugins = ["pytester"]
 
 SHOP_ID = "shop-42"
 SHOP_SECRET = "s3cr3t-DO-NOT-LEAK-4f7a"
 PHONE = "79990001122"
 BASE_URL = "https://api.test"
 
-
-class FakeClock:
-    """A clock whose sleeps return at once and move its time forward; it records each sleep."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+__all__ = ["BASE_URL", "PHONE", "SHOP_ID", "SHOP_SECRET", "FakeClock"]
 
 
 class _InertStreamWriter:

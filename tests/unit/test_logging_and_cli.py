@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from decimal import Decimal
+from typing import TextIO
 
 import pytest
 from aioresponses import aioresponses as AioResponses  # noqa: N812
 
-from rees46_loyalty import CartItem, LoyaltyClient, SystemClock
+from rees46_loyalty import CartItem, LoyaltyClient, SystemClock, _demo
 from rees46_loyalty.__main__ import main
-from tests.conftest import PHONE
+from tests.conftest import PHONE, FakeClock
 from tests.payloads import CALCULATION, REF, status_envelope
 from tests.unit.helpers import url
 
@@ -60,10 +62,17 @@ async def test_the_system_clock_moves_forward() -> None:
     assert clock.monotonic() >= before
 
 
-def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    """python -m rees46_loyalty demo exits 0 and tells the user what it does."""
-    assert main(["demo"]) == 0
-    assert "demo" in capsys.readouterr().out
+def test_demo_command_runs_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """python -m rees46_loyalty demo runs the demo and exits 0 when its checks hold."""
+    real = _demo.run_demo
+
+    async def without_waiting(out: TextIO, clock: object = None) -> bool:
+        return await real(out, clock=FakeClock())
+
+    monkeypatch.setattr(_demo, "run_demo", without_waiting)
+    out = io.StringIO()
+    assert main(["demo"], out) == 0
+    assert "All checks hold." in out.getvalue()
 
 
 def test_the_command_line_needs_a_command(capsys: pytest.CaptureFixture[str]) -> None:

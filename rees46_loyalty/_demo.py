@@ -1,0 +1,169 @@
+"""The demo: a whole order life cycle against the embedded fake server, with faults on.
+
+Each step gets a fault planned for it, so the output shows what the SDK does about each kind:
+a retried 503, an answer lost after the server committed, a 429 with Retry-After, a 5xx on
+``change`` that proves the request was never processed, and the terminal errors of ``cancel``.
+The closing checks compare what the SDK reported with the server's ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import TextIO
+
+from ._clock import Clock
+from ._http import ApiRequest, ApiResponse, Handler
+from ._policy import RetryPolicy
+from .errors import LoyaltyError, OrderStatusError
+from .models import CartItem
+from .testing import FakeRees46, Fault
+from .testing._seed import DEMO_MEMBER, seed
+
+__all__ = ["run_demo"]
+
+CART = [
+    CartItem(product_id="TEA-1", price=Decimal("349.90"), quantity=4),
+    CartItem(product_id="CUP-2", price=Decimal("1200"), quantity=2),
+    CartItem(product_id="POT-3", price=Decimal("2490.50"), quantity=1),
+]
+# The buyer returns one cup and the teapot: the whole new cart, not the returned lines.
+RETURNED_CART = [
+    CartItem(product_id="TEA-1", price=Decimal("349.90"), quantity=4),
+    CartItem(product_id="CUP-2", price=Decimal("1200"), quantity=1),
+]
+
+
+class _AttemptCounter:
+    """A user middleware: counts the attempts of the current call."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
+        self.attempts = request.attempt
+        return await call_next(request)
+
+
+async def run_demo(out: TextIO, clock: Clock | None = None) -> bool:
+    """Run the demo, writing to *out*; return whether every check held.
+
+    *clock* is the client's clock (tests pass a FakeClock so that retries do not wait).
+    """
+    counter = _AttemptCounter()
+    checks: list[tuple[str, bool]] = []
+    async with FakeRees46() as fake:
+        seed(fake)
+        start_bonuses = fake.members[DEMO_MEMBER].bonuses
+        out.write(f"rees46_loyalty demo: fake REES46 API at {fake.url}, faults on\n\n")
+        out.write(f"{'step':<28}{'fault injected':<26}{'attempts':>8}  outcome\n")
+        out.write("-" * 100 + "\n")
+        policy = RetryPolicy(initial_delay=0.05, max_delay=0.2)
+        async with fake.client(retry=policy, middlewares=[counter], clock=clock) as client:
+
+            async def step(
+                name: str, fault: tuple[str, Fault] | None, call: Callable[[], Awaitable[str]]
+            ) -> LoyaltyError | None:
+                """Run one call and print a line; return the error it ended with, if any."""
+                label = ""
+                if fault is not None:
+                    fake.faults.on(*fault)
+                    label = fault[1].label
+                error: LoyaltyError | None = None
+                try:
+                    outcome = await call()
+                except LoyaltyError as exc:
+                    error, outcome = exc, f"{type(exc).__name__}: {exc.message}"
+                out.write(f"{name:<28}{label:<26}{counter.attempts:>8}  {outcome}\n")
+                return error
+
+            async def estimate() -> str:
+                calc = await client.estimate(
+                    cart_items=CART,
+                    identifier=DEMO_MEMBER,
+                    charge_bonuses=True,
+                    promo_codes=["WELCOME10"],
+                )
+                return f"to pay {calc.order_to_pay}, saved {calc.saved_total}"
+
+            async def apply() -> str:
+                calc = await client.apply(
+                    order_id="D-1001",
+                    cart_items=CART,
+                    identifier=DEMO_MEMBER,
+                    charge_bonuses=True,
+                    promo_codes=["WELCOME10"],
+                    certificates=["GIFT-500"],
+                )
+                return (
+                    f"to pay {calc.order_to_pay}, bonuses spent {calc.saved_by_bonuses}, "
+                    f"certificate {calc.saved_by_certificates}"
+                )
+
+            async def confirm() -> str:
+                ref = await client.confirm(order_id="D-1001")
+                return f"order {ref.order_id} confirmed"
+
+            async def change() -> str:
+                calc = await client.change(order_id="D-1001", cart_items=RETURNED_CART)
+                refunds.append(calc.order_total_change)
+                return f"order_total_change {calc.order_total_change} (to return to the buyer)"
+
+            async def cancel(order_id: str) -> str:
+                ref = await client.cancel(order_id=order_id)
+                return f"order {ref.order_id} cancelled"
+
+            refunds: list[Decimal] = []
+            errors = [
+                await step(
+                    "1 estimate", ("estimate", Fault.unavailable(retry_after="0")), estimate
+                ),
+                await step("2 apply", ("apply", Fault.drop_after_commit()), apply),
+                await step("3 confirm", ("confirm", Fault.rate_limited(retry_after="0")), confirm),
+                await step("4 change (partial return)", ("change", Fault.unavailable()), change),
+                await step("5 cancel", ("cancel", Fault.bad_gateway()), lambda: cancel("D-1001")),
+            ]
+            duplicate = await step("6 cancel again", None, lambda: cancel("D-1001"))
+            unknown = await step("7 cancel unknown order", None, lambda: cancel("D-404"))
+
+        ledger = fake.ledger
+        book = fake.book
+        checks = [
+            ("steps 1 to 5 succeeded despite their faults", errors == [None] * 5),
+            (
+                "the refund the SDK reported equals the ledger's",
+                refunds == [ledger.refunds("D-1001")],
+            ),
+            ("exactly one change was committed", len(ledger.effects_for("change")) == 1),
+            ("exactly one confirm was committed", len(ledger.effects_for("confirm")) == 1),
+            ("exactly one cancel was committed", len(ledger.effects_for("cancel")) == 1),
+            (
+                "the duplicate and unknown cancels failed as terminal errors",
+                isinstance(duplicate, OrderStatusError) and isinstance(unknown, OrderStatusError),
+            ),
+            ("the order ended cancelled", book.orders["D-1001"].status == "cancelled"),
+            (
+                "the member's bonuses are back where they started",
+                fake.members[DEMO_MEMBER].bonuses == start_bonuses,
+            ),
+            (
+                "the gift certificate is whole again",
+                book.certificates["GIFT-500"].balance == Decimal(500),
+            ),
+            ("every fault planned was injected", len(fake.faults.injected) == 5),
+        ]
+        out.write("\nChecks against the fake server's ledger\n")
+        for text, held in checks:
+            out.write(f"  [{'ok' if held else 'FAILED'}] {text}\n")
+        total = len(ledger.requests)
+        faults = len(fake.faults.injected)
+        out.write(f"\n{total} requests reached the server, {faults} of them met a fault.\n")
+    passed = all(held for _, held in checks)
+    out.write("All checks hold.\n" if passed else "Some checks FAILED.\n")
+    return passed
+
+
+def main(out: TextIO) -> int:
+    """Run the demo; exit code 0 when every check holds."""
+    return 0 if asyncio.run(run_demo(out)) else 1

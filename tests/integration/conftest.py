@@ -1,0 +1,30 @@
+"""Fixtures of the integration tests: the fake REES46 server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from rees46_loyalty import LoyaltyClient
+from rees46_loyalty.testing import FakeClock, FakeRees46
+from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
+
+
+@pytest.fixture(params=["status", "success"])
+async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeRees46]:
+    """The fake server in each envelope style, with a member, a feed, a code, a certificate."""
+    async with FakeRees46(shop_id=SHOP_ID, shop_secret=SHOP_SECRET, envelope=request.param) as f:
+        f.add_member(PHONE, bonuses=1000)
+        f.add_product("A", "Tea")
+        f.add_product("B", "Cup")
+        f.add_promo_code("SALE10", 10)
+        f.add_certificate("GIFT", 300)
+        yield f
+
+
+@pytest.fixture
+async def sdk(fake: FakeRees46, clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
+    """A client of the fake server on a fake clock (retries do not wait)."""
+    async with fake.client(clock=clock) as client:
+        yield client
