@@ -12,7 +12,7 @@ nox.options.error_on_missing_interpreters = True
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite with coverage of the package (fails under 95%)."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,redis]")
     # coverage runs pytest (not pytest-cov inside it): the package's own pytest plugin is
     # imported while pytest starts, before pytest-cov could begin measuring.
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
@@ -30,5 +30,5 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[test]", "mypy~=2.4")
+    session.install("-e", ".[test,redis]", "mypy~=2.4")
     session.run("mypy", "--strict", "rees46_loyalty")

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import aiohttp
 from yarl import URL
@@ -30,6 +30,7 @@ from ._policy import RetryPolicy
 from ._serialization import unstructure
 from ._session import SessionHolder
 from ._transport import AiohttpTransport
+from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .middleware import (
     AuthMiddleware,
     LoggingMiddleware,
@@ -37,6 +38,7 @@ from .middleware import (
     compose,
     errors_middleware,
 )
+from .middleware.idempotency import IdempotencyMiddleware, record_key
 from .models import (
     CartItem,
     MemberRequest,
@@ -76,6 +78,12 @@ class LoyaltyClient:
         middlewares: Your own middlewares, ``async (request, call_next) -> response``. They run
             once per attempt, inside the retry loop, outside the auth middleware.
         allow_insecure_http: Allow a plain ``http://`` base URL on a non-loopback host.
+        idempotency: Where mutating calls are remembered so that none is applied twice:
+            ``"memory"`` (the default, this process), a store such as
+            :class:`~rees46_loyalty.idempotency.RedisIdempotencyStore` (shared by many
+            processes; you close it), or ``None`` to turn the layer off.
+        idempotency_wait: Seconds a call may wait for another call on the same order or key
+            to finish (default: the store's lease, so that a dead holder is outlasted).
         clock: Time for the retry waits and deadlines; tests pass a fake one.
     """
 
@@ -91,6 +99,8 @@ class LoyaltyClient:
         session: aiohttp.ClientSession | None = None,
         middlewares: Sequence[Middleware] = (),
         allow_insecure_http: bool = False,
+        idempotency: IdempotencyStore | Literal["memory"] | None = "memory",
+        idempotency_wait: float | None = None,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(shop_id, str) or not shop_id:
@@ -107,8 +117,18 @@ class LoyaltyClient:
         self._sessions = SessionHolder(session)
         clock = SystemClock() if clock is None else clock
         self._retry_middleware = RetryMiddleware(self._retry, clock=clock)
+        if idempotency == "memory":
+            idempotency = MemoryIdempotencyStore(clock=clock)
+        self._idempotency = idempotency
+        layers: list[Middleware] = []
+        if idempotency is not None:
+            wait = idempotency.lease if idempotency_wait is None else idempotency_wait
+            layers.append(
+                IdempotencyMiddleware(idempotency, shop_id=shop_id, clock=clock, wait_timeout=wait)
+            )
         self._chain = compose(
             [
+                *layers,
                 self._retry_middleware,
                 *middlewares,
                 LoggingMiddleware(clock),
@@ -156,6 +176,27 @@ class LoyaltyClient:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._sessions.closed
+
+    @property
+    def idempotency(self) -> IdempotencyStore | None:
+        """The idempotency store in use, or ``None`` when the layer is off."""
+        return self._idempotency
+
+    async def clear_idempotency(
+        self, *, order_id: str | None = None, idempotency_key: str | None = None
+    ) -> None:
+        """Forget the idempotency record of an order (or of an explicit key).
+
+        Call it after reconciling an :class:`~rees46_loyalty.errors.OutcomeUnknownError` with
+        :meth:`details`, to allow the same request to be sent again.
+        """
+        if self._idempotency is None:
+            return
+        if idempotency_key is None:
+            order_id = check.order_id(order_id, "clear_idempotency")
+        await self._idempotency.forget(
+            record_key(self._shop_id, order_id=order_id, idempotency_key=idempotency_key)
+        )
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -207,6 +248,7 @@ class LoyaltyClient:
         self,
         *,
         order_id: str,
+        idempotency_key: str | None = None,
         cart_items: Iterable[CartItem],
         identifier: str | None = None,
         payment_type: str | None = None,
@@ -242,26 +284,29 @@ class LoyaltyClient:
             current_time=current_time,
             subscription=subscription,
         )
-        return await self._send(APPLY, request, request.order_id, request.identifier)
+        return await self._send(
+            APPLY, request, request.order_id, request.identifier, idempotency_key
+        )
 
-    async def confirm(self, *, order_id: str) -> OrderRef:
+    async def confirm(self, *, order_id: str, idempotency_key: str | None = None) -> OrderRef:
         """Confirm a paid order: rewards are granted. Confirming twice grants them once."""
         request = OrderRequest(order_id=check.order_id(order_id, CONFIRM.name))
-        return await self._send(CONFIRM, request, request.order_id)
+        return await self._send(CONFIRM, request, request.order_id, None, idempotency_key)
 
-    async def cancel(self, *, order_id: str) -> OrderRef:
+    async def cancel(self, *, order_id: str, idempotency_key: str | None = None) -> OrderRef:
         """Cancel an applied or confirmed order: spent bonuses and codes come back, rewards go.
 
         Final: the order id can never be applied again. Raises
         :class:`~rees46_loyalty.errors.OrderStatusError` when the order cannot be cancelled.
         """
         request = OrderRequest(order_id=check.order_id(order_id, CANCEL.name))
-        return await self._send(CANCEL, request, request.order_id)
+        return await self._send(CANCEL, request, request.order_id, None, idempotency_key)
 
     async def change(
         self,
         *,
         order_id: str,
+        idempotency_key: str | None = None,
         cart_items: Iterable[CartItem],
         identifier: str | None = None,
         payment_type: str | None = None,
@@ -300,7 +345,9 @@ class LoyaltyClient:
             current_time=current_time,
             subscription=subscription,
         )
-        return await self._send(CHANGE, request, request.order_id, request.identifier)
+        return await self._send(
+            CHANGE, request, request.order_id, request.identifier, idempotency_key
+        )
 
     async def details(self, *, order_id: str) -> OrderCalculation:
         """The order as the server has it now; the way to reconcile an unknown outcome."""
@@ -318,15 +365,19 @@ class LoyaltyClient:
         request: object,
         order_id: str | None = None,
         identifier: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ResultT:
         if self._sessions.closed:
             raise RuntimeError("this LoyaltyClient is closed; create a new one")
+        if idempotency_key is not None:
+            check.idempotency_key(idempotency_key, operation.name)
         response = await self._chain(
             ApiRequest(
                 operation=operation,
                 data=unstructure(request),
                 order_id=order_id,
                 identifier=identifier,
+                idempotency_key=idempotency_key,
                 timeout=self._timeout,
             )
         )

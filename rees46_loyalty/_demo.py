@@ -2,8 +2,10 @@
 
 Each step gets a fault planned for it, so the output shows what the SDK does about each kind:
 a retried 503, an answer lost after the server committed, a 429 with Retry-After, a 5xx on
-``change`` that proves the request was never processed, and the terminal errors of ``cancel``.
-The closing checks compare what the SDK reported with the server's ledger.
+``change`` that proves the request was never processed. A redelivered ``change`` and a duplicate
+``cancel`` are answered from the idempotency store without sending, and a cancel of an unknown
+order is a terminal error. The closing checks compare what the SDK reported with the server's
+ledger.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ async def run_demo(out: TextIO, clock: Clock | None = None) -> bool:
         seed(fake)
         start_bonuses = fake.members[DEMO_MEMBER].bonuses
         out.write(f"rees46_loyalty demo: fake REES46 API at {fake.url}, faults on\n\n")
-        out.write(f"{'step':<28}{'fault injected':<26}{'attempts':>8}  outcome\n")
+        out.write(f"{'step':<28}{'fault injected':<26}{'requests':>8}  outcome\n")
         out.write("-" * 100 + "\n")
         policy = RetryPolicy(initial_delay=0.05, max_delay=0.2)
         async with fake.client(retry=policy, middlewares=[counter], clock=clock) as client:
@@ -71,6 +73,7 @@ async def run_demo(out: TextIO, clock: Clock | None = None) -> bool:
                     fake.faults.on(*fault)
                     label = fault[1].label
                 error: LoyaltyError | None = None
+                counter.attempts = 0
                 try:
                     outcome = await call()
                 except LoyaltyError as exc:
@@ -108,11 +111,11 @@ async def run_demo(out: TextIO, clock: Clock | None = None) -> bool:
             async def change() -> str:
                 calc = await client.change(order_id="D-1001", cart_items=RETURNED_CART)
                 refunds.append(calc.order_total_change)
-                return f"order_total_change {calc.order_total_change} (to return to the buyer)"
+                return f"order_total_change {calc.order_total_change}{_replayed(calc.replayed)}"
 
             async def cancel(order_id: str) -> str:
                 ref = await client.cancel(order_id=order_id)
-                return f"order {ref.order_id} cancelled"
+                return f"order {ref.order_id} cancelled{_replayed(ref.replayed)}"
 
             refunds: list[Decimal] = []
             errors = [
@@ -122,25 +125,31 @@ async def run_demo(out: TextIO, clock: Clock | None = None) -> bool:
                 await step("2 apply", ("apply", Fault.drop_after_commit()), apply),
                 await step("3 confirm", ("confirm", Fault.rate_limited(retry_after="0")), confirm),
                 await step("4 change (partial return)", ("change", Fault.unavailable()), change),
-                await step("5 cancel", ("cancel", Fault.bad_gateway()), lambda: cancel("D-1001")),
+                await step("5 change, job redelivered", None, change),
+                await step("6 cancel", ("cancel", Fault.bad_gateway()), lambda: cancel("D-1001")),
+                await step("7 cancel, duplicate", None, lambda: cancel("D-1001")),
             ]
-            duplicate = await step("6 cancel again", None, lambda: cancel("D-1001"))
-            unknown = await step("7 cancel unknown order", None, lambda: cancel("D-404"))
+            unknown = await step("8 cancel unknown order", None, lambda: cancel("D-404"))
 
         ledger = fake.ledger
         book = fake.book
         checks = [
-            ("steps 1 to 5 succeeded despite their faults", errors == [None] * 5),
+            ("steps 1 to 7 succeeded despite their faults", errors == [None] * 7),
             (
-                "the refund the SDK reported equals the ledger's",
-                refunds == [ledger.refunds("D-1001")],
+                "both changes reported the refund in the ledger",
+                refunds == [ledger.refunds("D-1001")] * 2,
+            ),
+            (
+                "the redelivered change and the duplicate cancel sent nothing",
+                len(ledger.requests_for("change")) == 2
+                and len(ledger.requests_for("cancel", "D-1001")) == 2,
             ),
             ("exactly one change was committed", len(ledger.effects_for("change")) == 1),
             ("exactly one confirm was committed", len(ledger.effects_for("confirm")) == 1),
             ("exactly one cancel was committed", len(ledger.effects_for("cancel")) == 1),
             (
-                "the duplicate and unknown cancels failed as terminal errors",
-                isinstance(duplicate, OrderStatusError) and isinstance(unknown, OrderStatusError),
+                "the cancel of an unknown order failed as a terminal error",
+                isinstance(unknown, OrderStatusError),
             ),
             ("the order ended cancelled", book.orders["D-1001"].status == "cancelled"),
             (
@@ -162,6 +171,10 @@ async def run_demo(out: TextIO, clock: Clock | None = None) -> bool:
     passed = all(held for _, held in checks)
     out.write("All checks hold.\n" if passed else "Some checks FAILED.\n")
     return passed
+
+
+def _replayed(replayed: bool) -> str:
+    return " (replayed: nothing sent)" if replayed else ""
 
 
 def main(out: TextIO) -> int:

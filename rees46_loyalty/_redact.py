@@ -6,15 +6,19 @@ member identifiers, which are phone numbers (shown masked: ``7999***1122``).
 
 from __future__ import annotations
 
+import json
 import re
+from urllib.parse import quote, quote_plus
 
-__all__ = ["identifier_repr", "mask_identifier", "mask_phones", "redact"]
+__all__ = ["identifier_repr", "mask_identifier", "mask_phones", "redact", "secret_forms"]
 
 REDACTED = "***"
 
 # A member identifier is a phone number written as digits, country code first (7XXXXXXXXXX).
 # Masks any run of 10 to 15 digits so that numbers echoed inside server messages are hidden too.
 _PHONE_RE = re.compile(r"(?<!\d)(\d{4})\d{2,7}(\d{4})(?!\d)")
+# The query string of any URL: a GET request carries the secret and the member's phone there.
+_QUERY_RE = re.compile(r"(https?://[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
 
 
 def mask_identifier(identifier: str | None) -> str | None:
@@ -39,9 +43,24 @@ def mask_phones(text: str) -> str:
     return _PHONE_RE.sub(rf"\1{REDACTED}\2", text)
 
 
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """*secret* as it can appear in text: raw, percent-encoded (as in a URL) and JSON-escaped."""
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret, safe="/"),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret)[1:-1].replace("/", "\\/"),
+    }
+    return tuple(sorted((form for form in forms if form), key=len, reverse=True))
+
+
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace each of *secrets* in *text* by ``***`` and mask phone numbers."""
+    """Cut URL query strings from *text*, replace every form of each secret, mask phones."""
+    text = _QUERY_RE.sub(rf"\1?{REDACTED}", text)
     for secret in secrets:
         if secret:
-            text = text.replace(secret, REDACTED)
+            for form in secret_forms(secret):
+                text = text.replace(form, REDACTED)
     return mask_phones(text)

@@ -17,14 +17,18 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import attrs
 from cattrs import Converter
 from cattrs.cols import homogenous_tuple_structure_factory, mapping_structure_factory
 from cattrs.errors import BaseValidationError
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.v import transform_error
 
 __all__ = [
     "PayloadShapeError",
+    "dump_result",
     "dumps",
+    "load_result",
     "loads",
     "structure",
     "unstructure",
@@ -72,7 +76,8 @@ def dumps(data: Any) -> bytes:
 
 
 def _expect(kind: str, value: object) -> TypeError:
-    return TypeError(f"expected {kind}, got {type(value).__name__} {value!r:.40}")
+    # The type only, never the value: a value may be a member's phone number.
+    return TypeError(f"expected {kind}, got {type(value).__name__}")
 
 
 def _structure_str(value: object, _: type) -> str:
@@ -144,6 +149,36 @@ def _strict_dict(type_: Any, converter: Converter) -> Callable[[Any, Any], Any]:
     return structure_dict
 
 
+def _local_fields(type_: Any) -> list[str]:
+    """Fields the SDK sets itself (``metadata={"local": True}``), never read from the wire."""
+    if not attrs.has(type_):
+        return []
+    return [a.name for a in attrs.fields(type_) if a.metadata.get("local")]
+
+
+def _model_structure(type_: Any, converter: Converter) -> Callable[[Any, Any], Any]:
+    omitted = {name: override(omit=True) for name in _local_fields(type_)}
+    structure_fields = make_dict_structure_fn(type_, converter, **omitted)  # type: ignore[arg-type]
+
+    def structure_model(value: Any, target: Any) -> Any:
+        if isinstance(value, Mapping):
+            # null means "not given": a field with a default gets it, a required one is missing.
+            value = {name: item for name, item in value.items() if item is not None}
+        return structure_fields(value, target)
+
+    return structure_model
+
+
+def _without_local_fields_unstructure(type_: Any, converter: Converter) -> Callable[[Any], Any]:
+    omitted = {name: override(omit=True) for name in _local_fields(type_)}
+    return make_dict_unstructure_fn(
+        type_,
+        converter,
+        _cattrs_omit_if_default=converter.omit_if_default,
+        **omitted,  # type: ignore[arg-type]
+    )
+
+
 def _make_converter() -> Converter:
     converter = Converter(omit_if_default=True, detailed_validation=True)
     converter.register_structure_hook(str, _structure_str)
@@ -153,10 +188,16 @@ def _make_converter() -> Converter:
     converter.register_structure_hook_factory(_is_homogeneous_tuple, _strict_tuple)
     converter.register_structure_hook_factory(_is_dict, _strict_dict)
     converter.register_unstructure_hook(Decimal, _json_number)
+    has_local = lambda type_: bool(_local_fields(type_))  # noqa: E731
+    converter.register_structure_hook_factory(attrs.has, _model_structure)
+    converter.register_unstructure_hook_factory(has_local, _without_local_fields_unstructure)
     return converter
 
 
 _converter = _make_converter()
+# Stored results keep every digit: Decimals become JSON strings, which _structure_decimal reads.
+_storage_converter = _converter.copy()
+_storage_converter.register_unstructure_hook(Decimal, str)
 
 
 def structure(payload: object, model: type[T]) -> T:
@@ -167,6 +208,16 @@ def structure(payload: object, model: type[T]) -> T:
         return _converter.structure(payload, model)
     except BaseValidationError as exc:
         raise PayloadShapeError(transform_error(exc, path="$")) from exc
+
+
+def dump_result(result: object) -> bytes:
+    """Encode a result model for an idempotency store, exactly (Decimals as strings)."""
+    return dumps(_storage_converter.unstructure(result))
+
+
+def load_result(data: bytes | str, model: type[T]) -> T:
+    """Decode what :func:`dump_result` wrote back into *model*."""
+    return structure(loads(data), model)
 
 
 def unstructure(obj: object) -> Any:

@@ -87,6 +87,7 @@ class AiohttpTransport:
                 headers=headers,
                 timeout=self._timeouts(timeout),
                 allow_redirects=False,  # a redirect must never carry the secret elsewhere
+                middlewares=(),  # a borrowed session's own middlewares could resend a change
                 raise_for_status=False,  # status codes are the errors middleware's business
             ) as response:
                 payload = await response.read()
@@ -137,6 +138,13 @@ def _translate(
 
 
 def _shown_cause(exc: BaseException, request: ApiRequest) -> BaseException | None:
-    """*exc*, unless its text holds a secret that a printed traceback would then show."""
+    """*exc* as the cause, unless a printed traceback of it could show a secret or a phone.
+
+    aiohttp puts the request URL in some exceptions (and in their ``request_info``), and the
+    URL of a GET holds the secret and maybe a phone number in its query; those causes are
+    dropped, their text is in the SDK's own message, redacted.
+    """
+    if request.method == "GET":
+        return None
     text = f"{exc}{exc!r}"
-    return None if any(secret in text for secret in request.secrets if secret) else exc
+    return None if redact(text, request.secrets) != text else exc

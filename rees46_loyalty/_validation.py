@@ -16,6 +16,7 @@ from .models import CartItem, CheckoutRequest
 
 __all__ = [
     "checkout_request",
+    "idempotency_key",
     "identifier",
     "order_id",
 ]
@@ -27,6 +28,7 @@ _TIME_RE = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")
 # A float carries about 15.9 significant decimal digits; up to 15 always survive the JSON
 # encoder's round trip unchanged.
 _MAX_DIGITS = 15
+_LIMIT = 10**_MAX_DIGITS
 
 
 def order_id(value: object, operation: str) -> str:
@@ -34,6 +36,17 @@ def order_id(value: object, operation: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(
             "a non-empty string is required", field="order_id", operation=operation
+        )
+    return value
+
+
+def idempotency_key(value: object, operation: str) -> str:
+    """Check an ``idempotency_key``: a non-empty string of at most 255 characters."""
+    if not isinstance(value, str) or not value or len(value) > 255:
+        raise ValidationError(
+            "a non-empty string of at most 255 characters is required",
+            field="idempotency_key",
+            operation=operation,
         )
     return value
 
@@ -51,6 +64,18 @@ def identifier(value: object, operation: str) -> str:
     return value
 
 
+def _travels_exactly(value: Decimal) -> bool:
+    """Whether *value* survives the JSON encoder unchanged.
+
+    The encoder writes a fraction as the float whose shortest repr has its digits, which holds
+    up to 15 significant digits within a float's range.
+    """
+    if value == value.to_integral_value():
+        return True
+    digits = len(value.normalize().as_tuple().digits)
+    return digits <= _MAX_DIGITS and Decimal(repr(float(value))) == value
+
+
 def _amount(value: object, field: str, operation: str, *, positive: bool) -> Decimal | int:
     if isinstance(value, bool) or not isinstance(value, Decimal | int):
         hint = " (use Decimal('99.90'): a float cannot hold kopecks exactly)"
@@ -60,18 +85,18 @@ def _amount(value: object, field: str, operation: str, *, positive: bool) -> Dec
             field=field,
             operation=operation,
         )
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValidationError(f"{value} is not a number", field=field, operation=operation)
-        if (
-            value != value.to_integral_value()
-            and len(value.normalize().as_tuple().digits) > _MAX_DIGITS
-        ):
-            raise ValidationError(
-                f"more than {_MAX_DIGITS} significant digits cannot be sent exactly",
-                field=field,
-                operation=operation,
-            )
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise ValidationError(f"{value} is not a number", field=field, operation=operation)
+    if abs(value) >= _LIMIT:
+        raise ValidationError(
+            f"must be less than 10**{_MAX_DIGITS}", field=field, operation=operation
+        )
+    if isinstance(value, Decimal) and not _travels_exactly(value):
+        raise ValidationError(
+            f"more than {_MAX_DIGITS} significant digits cannot be sent exactly",
+            field=field,
+            operation=operation,
+        )
     if value <= 0 if positive else value < 0:
         bound = "greater than 0" if positive else "0 or more"
         raise ValidationError(f"must be {bound}, got {value}", field=field, operation=operation)

@@ -200,7 +200,17 @@ class TimeoutError(TransportError, builtins.TimeoutError):  # noqa: A001 - the n
 
 
 class MalformedResponseError(LoyaltyError):
-    """An answer that is not the documented envelope: HTML, invalid JSON, wrong field types."""
+    """An answer that is not the documented envelope: HTML, invalid JSON, wrong field types.
+
+    ``payload`` is the decoded payload when the envelope itself could be read (so the amounts
+    of an answer whose other fields did not fit the model are still at hand), else ``None``.
+    """
+
+    def __init__(
+        self, message: str, *, payload: Mapping[str, Any] | None = None, **context: Any
+    ) -> None:
+        self.payload = payload
+        super().__init__(message, **context)
 
 
 class OutcomeUnknownError(LoyaltyError):
@@ -209,8 +219,15 @@ class OutcomeUnknownError(LoyaltyError):
     ``change`` is not safe to repeat: a second one returns ``order_total_change`` 0 and the
     refund amount of the first is lost. Call ``details(order_id=...)`` to see the order as the
     server has it, and decide from that. The failure that left the outcome unknown is
-    ``__cause__``.
+    ``__cause__``; ``payload`` is the payload of the answer when one arrived but could not be
+    read whole (it may hold ``order_total_change``).
     """
+
+    def __init__(
+        self, message: str, *, payload: Mapping[str, Any] | None = None, **context: Any
+    ) -> None:
+        self.payload = payload
+        super().__init__(message, **context)
 
 
 class IdempotencyError(LoyaltyError):

@@ -65,8 +65,14 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def client(clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
-    """A client of https://api.test with the default retry policy and a fake clock."""
-    async with LoyaltyClient(SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock) as c:
+    """A client of https://api.test with the default retry policy and a fake clock.
+
+    The idempotency layer is off: these tests are about what goes on the wire; the layer has
+    its own tests.
+    """
+    async with LoyaltyClient(
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, idempotency=None
+    ) as c:
         yield c
 
 
@@ -74,7 +80,12 @@ async def client(clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
 async def once_client(clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
     """A client that never retries."""
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, retry=RetryPolicy.disabled()
+        SHOP_ID,
+        SHOP_SECRET,
+        base_url=BASE_URL,
+        clock=clock,
+        retry=RetryPolicy.disabled(),
+        idempotency=None,
     ) as c:
         yield c
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import attrs
 
 from .._http import ApiRequest, ApiResponse, Handler
-from .._redact import REDACTED
+from .._redact import REDACTED, secret_forms
 
 __all__ = ["AuthMiddleware"]
 
@@ -19,12 +19,12 @@ __all__ = ["AuthMiddleware"]
 class AuthMiddleware:
     """Injects ``shop_id`` and ``shop_secret`` (the JSON body of a POST, the query of a GET)."""
 
-    __slots__ = ("_secret_bytes", "_shop_id", "_shop_secret")
+    __slots__ = ("_secret_forms", "_shop_id", "_shop_secret")
 
     def __init__(self, shop_id: str, shop_secret: str) -> None:
         self._shop_id = shop_id
         self._shop_secret = shop_secret
-        self._secret_bytes = shop_secret.encode()
+        self._secret_forms = tuple(form.encode() for form in secret_forms(shop_secret))
 
     def __repr__(self) -> str:
         return f"AuthMiddleware(shop_id={self._shop_id!r}, shop_secret='{REDACTED}')"
@@ -34,9 +34,10 @@ class AuthMiddleware:
         response = await call_next(
             attrs.evolve(request, data=data, secrets=(*request.secrets, self._shop_secret))
         )
-        if self._secret_bytes in response.body:
-            # An API or a proxy that echoes the request back would hand the secret to every
-            # middleware and error message above this one.
-            body = response.body.replace(self._secret_bytes, REDACTED.encode())
-            response = attrs.evolve(response, body=body)
-        return response
+        body = response.body
+        for form in self._secret_forms:
+            if form in body:
+                # An API or a proxy that echoes the request back would hand the secret to every
+                # middleware and error message above this one.
+                body = body.replace(form, REDACTED.encode())
+        return response if body is response.body else attrs.evolve(response, body=body)

@@ -61,8 +61,8 @@ def decode_response(request: ApiRequest, response: ApiResponse) -> ApiResponse:
     try:
         document = loads(response.body) if response.body else None
         decode_problem = None if response.body else "the body is empty"
-    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-        document, decode_problem = None, f"the body is not valid JSON ({exc})"
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
+        document, decode_problem = None, f"the body is not valid JSON ({type(exc).__name__})"
     payload = _payload_of(document)
     message = _message_of(payload)
 
@@ -86,7 +86,7 @@ def decode_response(request: ApiRequest, response: ApiResponse) -> ApiResponse:
         result = structure(payload, result_type)
     except PayloadShapeError as exc:
         raise MalformedResponseError(
-            f"the payload does not match {result_type.__name__}: {exc}", **context
+            f"the payload does not match {result_type.__name__}: {exc}", payload=payload, **context
         ) from exc
     return attrs.evolve(response, result=result)
 

@@ -173,6 +173,7 @@ class RetryMiddleware:
                 order_id=request.order_id,
                 attempts=error.attempts,
                 status=error.status,
+                payload=getattr(error, "payload", None),
             )
         if isinstance(error, OrderStatusError) and call.outcome_unknown:
             error.previous_outcome_unknown = True

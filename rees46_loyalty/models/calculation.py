@@ -27,6 +27,12 @@ __all__ = [
 _ZERO = Decimal(0)
 
 
+def _replayed() -> bool:
+    # Not an API field: set by the SDK on a result replayed from the idempotency store. It takes
+    # no part in equality, so a replayed result equals the original.
+    return field(default=False, eq=False, metadata={"local": True})
+
+
 @frozen(kw_only=True)
 class RewardShare:
     """Bonuses earned by a line from one source: in all and per unit."""
@@ -141,6 +147,8 @@ class OrderCalculation:
     certificates: tuple[str, ...] = ()
     certificates_failed: tuple[FailedCode, ...] = ()
     items: tuple[LineItem, ...] = ()
+    #: True when this result was replayed from the idempotency store: nothing was sent.
+    replayed: bool = _replayed()
 
 
 @frozen(kw_only=True)
@@ -161,3 +169,5 @@ class OrderRef:
     order_id: str
     identifier: str | None = field(default=None, repr=identifier_repr)
     message: str | None = None
+    #: True when this result was replayed from the idempotency store: nothing was sent.
+    replayed: bool = _replayed()

@@ -87,6 +87,8 @@ class OrderBook:
         order = self.orders.get(order_id)
         if order is not None and order.status != "created":
             raise ApiFailure(400, "Could not apply order in its current status")
+        if order is not None and order.params == params:
+            return order.calculation.payload  # the same cart again: nothing changes
         member = self._member_for(params)
         if order is not None:
             self._release(order)
@@ -131,7 +133,9 @@ class OrderBook:
 
         The new cart is calculated with the order's own codes, certificates and bonus settings,
         spending no more bonuses or certificate money than the order first did, so a repeated
-        change finds nothing left to move and answers ``order_total_change`` 0.
+        change finds nothing left to move and answers ``order_total_change`` 0. As the API's
+        page says, added products get no discounts or rewards, and added units of a product
+        earn no more reward than the product first did.
         """
         order_id = _required(params.order_id)
         order = self.orders.get(order_id)
@@ -140,10 +144,14 @@ class OrderBook:
         old = order.calculation
         new_params = evolve(order.params, cart=params.cart)
         bonuses_delta = self._release(order)
+        first_rewards = {
+            item["product_id"]: item["bonuses_reward"] for item in old.payload["items"]
+        }
         new = self._calculate(
             new_params,
             bonuses_cap=old.bonuses_used,
             certificate_caps=old.certificates_used,
+            reward_caps=first_rewards,
         )
         member = self._member_of(order)
         self._reserve(member, new)
@@ -209,6 +217,7 @@ class OrderBook:
         *,
         bonuses_cap: Decimal | None = None,
         certificate_caps: Mapping[str, Decimal] | None = None,
+        reward_caps: Mapping[str, Decimal] | None = None,
     ) -> Calculation:
         member = self._member_for(params)
         cap = params.bonuses_amount
@@ -226,6 +235,7 @@ class OrderBook:
             charge_bonuses=params.charge_bonuses,
             bonuses_cap=cap,
             certificate_caps=certificate_caps,
+            reward_caps=reward_caps,
             order_id=params.order_id,
             payment_type=params.payment_type,
         )

@@ -92,9 +92,11 @@ def _per_unit(amount: Decimal, quantity: Decimal) -> Decimal:
     return cents(amount / quantity)
 
 
-def _reason(*, in_feed: bool, allowed: bool) -> str | None:
+def _reason(in_feed: bool, *, added: bool, allowed: bool) -> str | None:
     if not in_feed:
         return "product is not in the feed"
+    if added:
+        return "added by a change"
     return None if allowed else "forbidden by the shop"
 
 
@@ -155,14 +157,18 @@ class _Pricing:
     bonus_budget: Decimal
     certificates_left: dict[str, Decimal]
     order_id: str | None
+    #: For a change: the reward each product first earned, its most; other products get none.
+    reward_caps: Mapping[str, Decimal] | None = None
     totals: _Totals = field(factory=_Totals)
     certificates_used: dict[str, Decimal] = field(factory=dict)
 
     def line(self, line: CartLine) -> dict[str, Any]:
         in_feed = line.product_id in self.feed
-        discountable = in_feed and line.discountable
-        bonusable = in_feed and line.bonusable
-        rewardable = in_feed and line.rewardable and self.member is not None
+        added = self.reward_caps is not None and line.product_id not in self.reward_caps
+        eligible = in_feed and not added
+        discountable = eligible and line.discountable
+        bonusable = eligible and line.bonusable
+        rewardable = eligible and line.rewardable and self.member is not None
         total = line.price * line.quantity
         discount = cents_down(total * self.percent / 100) if discountable else ZERO
         after_discounts = total - discount
@@ -174,6 +180,9 @@ class _Pricing:
         left, line_certificates = self._pay_with_certificates(after_discounts - bonuses, line)
         paid_with_certificates = sum((c["amount"] for c in line_certificates.values()), ZERO)
         reward = cents_down(left * self.program.reward_rate) if rewardable else ZERO
+        if self.reward_caps is not None and rewardable:
+            # The seed of `change`: more units of a product earn no more than it first did.
+            reward = min(reward, self.reward_caps[line.product_id])
         totals = self.totals
         totals.quantity += line.quantity
         totals.total += total
@@ -189,11 +198,11 @@ class _Pricing:
             "price": line.price,
             "total": total,
             "discountable": discountable,
-            "discountable_reason": _reason(in_feed=in_feed, allowed=line.discountable),
+            "discountable_reason": _reason(in_feed, added=added, allowed=line.discountable),
             "bonusable": bonusable,
-            "bonusable_reason": _reason(in_feed=in_feed, allowed=line.bonusable),
+            "bonusable_reason": _reason(in_feed, added=added, allowed=line.bonusable),
             "rewardable": rewardable,
-            "rewardable_reason": _reason(in_feed=in_feed, allowed=line.rewardable),
+            "rewardable_reason": _reason(in_feed, added=added, allowed=line.rewardable),
             "paid_with_offers": ZERO,
             "paid_with_offers_per_product": ZERO,
             "paid_with_referral_discounts": ZERO,
@@ -256,6 +265,7 @@ def calculate(
     charge_bonuses: bool,
     bonuses_cap: Decimal | None,
     certificate_caps: Mapping[str, Decimal] | None = None,
+    reward_caps: Mapping[str, Decimal] | None = None,
     order_id: str | None,
     payment_type: str | None,
 ) -> Calculation:
@@ -280,6 +290,7 @@ def calculate(
         bonus_budget=budget,
         certificates_left=usable,
         order_id=order_id,
+        reward_caps=reward_caps,
     )
     items = [pricing.line(line) for line in cart]
     totals = pricing.totals

@@ -66,6 +66,7 @@ class FakeRees46:
         self._host = host
         self._port = port
         self._counts: Counter[str] = Counter()
+        self._arrived: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
 
@@ -111,6 +112,13 @@ class FakeRees46:
         """
         return self._counts[operation] if operation else sum(self._counts.values())
 
+    async def wait_received(self, operation: str, count: int = 1) -> None:
+        """Return once *count* requests to *operation* have arrived (see :meth:`received`)."""
+        if self._arrived is None:
+            self._arrived = asyncio.Condition()
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: self._counts[operation] >= count)
+
     # -- serving --------------------------------------------------------------------------
 
     def app(self) -> web.Application:
@@ -122,7 +130,9 @@ class FakeRees46:
     async def start(self) -> str:
         """Start serving on loopback (a free port unless one was given); returns the URL."""
         # No access log: GET requests carry the shop secret in their query string.
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
         await site.start()
@@ -172,6 +182,9 @@ class FakeRees46:
             return self._answer(405, body)
         self._counts[operation] += 1
         number = self._counts[operation]
+        if self._arrived is not None:
+            async with self._arrived:
+                self._arrived.notify_all()
         raw = await request.read()
         fields = self._fields(request, raw)
         order_id = _text(fields.get("order_id")) if fields is not None else None
@@ -312,14 +325,14 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _number(value: object, name: str) -> Decimal:
+def _number(value: object, name: str, *, allow_zero: bool = False) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
         raise ApiFailure(400, f"{name} must be a number")
     try:
         number = Decimal(value)
     except InvalidOperation:
         raise ApiFailure(400, f"{name} must be a number") from None
-    if not number.is_finite() or number <= 0:
+    if not number.is_finite() or number < 0 or (number == 0 and not allow_zero):
         raise ApiFailure(400, f"{name} must be greater than 0")
     return number
 
@@ -379,5 +392,5 @@ def _checkout_params(fields: Mapping[str, Any], *, order_required: bool) -> Chec
         promo_codes=_strings(fields.get("promo_codes")),
         certificates=_strings(fields.get("certificates")),
         charge_bonuses=_flag(fields.get("charge_bonuses"), default=False),
-        bonuses_amount=None if cap is None else _number(cap, "bonuses_amount"),
+        bonuses_amount=None if cap is None else _number(cap, "bonuses_amount", allow_zero=True),
     )

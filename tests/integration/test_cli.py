@@ -24,10 +24,11 @@ async def test_the_demo_passes_its_checks() -> None:
     text = out.getvalue()
     assert "All checks hold." in text
     assert "FAILED" not in text
-    for step in ("estimate", "apply", "confirm", "change", "cancel again", "cancel unknown order"):
+    for step in ("estimate", "apply", "confirm", "change", "cancel, duplicate", "cancel unknown"):
         assert step in text
     assert "drop after commit" in text
     assert "OrderStatusError: Could not cancel order in its current status" in text
+    assert text.count("(replayed: nothing sent)") == 2
 
 
 async def test_serve_fake_serves_until_sigterm() -> None:

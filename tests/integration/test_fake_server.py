@@ -358,3 +358,46 @@ def test_fault_plans() -> None:
     faults.clear()
     assert faults.pick("change", 2) is None
     assert faults.pick("estimate", 1) is None
+
+
+async def test_an_increasing_change_earns_nothing_more(
+    fake: FakeRees46, sdk: LoyaltyClient
+) -> None:
+    """The change page: added products get no rewards, added units earn no more than before."""
+    await sdk.apply(
+        order_id="up",
+        cart_items=[CartItem(product_id="A", price=Decimal(1000), quantity=2)],
+        identifier=PHONE,
+    )
+    first = await sdk.confirm(order_id="up")
+    before = (await sdk.details(order_id="up")).bonuses_reward
+    bigger = [
+        CartItem(product_id="A", price=Decimal(1000), quantity=4),
+        CartItem(product_id="B", price=Decimal(500), quantity=1),
+    ]
+    changed = await sdk.change(order_id="up", cart_items=bigger)
+    assert first.order_id == "up"
+    assert changed.order_total_change == Decimal(2500)  # more to take from the buyer
+    assert changed.bonuses_reward == before
+    added = changed.items[1]
+    assert (added.bonuses_reward, added.rewardable_reason) == (0, "added by a change")
+    assert fake.members[PHONE].bonuses == Decimal(1000) + before
+
+
+async def test_a_zero_bonus_cap_is_accepted(sdk: LoyaltyClient) -> None:
+    """bonuses_amount=0 means "spend none", for the fake as for the SDK."""
+    calc = await sdk.estimate(
+        cart_items=CART, identifier=PHONE, charge_bonuses=True, bonuses_amount=0
+    )
+    assert calc.saved_by_bonuses == 0
+
+
+async def test_applying_the_same_cart_again_changes_nothing(
+    fake: FakeRees46, sdk: LoyaltyClient
+) -> None:
+    """A repeated apply with the same cart answers the same and commits no second effect."""
+    first = await sdk.apply(order_id="same", cart_items=CART, identifier=PHONE, charge_bonuses=True)
+    again = await sdk.apply(order_id="same", cart_items=CART, identifier=PHONE, charge_bonuses=True)
+    assert again == first
+    assert len(fake.ledger.effects_for("apply", "same")) == 1
+    assert fake.members[PHONE].bonuses == Decimal(1000) - first.saved_by_bonuses

@@ -247,3 +247,26 @@ async def test_errors_pickle_with_their_context(
     assert (copy.operation, copy.order_id, copy.status, copy.attempts) == ("cancel", "1001", 200, 1)
     assert str(copy) == str(caught.value)
     assert json.dumps(copy.payload) == json.dumps(caught.value.payload)
+
+
+async def test_a_deeply_nested_answer_is_malformed(
+    client: LoyaltyClient, mocked: AioResponses
+) -> None:
+    """JSON nested past the recursion limit is a MalformedResponseError, not a RecursionError."""
+    mocked.post(url("confirm"), body="[" * 100_000, content_type="application/json")
+    with pytest.raises(MalformedResponseError, match="not valid JSON"):
+        await client.confirm(order_id="1001")
+
+
+async def test_an_unreadable_change_keeps_its_payload(
+    client: LoyaltyClient, mocked: AioResponses
+) -> None:
+    """When a change answer fits no model, the payload (and its refund) stays on the errors."""
+    payload = {**CALCULATION, "order_total_change": -300, "order_total": "lots"}
+    mocked.post(url("change"), payload=status_envelope(payload))
+    with pytest.raises(OutcomeUnknownError) as caught:
+        await client.change(order_id="1001", cart_items=CART)
+    assert caught.value.payload is not None
+    assert caught.value.payload["order_total_change"] == -300
+    assert isinstance(caught.value.__cause__, MalformedResponseError)
+    assert caught.value.__cause__.payload == caught.value.payload

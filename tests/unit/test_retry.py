@@ -367,7 +367,7 @@ async def test_successes_refill_the_retry_budget(mocked: AioResponses, clock: Fa
     """A first-time success gives a token back; a success after a retry gives its cost back."""
     policy = RetryPolicy(max_attempts=2, retry_budget=10)
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock, idempotency=None
     ) as c:
         budget = c._retry_middleware.budget
         assert budget is not None

@@ -137,3 +137,21 @@ def test_any_answer_gives_a_result_or_a_loyalty_error(
     else:
         assert 200 <= status < 300
         assert isinstance(decoded.result, OPERATIONS[operation].result_type)
+
+
+def test_null_means_not_given() -> None:
+    """A null in an optional field gives its default; a null in a required one is missing."""
+    result = structure(
+        {"order_total": 10, "order_to_pay": 9, "bonuses_balance": None, "items": None},
+        OrderCalculation,
+    )
+    assert result.bonuses_balance == 0
+    assert result.items == ()
+    with pytest.raises(PayloadShapeError, match=r"\$\.order_id"):
+        structure({"order_id": None}, OrderRef)
+
+
+def test_the_replayed_flag_never_comes_from_the_wire() -> None:
+    """`replayed` is the SDK's own: an API field of that name is ignored, and never sent."""
+    assert structure({"order_id": "1", "replayed": True}, OrderRef).replayed is False
+    assert "replayed" not in unstructure(OrderRef(order_id="1", replayed=True))

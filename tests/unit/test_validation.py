@@ -65,6 +65,19 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("estimate", {"cart_items": [item(quantity=0)]}, "cart_items[0].quantity", "greater than 0"),
     (
         "estimate",
+        {"cart_items": [item(price=Decimal("1E+5000"))]},
+        "cart_items[0].price",
+        "less than",
+    ),
+    ("estimate", {"cart_items": [item(price=10**15)]}, "cart_items[0].price", "less than"),
+    (
+        "estimate",
+        {"cart_items": [item(quantity=Decimal("1E-400"))]},
+        "cart_items[0].quantity",
+        "exactly",
+    ),
+    (
+        "estimate",
         {"cart_items": [item(quantity=None)]},
         "cart_items[0].quantity",
         "Decimal or an int",

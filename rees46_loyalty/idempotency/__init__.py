@@ -1,0 +1,20 @@
+"""Client-side idempotency: the stores that remember mutating calls.
+
+See ``rees46_loyalty.middleware.idempotency`` for what is done with the records, and the
+"Idempotency" page of the docs for the guarantees and their limits.
+"""
+
+from ._memory import MemoryIdempotencyStore
+from ._records import Decision, IdempotencyStore, Intent, Record, State, Verdict
+from ._redis import RedisIdempotencyStore
+
+__all__ = [
+    "Decision",
+    "IdempotencyStore",
+    "Intent",
+    "MemoryIdempotencyStore",
+    "Record",
+    "RedisIdempotencyStore",
+    "State",
+    "Verdict",
+]

@@ -1,0 +1,222 @@
+"""The idempotency middleware: a mutating call is sent at most once per intent.
+
+The REES46 API takes no idempotency key, so the SDK keeps its own record of apply, confirm,
+cancel and change in a store (memory or Redis), under the order id or the caller's
+``idempotency_key``. Outermost in the chain, it decides before anything is sent:
+
+* the same request as a finished record: answer from the record (``result.replayed`` is true),
+  or raise its terminal error again, without sending;
+* a call in flight on the same key: wait for it (bounded), then decide again;
+* an explicit key reused with another request: :class:`IdempotencyError`;
+* a ``change`` whose earlier run has an unknown outcome: :class:`OutcomeUnknownError`, again,
+  until the record is cleared with ``LoyaltyClient.clear_idempotency``;
+* anything else: send, then record the outcome. Transient failures leave no record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from typing import Any
+
+import attrs
+
+from .. import errors
+from .._clock import Clock
+from .._http import ApiRequest, ApiResponse, Handler
+from .._operations import RetrySafety
+from .._serialization import dumps
+from ..errors import (
+    APIError,
+    BadRequestError,
+    IdempotencyError,
+    LoyaltyError,
+    NotFoundError,
+    OrderStatusError,
+    OutcomeUnknownError,
+)
+from ..idempotency._records import Decision, IdempotencyStore, Intent, Record, State, Verdict
+from .retry import outcome_unknown
+
+__all__ = ["IdempotencyMiddleware", "IdempotencyStore", "record_key"]
+
+logger = logging.getLogger("rees46_loyalty")
+
+# Errors that say the order's state refused the request: the same request gets the same answer,
+# so it is kept and replayed. Authentication, rate limits and server errors are not.
+_TERMINAL_ERRORS = (OrderStatusError, BadRequestError, NotFoundError)
+
+
+def record_key(shop_id: str, *, order_id: str | None, idempotency_key: str | None) -> str:
+    """The store key of a call: the caller's key if given, else its order."""
+    if idempotency_key is not None:
+        return f"{shop_id}:key:{idempotency_key}"
+    return f"{shop_id}:order:{order_id}"
+
+
+def fingerprint(request: ApiRequest) -> str:
+    """A digest of what the request asks for (the secret is not in it yet)."""
+    return hashlib.blake2b(
+        dumps([request.operation.name, request.data]), digest_size=16
+    ).hexdigest()
+
+
+class IdempotencyMiddleware:
+    """Replays, serialises and records mutating calls; see the module docstring."""
+
+    def __init__(
+        self, store: IdempotencyStore, *, shop_id: str, clock: Clock, wait_timeout: float
+    ) -> None:
+        self.store = store
+        self._shop_id = shop_id
+        self._clock = clock
+        self._wait_timeout = wait_timeout
+
+    async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
+        operation = request.operation
+        if not operation.mutating:
+            return await call_next(request)
+        key = record_key(
+            self._shop_id, order_id=request.order_id, idempotency_key=request.idempotency_key
+        )
+        intent = Intent(
+            operation=operation.name,
+            fingerprint=fingerprint(request),
+            explicit=request.idempotency_key is not None,
+            once=operation.safety is RetrySafety.ONCE,
+        )
+        owner = secrets.token_hex(8)
+        decision = await self._acquire(request, key, intent, owner)
+        if isinstance(decision, ApiResponse):  # replayed
+            return decision
+        try:
+            response = await call_next(request)
+        except BaseException as failure:
+            # Shielded: a cancelled caller must still leave the key settled, not blocked.
+            await asyncio.shield(self._settle(key, owner, intent, failure))
+            if isinstance(failure, OrderStatusError) and decision.previous_unknown:
+                failure.previous_outcome_unknown = True
+            raise
+        record = Record(
+            state=State.SUCCEEDED,
+            operation=intent.operation,
+            fingerprint=intent.fingerprint,
+            once=intent.once,
+            result=response.result,
+        )
+        await self.store.finish(key, owner, record)
+        return response
+
+    async def _acquire(
+        self, request: ApiRequest, key: str, intent: Intent, owner: str
+    ) -> Decision | ApiResponse:
+        """Wait while the key is busy; then take the lease, replay, or raise what the record says.
+
+        Returns the ACQUIRED decision or a replayed response.
+        """
+        give_up_at = self._clock.monotonic() + self._wait_timeout
+        while True:
+            decision = await self.store.begin(key, intent, owner)
+            verdict = decision.verdict
+            if verdict is Verdict.ACQUIRED:
+                return decision
+            if verdict is Verdict.BUSY:
+                left = give_up_at - self._clock.monotonic()
+                if left <= 0:
+                    raise IdempotencyError(
+                        f"waited {self._wait_timeout:g}s for another {request.operation.name} "
+                        "call on the same key to finish",
+                        operation=request.operation.name,
+                        order_id=request.order_id,
+                        retryable=True,
+                    )
+                await self.store.wait(key, min(decision.wait, left))
+                continue
+            answer = self._answer_from(request, decision)
+            if isinstance(answer, ApiResponse):
+                return answer
+            raise answer
+
+    def _answer_from(self, request: ApiRequest, decision: Decision) -> ApiResponse | LoyaltyError:
+        """The answer of a call decided without sending: a replayed response or an error."""
+        record = decision.record
+        assert record is not None  # noqa: S101 - every verdict but ACQUIRED carries its record
+        name = request.operation.name
+        if decision.verdict is Verdict.CONFLICT:
+            return IdempotencyError(
+                f"idempotency key {request.idempotency_key!r} was used for another request "
+                f"({record.operation} with different arguments)",
+                operation=name,
+                order_id=request.order_id,
+            )
+        if decision.verdict is Verdict.UNKNOWN:
+            return OutcomeUnknownError(
+                f"an earlier {name} with the same request may have been applied and its outcome "
+                "is unknown, so it is not sent again; reconcile with details(), then call "
+                "clear_idempotency()",
+                operation=name,
+                order_id=request.order_id,
+            )
+        if record.state is State.FAILED and record.error is not None:
+            return _rebuild_error(record.error, request)
+        result = record.result
+        if attrs.has(type(result)) and "replayed" in attrs.fields_dict(type(result)):
+            result = attrs.evolve(result, replayed=True)
+        logger.debug(
+            "%s replayed from the idempotency store",
+            name,
+            extra={"operation": name, "order_id": request.order_id, "idempotency": "replayed"},
+        )
+        return ApiResponse(status=200, headers={}, body=b"", result=result)
+
+    async def _settle(self, key: str, owner: str, intent: Intent, failure: BaseException) -> None:
+        state: State | None = None
+        error: dict[str, Any] | None = None
+        if isinstance(failure, OutcomeUnknownError):
+            state = State.UNKNOWN
+        elif isinstance(failure, _TERMINAL_ERRORS):
+            state, error = State.FAILED, _describe_error(failure)
+        elif isinstance(failure, errors.LoyaltyError):
+            if outcome_unknown(failure):  # e.g. a cancel whose last answer was a 504
+                state = State.UNKNOWN
+        else:
+            # Cancelled (or broken) while the request may have been on the wire.
+            state = State.UNKNOWN
+        if state is None:
+            await self.store.release(key, owner)
+            return
+        record = Record(
+            state=state,
+            operation=intent.operation,
+            fingerprint=intent.fingerprint,
+            once=intent.once,
+            error=error,
+        )
+        await self.store.finish(key, owner, record)
+
+
+def _describe_error(error: APIError) -> dict[str, Any]:
+    return {
+        "type": type(error).__name__,
+        "message": error.message,
+        "status": error.status,
+        "payload": dict(error.payload) if error.payload is not None else None,
+        "previous_outcome_unknown": getattr(error, "previous_outcome_unknown", False),
+    }
+
+
+def _rebuild_error(data: dict[str, Any], request: ApiRequest) -> APIError:
+    error_type = getattr(errors, data["type"])
+    error: APIError = error_type(
+        data["message"],
+        payload=data.get("payload"),
+        operation=request.operation.name,
+        order_id=request.order_id,
+        status=data.get("status"),
+        attempts=0,
+    )
+    if data.get("previous_outcome_unknown"):
+        error.previous_outcome_unknown = True  # type: ignore[attr-defined]
+    return error
