@@ -20,6 +20,15 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not part of the default run): the idempotency layer's overhead."""
+    session.install("-e", ".[test,redis]")
+    quick = "--quick" in session.posargs
+    calls = ["--calls", "500", "--rounds", "3"] if quick else []
+    session.run("python", "-m", "benchmarks.idempotency_overhead", *calls)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff~=0.17.6")

@@ -188,7 +188,9 @@ class LoyaltyClient:
         """Forget the idempotency record of an order (or of an explicit key).
 
         Call it after reconciling an :class:`~rees46_loyalty.errors.OutcomeUnknownError` with
-        :meth:`details`, to allow the same request to be sent again.
+        :meth:`details`, to allow the same request to be sent again. Only an unknown outcome or
+        a terminal failure is forgotten: a success or a call in flight stays, so that two
+        workers reconciling the same job cannot let it go twice.
         """
         if self._idempotency is None:
             return

@@ -90,8 +90,13 @@ class MemoryIdempotencyStore:
         return self._get(key, self.clock.monotonic())
 
     async def forget(self, key: str) -> None:
-        """Remove the record under *key* (after reconciling an unknown outcome)."""
-        if self._records.pop(key, None) is not None:
+        """Remove the record under *key* if it is an unknown outcome or a terminal failure.
+
+        A call in flight and a success are kept: clearing them could let a request go twice.
+        """
+        record = self._get(key, self.clock.monotonic())
+        if record is not None and record.state in (State.UNKNOWN, State.FAILED):
+            del self._records[key]
             self._notify(key)
 
     async def close(self) -> None:

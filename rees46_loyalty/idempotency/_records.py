@@ -163,7 +163,7 @@ class IdempotencyStore(Protocol):
         ...
 
     async def forget(self, key: str) -> None:
-        """Remove the record under *key*."""
+        """Remove the record under *key* if it is an unknown outcome or a terminal failure."""
         ...
 
     async def close(self) -> None:

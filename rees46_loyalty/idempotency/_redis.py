@@ -48,6 +48,15 @@ if record.once then return {'unknown', '0', raw} end
 return take('1')
 """
 
+# Remove a record only when it is an unknown outcome or a terminal failure.
+_FORGET = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local state = cjson.decode(raw).state
+if state == 'unknown' or state == 'failed' then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # Write the outcome only while the caller still holds the lease.
 _FINISH = """
 local raw = redis.call('GET', KEYS[1])
@@ -103,6 +112,7 @@ class RedisIdempotencyStore:
         self._poll = poll_interval
         self._begin = self._redis.register_script(_BEGIN)
         self._finish = self._redis.register_script(_FINISH)
+        self._forget = self._redis.register_script(_FORGET)
 
     def __repr__(self) -> str:
         return f"RedisIdempotencyStore(namespace={self._namespace!r}, lease={self.lease:g})"
@@ -152,8 +162,11 @@ class RedisIdempotencyStore:
         return None if raw is None else _decode(raw)
 
     async def forget(self, key: str) -> None:
-        """Remove the record under *key* (after reconciling an unknown outcome)."""
-        await self._redis.delete(self._key(key))
+        """Remove the record under *key* if it is an unknown outcome or a terminal failure.
+
+        A call in flight and a success are kept: clearing them could let a request go twice.
+        """
+        await self._forget(keys=[self._key(key)], args=[])
 
     async def close(self) -> None:
         """Close the Redis client if the store created it."""

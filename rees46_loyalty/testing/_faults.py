@@ -27,6 +27,9 @@ class FaultKind(enum.Enum):
     TRUNCATED_BODY = "truncated body"
     #: The request is committed and the answer is not JSON.
     INVALID_JSON = "invalid json"
+    #: The request is held and never processed (a stuck proxy): the client waits until it
+    #: gives up or dies.
+    HOLD = "hold"
 
 
 _AFTER_COMMIT_KINDS = frozenset(
@@ -106,6 +109,11 @@ class Fault:
     def truncated_body(cls) -> Fault:
         """Commit, then send half of the answer and close the connection."""
         return cls(kind=FaultKind.TRUNCATED_BODY)
+
+    @classmethod
+    def hold(cls) -> Fault:
+        """Hold the request without ever processing it, until the server stops."""
+        return cls(kind=FaultKind.HOLD)
 
     @classmethod
     def invalid_json(cls) -> Fault:

@@ -191,6 +191,8 @@ class FakeRees46:
         fault = self.faults.pick(operation, number)
         if fault is not None and fault.kind is FaultKind.LATENCY:
             await asyncio.sleep(fault.delay)
+        elif fault is not None and fault.kind is FaultKind.HOLD:
+            await asyncio.Event().wait()  # until the server stops and cancels this handler
         elif fault is not None and not fault.commits:
             self._note(operation, order_id, fault, status=fault.status or None, committed=False)
             return await self._fail(request, fault)

@@ -95,7 +95,8 @@ async def test_the_memory_store_evicts_the_oldest_finished_records(clock: FakeCl
 
 
 async def test_release_only_by_the_owner(clock: FakeClock) -> None:
-    """Only the holder of a lease can release it; forget removes any record."""
+    """Only the holder of a lease can release it; forget removes only unknown or failed
+    records."""
     store = MemoryIdempotencyStore(clock=clock)
     await store.begin("k", CANCEL, "a")
     await store.release("k", "b")
@@ -103,8 +104,15 @@ async def test_release_only_by_the_owner(clock: FakeClock) -> None:
     await store.release("k", "a")
     assert await store.get("k") is None
     await store.begin("k", CANCEL, "a")
-    await store.forget("k")
-    assert await store.get("k") is None
+    await store.forget("k")  # a call in flight is never forgotten
+    assert await store.get("k") is not None
+    await store.finish("k", "a", finished(CANCEL))
+    await store.forget("k")  # nor a success
+    assert await store.get("k") is not None
+    await store.begin("u", CHANGE_X, "a")
+    await store.finish("u", "a", finished(CHANGE_X, State.UNKNOWN))
+    await store.forget("u")  # an unknown outcome is
+    assert await store.get("u") is None
     await store.close()
 
 
