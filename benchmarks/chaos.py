@@ -134,7 +134,7 @@ async def _reconcile(client: LoyaltyClient, order: str, key: str) -> dict[str, A
 
 
 async def _worker(url: str, redis_url: str, name: str) -> None:
-    from redis.asyncio import Redis  # noqa: PLC0415
+    from redis.asyncio import Redis
 
     redis = Redis.from_url(redis_url)
     store = RedisIdempotencyStore(redis, lease=5.0)
@@ -259,7 +259,7 @@ async def run(
     seed: int = 7,
 ) -> Report:
     """Run the chaos scenario; see the module docstring."""
-    from redis.asyncio import Redis  # noqa: PLC0415
+    from redis.asyncio import Redis
 
     rng = random.Random(seed)  # noqa: S311 - reproducible chaos
     report = Report(orders=orders, workers=workers)
@@ -373,11 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.redis_url:
         report = asyncio.run(go(args.redis_url))
     else:
-        from ._redis import redis_server  # noqa: PLC0415
+        from ._redis import redis_server
 
         with redis_server() as url:
             report = asyncio.run(go(url))
-    print(report.render())  # noqa: T201
+    print(report.render())
     return 0 if report.passed else 1
 
 

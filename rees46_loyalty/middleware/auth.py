@@ -8,8 +8,6 @@ error text that quotes the URL.
 
 from __future__ import annotations
 
-import attrs
-
 from .._http import ApiRequest, ApiResponse, Handler
 from .._redact import REDACTED, secret_forms
 
@@ -32,7 +30,7 @@ class AuthMiddleware:
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         data = {**request.data, "shop_id": self._shop_id, "shop_secret": self._shop_secret}
         response = await call_next(
-            attrs.evolve(request, data=data, secrets=(*request.secrets, self._shop_secret))
+            request.replace(data=data, secrets=(*request.secrets, self._shop_secret))
         )
         body = response.body
         for form in self._secret_forms:
@@ -40,4 +38,4 @@ class AuthMiddleware:
                 # An API or a proxy that echoes the request back would hand the secret to every
                 # middleware and error message above this one.
                 body = body.replace(form, REDACTED.encode())
-        return response if body is response.body else attrs.evolve(response, body=body)
+        return response if body is response.body else response.replace(body=body)

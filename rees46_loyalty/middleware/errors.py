@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from .._http import ApiRequest, ApiResponse, Handler
-from .._serialization import PayloadShapeError, loads, structure
+from .._serialization import PayloadShapeError, fast_decode, loads, structure
 from ..errors import (
     APIError,
     AuthenticationError,
@@ -52,6 +52,10 @@ async def errors_middleware(request: ApiRequest, call_next: Handler) -> ApiRespo
 
 def decode_response(request: ApiRequest, response: ApiResponse) -> ApiResponse:
     """Decode *response* to *request*; see the module docstring for the rules."""
+    if 200 <= response.status < 300:
+        fast = fast_decode(response.body, request.operation.result_type)
+        if fast is not None:
+            return response.replace(result=fast)
     context: dict[str, Any] = {
         "operation": request.operation.name,
         "order_id": request.order_id,
@@ -88,7 +92,7 @@ def decode_response(request: ApiRequest, response: ApiResponse) -> ApiResponse:
         raise MalformedResponseError(
             f"the payload does not match {result_type.__name__}: {exc}", payload=payload, **context
         ) from exc
-    return attrs.evolve(response, result=result)
+    return response.replace(result=result)
 
 
 def _payload_of(document: object) -> Mapping[str, Any] | None:

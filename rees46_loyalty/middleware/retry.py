@@ -20,7 +20,6 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 from tenacity import AsyncRetrying, RetryCallState
 
 from .._clock import Clock
@@ -120,7 +119,20 @@ class RetryMiddleware:
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         policy = self._policy
         if request.deadline is None and policy.deadline is not None:
-            request = attrs.evolve(request, deadline=self._clock.monotonic() + policy.deadline)
+            request = request.replace(deadline=self._clock.monotonic() + policy.deadline)
+        # The first attempt runs outside tenacity: most calls succeed at once, and the retry
+        # machinery is only worth building when they do not.
+        try:
+            response = await call_next(request)
+        except LoyaltyError as first:
+            return await self._retry(request, call_next, first)
+        if self._budget is not None:
+            self._budget.release(1)
+        return response
+
+    async def _retry(
+        self, request: ApiRequest, call_next: Handler, first: LoyaltyError
+    ) -> ApiResponse:
         call = _Call()
         retrying = AsyncRetrying(
             sleep=self._clock.sleep,
@@ -134,9 +146,10 @@ class RetryMiddleware:
             async for attempt in retrying:
                 with attempt:
                     number = attempt.retry_state.attempt_number
-                    attempt_request = attrs.evolve(request, attempt=number)
                     try:
-                        response = await call_next(attempt_request)
+                        if number == 1:
+                            raise first  # the attempt already made, for tenacity to judge
+                        response = await call_next(request.replace(attempt=number))
                     except LoyaltyError as error:
                         replacement = self._classify(request, call, error)
                         if replacement is not error:

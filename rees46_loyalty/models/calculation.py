@@ -54,9 +54,9 @@ class ReferralReward:
 class ItemCertificate:
     """The part of a line paid with one prepaid certificate."""
 
-    id: str | None = None
+    id: int | str | None = None
     code: str | None = None
-    pool_id: str | None = None
+    pool_id: int | str | None = None
     amount: Decimal = _ZERO
     amount_per_product: Decimal = _ZERO
 
@@ -138,7 +138,7 @@ class OrderCalculation:
     bonuses_referrer_reward: Decimal = _ZERO
     referrer_identifier: str | None = field(default=None, repr=identifier_repr)
     referral_program: int | None = None
-    applied_promotions: tuple[str, ...] = ()
+    applied_promotions: tuple[int | str, ...] = ()
     rewarded_stickers: dict[str, Any] = field(factory=dict)
     used_stickers: dict[str, Any] = field(factory=dict)
     stickers_balance: dict[str, Any] = field(factory=dict)

@@ -158,11 +158,11 @@ async def test_both_envelopes_parse_into_the_same_result(
     assert result.order_total == Decimal("6000")
     assert result.order_to_pay == Decimal("4900")
     assert result.promo_codes_failed == (FailedCode(code="OLD", message="Promo code expired"),)
-    assert result.applied_promotions == ("33", "17")
+    assert result.applied_promotions == (33, 17)  # ids as the API sends them
     item = result.items[0]
     assert item.total_after_discounts == Decimal("3500")
     assert item.bonuses_reward_promotions["17"].per_product == Decimal("45")
-    assert item.certificates["14"].pool_id == "11"
+    assert item.certificates["14"].pool_id == 11
     assert item.bonuses_reward_referral_program is not None
     assert item.bonuses_reward_referral_program.referral_program_id == 21
 
