@@ -10,7 +10,20 @@ from attrs import field, frozen
 from ._operations import Operation
 from ._redact import identifier_repr
 
-__all__ = ["ApiRequest", "ApiResponse", "Handler", "Middleware"]
+__all__ = ["ApiRequest", "ApiResponse", "Handler", "Middleware", "SendTrace"]
+
+
+class SendTrace:
+    """Whether a request may have left this process.
+
+    The transport sets ``maybe_sent`` as it starts writing the request; after that the server
+    may have processed it. An outer layer tells "nothing was sent" from "unknown" by it.
+    """
+
+    __slots__ = ("maybe_sent",)
+
+    def __init__(self) -> None:
+        self.maybe_sent = False
 
 
 @frozen(kw_only=True)
@@ -36,6 +49,7 @@ class ApiRequest:
     deadline: float | None = None
     headers: Mapping[str, str] = field(factory=dict)
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    trace: SendTrace | None = field(default=None, repr=False, eq=False)
 
     def replace(self, **changes: Any) -> ApiRequest:
         """A copy with *changes*: :func:`attrs.evolve`, without its introspection per call."""
@@ -50,6 +64,7 @@ class ApiRequest:
             "deadline": self.deadline,
             "headers": self.headers,
             "secrets": self.secrets,
+            "trace": self.trace,
         }
         fields.update(changes)
         return ApiRequest(**fields)

@@ -30,6 +30,7 @@ __all__ = [
     "dump_result",
     "dumps",
     "fast_decode",
+    "load_answer",
     "load_result",
     "loads",
     "structure",
@@ -232,6 +233,16 @@ def dump_result(result: object) -> bytes:
 def load_result(data: bytes | str, model: type[T]) -> T:
     """Decode what :func:`dump_result` wrote back into *model*."""
     return structure(loads(data), model)
+
+
+def load_answer(body: bytes, model: type[T]) -> T:
+    """The result model of a successful answer's body (an envelope), or of a stored result."""
+    fast = fast_decode(body, model)
+    if fast is not None:
+        return fast
+    document = loads(body)
+    payload = document.get("payload") if isinstance(document, dict) else None
+    return structure(document if payload is None else payload, model)
 
 
 def unstructure(obj: object) -> Any:

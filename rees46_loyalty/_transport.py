@@ -78,6 +78,8 @@ class AiohttpTransport:
             body = None
         else:
             params, body = None, dumps(request.data)
+        if request.trace is not None:
+            request.trace.maybe_sent = True
         try:
             async with self._session().request(
                 request.method,

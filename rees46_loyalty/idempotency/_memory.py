@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict
 
 from attrs import evolve
@@ -20,7 +21,8 @@ class MemoryIdempotencyStore:
     processes or on several machines need :class:`RedisIdempotencyStore`.
 
     Args:
-        ttl: Seconds a finished record is kept (default 24 h).
+        ttl: Seconds a finished record is kept (default 24 h). An unknown outcome is kept
+            until it is cleared.
         lease: Seconds a call may hold a key before another call may take it over (default
             60 s; longer than a call's retry deadline).
         max_records: Finished records kept at most; the oldest go first. Records of calls in
@@ -61,17 +63,24 @@ class MemoryIdempotencyStore:
     async def finish(self, key: str, owner: str, record: Record) -> bool:
         """Store the outcome of *owner*'s call; False when *owner* no longer holds the lease."""
         now = self.clock.monotonic()
-        current = self._get(key, now)
-        if current is None or current.state is not State.IN_FLIGHT or current.owner != owner:
+        if not self._held_by(key, owner, now):
             return False
         self._put(key, evolve(record, owner=None, lease_expires=None), now)
         self._notify(key)
         return True
 
+    def _held_by(self, key: str, owner: str, now: float) -> bool:
+        """Whether *owner* holds *key*: its lease, or the unknown outcome its lease became."""
+        current = self._get(key, now)
+        return (
+            current is not None
+            and current.owner == owner
+            and current.state in (State.IN_FLIGHT, State.UNKNOWN)
+        )
+
     async def release(self, key: str, owner: str) -> None:
         """Drop *owner*'s lease and its record: the call left nothing worth remembering."""
-        current = self._get(key, self.clock.monotonic())
-        if current is not None and current.state is State.IN_FLIGHT and current.owner == owner:
+        if self._held_by(key, owner, self.clock.monotonic()):
             del self._records[key]
             self._notify(key)
 
@@ -94,8 +103,12 @@ class MemoryIdempotencyStore:
 
         A call in flight and a success are kept: clearing them could let a request go twice.
         """
-        record = self._get(key, self.clock.monotonic())
-        if record is not None and record.state in (State.UNKNOWN, State.FAILED):
+        now = self.clock.monotonic()
+        record = self._get(key, now)
+        if record is None:
+            return
+        expired = record.state is State.IN_FLIGHT and (record.lease_expires or 0.0) <= now
+        if expired or record.state in (State.UNKNOWN, State.FAILED):
             del self._records[key]
             self._notify(key)
 
@@ -113,7 +126,9 @@ class MemoryIdempotencyStore:
         return record
 
     def _put(self, key: str, record: Record, now: float) -> None:
-        self._records[key] = (record, now + self.ttl)
+        # An unknown outcome waits for a person, however long that takes.
+        expires = math.inf if record.state is State.UNKNOWN else now + self.ttl
+        self._records[key] = (record, expires)
         self._records.move_to_end(key)
         if len(self._records) > self.max_records:
             self._evict()

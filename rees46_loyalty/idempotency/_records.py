@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Protocol
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 
 __all__ = ["Decision", "IdempotencyStore", "Intent", "Record", "State", "Verdict", "decide"]
 
@@ -74,6 +74,8 @@ class Record:
     owner: str | None = None
     lease_expires: float | None = None
     result: Any = None
+    #: The answer's body, from which a store that serialises (Redis) rebuilds ``result``.
+    answer: bytes | None = field(default=None, repr=False)
     error: dict[str, Any] | None = None
 
     def same_intent(self, intent: Intent) -> bool:
@@ -115,8 +117,9 @@ def decide(
         if existing.lease_expires is not None and existing.lease_expires > now:
             wait = existing.lease_expires - now
             return Decision(verdict=Verdict.BUSY, record=existing, wait=wait), None
-        # The holder died (or was cancelled) without a result: its outcome is unknown.
-        existing = replacement = evolve(existing, state=State.UNKNOWN, owner=None)
+        # The holder died (or stalled) without a result: its outcome is unknown. It stays the
+        # owner, so that a holder that was only slow can still record what really happened.
+        existing = replacement = evolve(existing, state=State.UNKNOWN)
     return _after(existing, intent, taken, replacement)
 
 

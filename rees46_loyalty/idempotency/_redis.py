@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .._operations import OPERATIONS
-from .._serialization import dump_result, load_result
+from .._serialization import dump_result, load_answer
 from ._records import Decision, Intent, Record, State, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,10 +34,10 @@ if record.state == 'in_flight' then
   if record.lease_expires > now then
     return {'busy', tostring(record.lease_expires - now), raw}
   end
+  -- Unknown outcomes wait for a person: no expiry. The holder stays the owner.
   record.state = 'unknown'
-  record.owner = cjson.null
   raw = cjson.encode(record)
-  redis.call('SET', KEYS[1], raw, 'KEEPTTL')
+  redis.call('SET', KEYS[1], raw)
 end
 if record.operation ~= ARGV[1] or record.fingerprint ~= ARGV[2] then
   if ARGV[3] == '1' then return {'conflict', '0', raw} end
@@ -48,23 +48,33 @@ if record.once then return {'unknown', '0', raw} end
 return take('1')
 """
 
-# Remove a record only when it is an unknown outcome or a terminal failure.
+# Remove a record only when it is an unknown outcome, a terminal failure, or a lease whose
+# holder is gone.
 _FORGET = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
-local state = cjson.decode(raw).state
-if state == 'unknown' or state == 'failed' then return redis.call('DEL', KEYS[1]) end
+local record = cjson.decode(raw)
+if record.state == 'unknown' or record.state == 'failed' then return redis.call('DEL', KEYS[1]) end
+if record.state == 'in_flight' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if record.lease_expires <= now then return redis.call('DEL', KEYS[1]) end
+end
 return 0
 """
 
-# Write the outcome only while the caller still holds the lease.
+# Write the outcome (or, with an empty one, drop the record) only while the caller holds the
+# key: its lease, or the unknown outcome its expired lease became. ARGV[3] = 0: no expiry.
 _FINISH = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 local record = cjson.decode(raw)
-if record.state ~= 'in_flight' or record.owner ~= ARGV[1] then return 0 end
+if record.owner ~= ARGV[1] then return 0 end
+if record.state ~= 'in_flight' and record.state ~= 'unknown' then return 0 end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
+elseif ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
 else
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 end
@@ -131,7 +141,7 @@ class RedisIdempotencyStore:
                 int(intent.once),
                 owner,
                 int(self.lease * 1000),
-                int(self.ttl),
+                max(1, int(self.ttl)),
             ],
         )
         verdict = Verdict(_text(verdict))
@@ -143,14 +153,13 @@ class RedisIdempotencyStore:
 
     async def finish(self, key: str, owner: str, record: Record) -> bool:
         """Store the outcome of *owner*'s call; False when *owner* no longer holds the lease."""
-        written = await self._finish(
-            keys=[self._key(key)], args=[owner, _encode(record), int(self.ttl)]
-        )
+        ttl = 0 if record.state is State.UNKNOWN else max(1, int(self.ttl))
+        written = await self._finish(keys=[self._key(key)], args=[owner, _encode(record), ttl])
         return bool(written)
 
     async def release(self, key: str, owner: str) -> None:
         """Drop *owner*'s lease and its record."""
-        await self._finish(keys=[self._key(key)], args=[owner, "", int(self.ttl)])
+        await self._finish(keys=[self._key(key)], args=[owner, "", 1])
 
     async def wait(self, key: str, timeout: float) -> None:  # noqa: ARG002 - polled, not watched
         """Sleep a poll interval (at most *timeout*): the caller then looks again."""
@@ -179,23 +188,30 @@ def _text(value: bytes | str) -> str:
 
 
 def _encode(record: Record) -> str:
+    # A success keeps the answer's own bytes: decoding them again gives an equal result, to the
+    # last digit, whatever fields the models hold.
+    answer = record.answer
+    if answer is None and record.result is not None:
+        answer = dump_result(record.result)
     document: dict[str, Any] = {
         "state": record.state.value,
         "operation": record.operation,
         "fingerprint": record.fingerprint,
         "once": record.once,
         "owner": None,
-        "result": None if record.result is None else dump_result(record.result).decode(),
+        "answer": None if answer is None else answer.decode(),
         "error": record.error,
     }
-    return json.dumps(document)
+    # An error payload was read with Decimals: kept as their exact text.
+    return json.dumps(document, default=str)
 
 
 def _decode(raw: bytes | str) -> Record:
     document = json.loads(raw)
-    result = document.get("result")
-    if isinstance(result, str):
-        result = load_result(result, OPERATIONS[document["operation"]].result_type)
+    answer = document.get("answer")
+    result = None
+    if isinstance(answer, str):
+        result = load_answer(answer.encode(), OPERATIONS[document["operation"]].result_type)
     expires = document.get("lease_expires")
     return Record(
         state=State(document["state"]),

@@ -25,7 +25,7 @@ import attrs
 
 from .. import errors
 from .._clock import Clock
-from .._http import ApiRequest, ApiResponse, Handler
+from .._http import ApiRequest, ApiResponse, Handler, SendTrace
 from .._operations import RetrySafety
 from .._serialization import dumps
 from ..errors import (
@@ -73,6 +73,7 @@ class IdempotencyMiddleware:
         self._shop_id = shop_id
         self._clock = clock
         self._wait_timeout = wait_timeout
+        self._background: set[asyncio.Future[None]] = set()
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         operation = request.operation
@@ -91,13 +92,21 @@ class IdempotencyMiddleware:
         decision = await self._acquire(request, key, intent, owner)
         if isinstance(decision, ApiResponse):  # replayed
             return decision
+        # The call must be over before its lease is: once the lease runs out another caller may
+        # take the key over. A tenth of the lease is kept as a margin.
+        lease_ends = self._clock.monotonic() + self.store.lease * 0.9
+        trace = SendTrace()
+        request = request.replace(
+            deadline=lease_ends if request.deadline is None else min(request.deadline, lease_ends),
+            trace=trace,
+        )
         try:
             response = await call_next(request)
         except BaseException as failure:
-            # Shielded: a cancelled caller must still leave the key settled, not blocked.
-            await asyncio.shield(self._settle(key, owner, intent, failure))
             if isinstance(failure, OrderStatusError) and decision.previous_unknown:
                 failure.previous_outcome_unknown = True
+            # Shielded: a cancelled caller must still leave the key settled, not blocked.
+            await asyncio.shield(self._settle(key, owner, intent, failure, trace))
             raise
         record = Record(
             state=State.SUCCEEDED,
@@ -105,9 +114,36 @@ class IdempotencyMiddleware:
             fingerprint=intent.fingerprint,
             once=intent.once,
             result=response.result,
+            answer=response.body,
         )
-        await self.store.finish(key, owner, record)
+        await self._record_success(request, key, owner, record)
         return response
+
+    async def _record_success(
+        self, request: ApiRequest, key: str, owner: str, record: Record
+    ) -> None:
+        """Store a success, shielded, and never fail the call over it.
+
+        The API has applied it: the caller gets its result whatever the store does, and a
+        cancelled caller still gets it recorded.
+        """
+        extra = {"operation": request.operation.name, "order_id": request.order_id}
+        try:
+            written = await asyncio.shield(self.store.finish(key, owner, record))
+        except Exception:
+            logger.exception(
+                "%s succeeded but its result could not be recorded: a repeat of this request "
+                "will be refused as an unknown outcome once the lease runs out",
+                request.operation.name,
+                extra=extra,
+            )
+            return
+        if not written:
+            logger.error(
+                "%s succeeded after its lease ran out: another call may have taken the key",
+                request.operation.name,
+                extra=extra,
+            )
 
     async def _acquire(
         self, request: ApiRequest, key: str, intent: Intent, owner: str
@@ -118,7 +154,7 @@ class IdempotencyMiddleware:
         """
         give_up_at = self._clock.monotonic() + self._wait_timeout
         while True:
-            decision = await self.store.begin(key, intent, owner)
+            decision = await self._begin(key, intent, owner)
             verdict = decision.verdict
             if verdict is Verdict.ACQUIRED:
                 return decision
@@ -138,6 +174,27 @@ class IdempotencyMiddleware:
             if isinstance(answer, ApiResponse):
                 return answer
             raise answer
+
+    async def _begin(self, key: str, intent: Intent, owner: str) -> Decision:
+        """``store.begin``, shielded.
+
+        A caller cancelled while the store answers must not leave behind a lease that nobody
+        will release.
+        """
+        task = asyncio.ensure_future(self.store.begin(key, intent, owner))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda done: self._release_if_taken(done, key, owner))
+            raise
+
+    def _release_if_taken(self, done: asyncio.Future[Decision], key: str, owner: str) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        if done.result().verdict is Verdict.ACQUIRED:
+            release = asyncio.ensure_future(self.store.release(key, owner))
+            self._background.add(release)
+            release.add_done_callback(self._background.discard)
 
     def _answer_from(self, request: ApiRequest, decision: Decision) -> ApiResponse | LoyaltyError:
         """The answer of a call decided without sending: a replayed response or an error."""
@@ -171,7 +228,9 @@ class IdempotencyMiddleware:
         )
         return ApiResponse(status=200, headers={}, body=b"", result=result)
 
-    async def _settle(self, key: str, owner: str, intent: Intent, failure: BaseException) -> None:
+    async def _settle(
+        self, key: str, owner: str, intent: Intent, failure: BaseException, trace: SendTrace
+    ) -> None:
         state: State | None = None
         error: dict[str, Any] | None = None
         if isinstance(failure, OutcomeUnknownError):
@@ -181,8 +240,8 @@ class IdempotencyMiddleware:
         elif isinstance(failure, errors.LoyaltyError):
             if outcome_unknown(failure):  # e.g. a cancel whose last answer was a 504
                 state = State.UNKNOWN
-        else:
-            # Cancelled (or broken) while the request may have been on the wire.
+        elif trace.maybe_sent:
+            # Cancelled (or broken) after a request may have left this process.
             state = State.UNKNOWN
         if state is None:
             await self.store.release(key, owner)

@@ -118,8 +118,10 @@ class RetryMiddleware:
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         policy = self._policy
-        if request.deadline is None and policy.deadline is not None:
-            request = request.replace(deadline=self._clock.monotonic() + policy.deadline)
+        if policy.deadline is not None:
+            deadline = self._clock.monotonic() + policy.deadline
+            if request.deadline is None or deadline < request.deadline:
+                request = request.replace(deadline=deadline)
         # The first attempt runs outside tenacity: most calls succeed at once, and the retry
         # machinery is only worth building when they do not.
         try:

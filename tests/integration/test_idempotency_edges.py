@@ -1,0 +1,294 @@
+"""The idempotency layer where it is hardest: failing stores, cancelled callers, slow holders,
+records that outlive their TTL, answers that must come back from Redis to the last digit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from aioresponses import aioresponses as AioResponses  # noqa: N812
+
+from rees46_loyalty import (
+    ApiRequest,
+    ApiResponse,
+    BadRequestError,
+    CartItem,
+    Handler,
+    LoyaltyClient,
+    OrderStatusError,
+    OutcomeUnknownError,
+    RateLimitError,
+)
+from rees46_loyalty.idempotency import (
+    Decision,
+    Intent,
+    MemoryIdempotencyStore,
+    Record,
+    RedisIdempotencyStore,
+    State,
+    Verdict,
+)
+from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
+from tests.conftest import SHOP_ID, SHOP_SECRET
+from tests.payloads import CHANGE, status_envelope
+from tests.unit.helpers import url
+
+pytestmark = pytest.mark.integration
+
+CART = [CartItem(product_id="A", price=Decimal("1000"), quantity=4)]
+SMALLER = [CartItem(product_id="A", price=Decimal("1000"), quantity=3)]
+CHANGE_X = Intent(operation="change", fingerprint="x", once=True)
+
+
+class _Gated(MemoryIdempotencyStore):
+    """A memory store whose begin or finish waits for a gate, or whose finish fails."""
+
+    def __init__(self, clock: FakeClock, *, fail_finish: bool = False) -> None:
+        super().__init__(clock=clock)
+        self.begin_gate: asyncio.Event | None = None
+        self.finish_gate: asyncio.Event | None = None
+        self.finish_entered = asyncio.Event()
+        self.fail_finish = fail_finish
+
+    async def begin(self, key: str, intent: Intent, owner: str) -> Decision:
+        if self.begin_gate is not None:
+            await self.begin_gate.wait()
+        return await super().begin(key, intent, owner)
+
+    async def finish(self, key: str, owner: str, record: Record) -> bool:
+        if self.fail_finish:
+            raise ConnectionError("the store is down")
+        if self.finish_gate is not None:
+            self.finish_entered.set()
+            await self.finish_gate.wait()
+        return await super().finish(key, owner, record)
+
+
+async def _confirmed(client: LoyaltyClient, order_id: str = "1") -> None:
+    await client.apply(order_id=order_id, cart_items=CART)
+    await client.confirm(order_id=order_id)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeRees46]:
+    async with FakeRees46() as server:
+        server.add_product("A", "Tea")
+        yield server
+
+
+async def test_a_store_that_fails_after_the_change_does_not_lose_the_refund(
+    fake: FakeRees46, clock: FakeClock, log_records: list[logging.LogRecord]
+) -> None:
+    """The change is applied; the store cannot record it: the caller still gets the amount,
+    and the failure is logged as an error."""
+    store = _Gated(clock, fail_finish=True)
+    async with fake.client(clock=clock, idempotency=store) as client:
+        await client.apply(order_id="1", cart_items=CART)
+        store.fail_finish = False
+        await client.confirm(order_id="1")
+        store.fail_finish = True
+        change = await client.change(order_id="1", cart_items=SMALLER)
+    assert change.order_total_change == Decimal(-1000)
+    assert any(
+        r.levelno == logging.ERROR and "could not be recorded" in r.getMessage()
+        for r in log_records
+    )
+
+
+async def test_a_caller_cancelled_while_its_success_is_recorded_still_records_it(
+    fake: FakeRees46, clock: FakeClock
+) -> None:
+    """Cancelled while the store writes the result: the write finishes (shielded), and a
+    repeat is answered from it."""
+    store = _Gated(clock)
+    async with fake.client(clock=clock, idempotency=store) as client:
+        await _confirmed(client)
+        store.finish_gate = asyncio.Event()
+        task = asyncio.ensure_future(client.change(order_id="1", cart_items=SMALLER))
+        await store.finish_entered.wait()  # the change is done; its result is being written
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        store.finish_gate.set()
+        for _ in range(10):  # let the shielded write run
+            await asyncio.sleep(0)
+        again = await client.change(order_id="1", cart_items=SMALLER)
+    assert again.replayed is True
+    assert again.order_total_change == Decimal(-1000)
+    assert len(fake.ledger.requests_for("change")) == 1
+
+
+async def test_a_caller_cancelled_before_sending_leaves_nothing(
+    fake: FakeRees46, clock: FakeClock
+) -> None:
+    """Cancelled before the request left the process: no unknown outcome, the key is free."""
+    hold = asyncio.Event()
+
+    async def slow(request: ApiRequest, call_next: Handler) -> ApiResponse:
+        if request.operation.name == "change":
+            await hold.wait()
+        return await call_next(request)
+
+    store = MemoryIdempotencyStore(clock=clock)
+    async with fake.client(clock=clock, idempotency=store, middlewares=[slow]) as client:
+        await _confirmed(client)
+        task = asyncio.ensure_future(client.change(order_id="1", cart_items=SMALLER))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await store.get(f"{SHOP_ID}:order:1".replace(SHOP_ID, fake.shop_id)) is None
+        hold.set()
+        change = await client.change(order_id="1", cart_items=SMALLER)
+    assert change.replayed is False
+    assert len(fake.ledger.requests_for("change")) == 1
+
+
+async def test_a_caller_cancelled_while_the_store_answers_leaves_no_lease(
+    fake: FakeRees46, clock: FakeClock
+) -> None:
+    """Cancelled during store.begin: the lease taken anyway is released."""
+    store = _Gated(clock)
+    store.begin_gate = asyncio.Event()
+    async with fake.client(clock=clock, idempotency=store) as client:
+        task = asyncio.ensure_future(client.cancel(order_id="1"))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        store.begin_gate.set()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert await store.get(f"{fake.shop_id}:order:1") is None
+
+
+async def test_a_call_never_outlives_its_lease(fake: FakeRees46, clock: FakeClock) -> None:
+    """With a 2 s lease, retries stop before 1.8 s: a second caller can never find the holder
+    still running after its lease."""
+    store = MemoryIdempotencyStore(clock=clock, lease=2)
+    async with fake.client(clock=clock, idempotency=store) as client:
+        await _confirmed(client)
+        fake.faults.on("change", Fault.rate_limited(retry_after="1.5"), times=3)
+        with pytest.raises(RateLimitError):
+            await client.change(order_id="1", cart_items=SMALLER)
+    assert clock.sleeps == [1.5]  # a second wait would end at 3 s, past the lease
+    assert await store.get(f"{fake.shop_id}:order:1") is None  # 429s processed nothing
+
+
+async def test_a_slow_holder_still_records_its_real_outcome(clock: FakeClock) -> None:
+    """A holder whose lease ran out (its key turned unknown) may still record a success."""
+    store = MemoryIdempotencyStore(clock=clock, lease=1)
+    await store.begin("k", CHANGE_X, "slow")
+    clock.advance(2)
+    assert (await store.begin("k", CHANGE_X, "other")).verdict is Verdict.UNKNOWN
+    done = Record(state=State.SUCCEEDED, operation="change", fingerprint="x", once=True)
+    assert await store.finish("k", "slow", done)
+    assert (await store.begin("k", CHANGE_X, "third")).verdict is Verdict.REPLAY
+
+
+async def test_unknown_outcomes_never_expire(clock: FakeClock, redis_url: str) -> None:
+    """An unknown change waits for a person past any TTL, in both stores."""
+    memory = MemoryIdempotencyStore(clock=clock, ttl=10)
+    redis = RedisIdempotencyStore(redis_url, namespace=f"ttl-{uuid.uuid4().hex}", ttl=10)
+    unknown = Record(state=State.UNKNOWN, operation="change", fingerprint="x", once=True)
+    for store in (memory, redis):
+        await store.begin("k", CHANGE_X, "a")
+        assert await store.finish("k", "a", unknown)
+    clock.advance(11)
+    assert (await memory.begin("k", CHANGE_X, "b")).verdict is Verdict.UNKNOWN
+    assert await redis._redis.ttl(redis._key("k")) == -1  # no expiry
+    await redis.close()
+
+
+async def test_forget_frees_a_key_whose_holder_is_gone(clock: FakeClock, redis_url: str) -> None:
+    """clear_idempotency after reconciling a dead worker's call frees its expired lease."""
+    memory = MemoryIdempotencyStore(clock=clock, lease=1)
+    redis = RedisIdempotencyStore(redis_url, namespace=f"gone-{uuid.uuid4().hex}", lease=0.05)
+    for store in (memory, redis):
+        await store.begin("k", CHANGE_X, "dead")
+    clock.advance(2)
+    for _ in range(5):  # the Redis lease runs on Redis time: a few polls outlast it
+        await redis.wait("k", 0.1)
+    for store in (memory, redis):
+        await store.forget("k")
+        assert await store.get("k") is None
+    await redis.close()
+
+
+async def test_a_replayed_terminal_error_keeps_previous_outcome_unknown(
+    fake: FakeRees46, clock: FakeClock
+) -> None:
+    """The flag an earlier attempt's lost answer gave is replayed with the error."""
+    async with fake.client(clock=clock) as client:
+        await _confirmed(client)
+        fake.faults.on("cancel", Fault.gateway_timeout(after_commit=True), times=3)
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the 504, after three attempts
+            await client.cancel(order_id="1")
+        for _ in range(2):
+            with pytest.raises(OrderStatusError) as caught:
+                await client.cancel(order_id="1")
+            assert caught.value.previous_outcome_unknown is True
+
+
+async def test_redis_replays_results_to_the_last_digit(
+    mocked: AioResponses, redis_url: str
+) -> None:
+    """A replay from Redis equals the original: Decimals inside free-form fields, and trailing
+    zeros, come back as they were."""
+    payload: dict[str, Any] = {
+        **CHANGE,
+        "rewarded_stickers": {"gold": 1.5},
+        "order_total_change": -300.10,
+        "bonuses_balance": 0.00,
+    }
+    mocked.post(url("change"), payload=status_envelope(payload))
+    store = RedisIdempotencyStore(redis_url, namespace=f"digits-{uuid.uuid4().hex}")
+    async with LoyaltyClient(
+        SHOP_ID, SHOP_SECRET, base_url="https://api.test", idempotency=store
+    ) as client:
+        first = await client.change(order_id="1001", cart_items=SMALLER)
+        again = await client.change(order_id="1001", cart_items=SMALLER)
+    await store.close()
+    assert again.replayed is True
+    assert again == first
+    assert again.rewarded_stickers == {"gold": Decimal("1.5")}
+    assert str(again.order_total_change) == str(first.order_total_change)
+
+
+async def test_redis_keeps_terminal_errors_with_fractional_payloads(
+    mocked: AioResponses, redis_url: str
+) -> None:
+    """A refused change whose error payload holds a fraction is recorded and replayed."""
+    answer = {"status": "error", "payload": {"message": "too much", "max_bonuses": 12.5}}
+    mocked.post(url("change"), status=400, payload=answer)
+    store = RedisIdempotencyStore(redis_url, namespace=f"err-{uuid.uuid4().hex}")
+    async with LoyaltyClient(
+        SHOP_ID, SHOP_SECRET, base_url="https://api.test", idempotency=store
+    ) as client:
+        for attempts in (1, 0):
+            with pytest.raises(BadRequestError) as caught:
+                await client.change(order_id="1001", cart_items=SMALLER)
+            assert caught.value.attempts == attempts
+            assert caught.value.message == "too much"
+    await store.close()
+
+
+async def test_an_unknown_change_stays_refused(fake: FakeRees46, clock: FakeClock) -> None:
+    """A change lost after commit stays refused however long the caller waits."""
+    async with fake.client(
+        clock=clock, idempotency=MemoryIdempotencyStore(clock=clock, ttl=60)
+    ) as client:
+        await _confirmed(client)
+        fake.faults.on("change", Fault.drop_after_commit())
+        with pytest.raises(OutcomeUnknownError):
+            await client.change(order_id="1", cart_items=SMALLER)
+        clock.advance(3600)
+        with pytest.raises(OutcomeUnknownError):
+            await client.change(order_id="1", cart_items=SMALLER)
+    assert len(fake.ledger.requests_for("change")) == 1
