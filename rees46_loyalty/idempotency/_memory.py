@@ -30,6 +30,9 @@ class MemoryIdempotencyStore:
         clock: The clock of leases and TTLs (tests pass a fake one).
     """
 
+    #: Its methods never suspend: they cannot be interrupted half-way.
+    suspends = False
+
     def __init__(
         self,
         *,

@@ -144,6 +144,9 @@ class IdempotencyStore(Protocol):
 
     #: Seconds a call may hold a key before another call may take it over.
     lease: float
+    #: Whether the store's methods may suspend (talk to a server). A store whose methods never
+    #: suspend cannot be cancelled half-way through one, and needs no shielding.
+    suspends: bool
 
     async def begin(self, key: str, intent: Intent, owner: str) -> Decision:
         """Decide what a call with *intent* does under *key*; take the lease if it may send."""

@@ -97,6 +97,9 @@ class RedisIdempotencyStore:
         poll_interval: Seconds between two looks at a busy key.
     """
 
+    #: Every method is a round trip to Redis.
+    suspends = True
+
     def __init__(
         self,
         redis: str | Redis,

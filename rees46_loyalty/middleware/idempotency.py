@@ -106,7 +106,8 @@ class IdempotencyMiddleware:
             if isinstance(failure, OrderStatusError) and decision.previous_unknown:
                 failure.previous_outcome_unknown = True
             # Shielded: a cancelled caller must still leave the key settled, not blocked.
-            await asyncio.shield(self._settle(key, owner, intent, failure, trace))
+            settle = self._settle(key, owner, intent, failure, trace)
+            await (asyncio.shield(settle) if self.store.suspends else settle)
             raise
         record = Record(
             state=State.SUCCEEDED,
@@ -128,8 +129,9 @@ class IdempotencyMiddleware:
         cancelled caller still gets it recorded.
         """
         extra = {"operation": request.operation.name, "order_id": request.order_id}
+        finish = self.store.finish(key, owner, record)
         try:
-            written = await asyncio.shield(self.store.finish(key, owner, record))
+            written = await (asyncio.shield(finish) if self.store.suspends else finish)
         except Exception:
             logger.exception(
                 "%s succeeded but its result could not be recorded: a repeat of this request "
@@ -181,6 +183,8 @@ class IdempotencyMiddleware:
         A caller cancelled while the store answers must not leave behind a lease that nobody
         will release.
         """
+        if not self.store.suspends:
+            return await self.store.begin(key, intent, owner)
         task = asyncio.ensure_future(self.store.begin(key, intent, owner))
         try:
             return await asyncio.shield(task)

@@ -48,6 +48,8 @@ CHANGE_X = Intent(operation="change", fingerprint="x", once=True)
 class _Gated(MemoryIdempotencyStore):
     """A memory store whose begin or finish waits for a gate, or whose finish fails."""
 
+    suspends = True  # its gates make it suspend, like a store that talks to a server
+
     def __init__(self, clock: FakeClock, *, fail_finish: bool = False) -> None:
         super().__init__(clock=clock)
         self.begin_gate: asyncio.Event | None = None
