@@ -27,7 +27,7 @@ from ._operations import (
     ResultT,
 )
 from ._policy import RetryPolicy
-from ._serialization import unstructure
+from ._serialization import dumps, unstructure
 from ._session import SessionHolder
 from ._transport import AiohttpTransport
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
@@ -373,10 +373,12 @@ class LoyaltyClient:
             raise RuntimeError("this LoyaltyClient is closed; create a new one")
         if idempotency_key is not None:
             check.idempotency_key(idempotency_key, operation.name)
+        data = unstructure(request)
         response = await self._chain(
             ApiRequest(
                 operation=operation,
-                data=unstructure(request),
+                data=data,
+                body=dumps(data) if operation.method == "POST" else None,
                 order_id=order_id,
                 identifier=identifier,
                 idempotency_key=idempotency_key,

@@ -30,14 +30,17 @@ class SendTrace:
 class ApiRequest:
     """One call of an API operation, as the middlewares see it.
 
-    ``data`` holds the API fields (the JSON body of a POST, the query of a GET). The shop's
-    credentials are added by the innermost middleware, so no other middleware ever holds the
-    secret; ``secrets`` lists the values that must be redacted from anything shown.
+    ``data`` holds the API fields (the JSON body of a POST, the query of a GET); ``body`` is
+    ``data`` already encoded as the JSON of a POST, so that it is encoded once. Replacing
+    ``data`` drops ``body`` (the transport then encodes ``data``). The shop's credentials are
+    added by the innermost middleware, so no other middleware ever holds the secret;
+    ``secrets`` lists the values that must be redacted from anything shown.
     Change a request with :meth:`replace` (or :func:`attrs.evolve`).
     """
 
     operation: Operation[Any]
     data: Mapping[str, Any] = field(repr=False)
+    body: bytes | None = field(default=None, repr=False)
     order_id: str | None = None
     identifier: str | None = field(default=None, repr=identifier_repr)
     idempotency_key: str | None = None
@@ -56,6 +59,7 @@ class ApiRequest:
         fields: dict[str, Any] = {
             "operation": self.operation,
             "data": self.data,
+            "body": self.body if "data" not in changes else None,
             "order_id": self.order_id,
             "identifier": self.identifier,
             "idempotency_key": self.idempotency_key,

@@ -77,7 +77,8 @@ class AiohttpTransport:
             params = {name: str(value) for name, value in request.data.items()}
             body = None
         else:
-            params, body = None, dumps(request.data)
+            params = None
+            body = request.body if request.body is not None else dumps(request.data)
         if request.trace is not None:
             request.trace.maybe_sent = True
         try:

@@ -29,6 +29,8 @@ _TIME_RE = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")
 # encoder's round trip unchanged.
 _MAX_DIGITS = 15
 _LIMIT = 10**_MAX_DIGITS
+# Below about 1e-307 a float loses digits (subnormals).
+_SMALLEST = -300
 
 
 def order_id(value: object, operation: str) -> str:
@@ -70,10 +72,13 @@ def _travels_exactly(value: Decimal) -> bool:
     The encoder writes a fraction as the float whose shortest repr has its digits, which holds
     up to 15 significant digits within a float's range.
     """
-    if value == value.to_integral_value():
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int) or exponent >= 0:  # integral as written (or not finite)
         return True
-    digits = len(value.normalize().as_tuple().digits)
-    return digits <= _MAX_DIGITS and Decimal(repr(float(value))) == value
+    significant = len(digits)
+    while significant > _MAX_DIGITS and digits[significant - 1] == 0:  # trailing zeros
+        significant -= 1
+    return significant <= _MAX_DIGITS and value.adjusted() > _SMALLEST
 
 
 def _amount(value: object, field: str, operation: str, *, positive: bool) -> Decimal | int:
@@ -138,25 +143,56 @@ def _cart(items: object, operation: str) -> tuple[CartItem, ...]:
         raise ValidationError("the cart is empty", field="cart_items", operation=operation)
     seen: set[str] = set()
     for index, item in enumerate(cart):
-        where = f"cart_items[{index}]"
-        if not isinstance(item, CartItem):
-            raise ValidationError(
-                f"expected a CartItem, got {type(item).__name__}", field=where, operation=operation
-            )
-        if _text(item.product_id, f"{where}.product_id", operation) is None:
-            raise ValidationError("is required", field=f"{where}.product_id", operation=operation)
-        _amount(item.price, f"{where}.price", operation, positive=True)
-        _amount(item.quantity, f"{where}.quantity", operation, positive=True)
-        for flag in ("discountable", "bonusable", "rewardable"):
-            _flag(getattr(item, flag), f"{where}.{flag}", operation)
-        if item.product_id in seen:
-            raise ValidationError(
-                f"Cart contains line items with the same product ID ({item.product_id!r})",
-                field=f"{where}.product_id",
-                operation=operation,
-            )
-        seen.add(item.product_id)
+        if _line_is_valid(item, seen):
+            seen.add(item.product_id)
+            continue
+        _explain_line(item, index, operation)
     return cart
+
+
+def _good_amount(value: object) -> bool:
+    if type(value) is int:
+        return bool(0 < value < _LIMIT)
+    if type(value) is Decimal:
+        return bool(value.is_finite() and 0 < value < _LIMIT and _travels_exactly(value))
+    return False
+
+
+def _line_is_valid(item: object, seen: set[str]) -> bool:
+    """The common case, fast: a valid line. Anything else is explained by _explain_line."""
+    if type(item) is not CartItem:
+        return False
+    product_id = item.product_id
+    return (
+        type(product_id) is str
+        and product_id != ""
+        and product_id not in seen
+        and _good_amount(item.price)
+        and _good_amount(item.quantity)
+        and (item.discountable is None or type(item.discountable) is bool)
+        and (item.bonusable is None or type(item.bonusable) is bool)
+        and (item.rewardable is None or type(item.rewardable) is bool)
+    )
+
+
+def _explain_line(item: object, index: int, operation: str) -> None:
+    """Raise the ValidationError of a cart line that _line_is_valid refused, naming the field."""
+    where = f"cart_items[{index}]"
+    if not isinstance(item, CartItem):
+        raise ValidationError(
+            f"expected a CartItem, got {type(item).__name__}", field=where, operation=operation
+        )
+    if _text(item.product_id, f"{where}.product_id", operation) is None:
+        raise ValidationError("is required", field=f"{where}.product_id", operation=operation)
+    _amount(item.price, f"{where}.price", operation, positive=True)
+    _amount(item.quantity, f"{where}.quantity", operation, positive=True)
+    for flag in ("discountable", "bonusable", "rewardable"):
+        _flag(getattr(item, flag), f"{where}.{flag}", operation)
+    raise ValidationError(
+        f"Cart contains line items with the same product ID ({item.product_id!r})",
+        field=f"{where}.product_id",
+        operation=operation,
+    )
 
 
 def checkout_request(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .._http import ApiRequest, ApiResponse, Handler
 from .._redact import REDACTED, secret_forms
+from .._serialization import dumps
 
 __all__ = ["AuthMiddleware"]
 
@@ -17,11 +18,13 @@ __all__ = ["AuthMiddleware"]
 class AuthMiddleware:
     """Injects ``shop_id`` and ``shop_secret`` (the JSON body of a POST, the query of a GET)."""
 
-    __slots__ = ("_secret_forms", "_shop_id", "_shop_secret")
+    __slots__ = ("_prefix", "_secret_forms", "_shop_id", "_shop_secret")
 
     def __init__(self, shop_id: str, shop_secret: str) -> None:
         self._shop_id = shop_id
         self._shop_secret = shop_secret
+        # The credentials as the first members of a JSON object, to go before an encoded body.
+        self._prefix = dumps({"shop_id": shop_id, "shop_secret": shop_secret})[:-1]
         self._secret_forms = tuple(form.encode() for form in secret_forms(shop_secret))
 
     def __repr__(self) -> str:
@@ -29,8 +32,11 @@ class AuthMiddleware:
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         data = {**request.data, "shop_id": self._shop_id, "shop_secret": self._shop_secret}
+        body = request.body
+        if body is not None:  # '{"shop_id":…,"shop_secret":…' + ',' + the body's own members
+            body = self._prefix + (b"}" if body == b"{}" else b"," + body[1:])
         response = await call_next(
-            request.replace(data=data, secrets=(*request.secrets, self._shop_secret))
+            request.replace(data=data, body=body, secrets=(*request.secrets, self._shop_secret))
         )
         body = response.body
         for form in self._secret_forms:

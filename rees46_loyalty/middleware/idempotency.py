@@ -58,9 +58,11 @@ def record_key(shop_id: str, *, order_id: str | None, idempotency_key: str | Non
 
 def fingerprint(request: ApiRequest) -> str:
     """A digest of what the request asks for (the secret is not in it yet)."""
-    return hashlib.blake2b(
-        dumps([request.operation.name, request.data]), digest_size=16
-    ).hexdigest()
+    body = request.body if request.body is not None else dumps(request.data)
+    digest = hashlib.blake2b(request.operation.name.encode(), digest_size=16)
+    digest.update(b"\0")
+    digest.update(body)
+    return digest.hexdigest()
 
 
 class IdempotencyMiddleware:

@@ -20,7 +20,7 @@ from rees46_loyalty.middleware import AuthMiddleware, compose, errors_middleware
 from rees46_loyalty.middleware.errors import parse_retry_after
 from tests.conftest import BASE_URL, SHOP_ID, SHOP_SECRET, FakeClock
 from tests.payloads import REF, status_envelope
-from tests.unit.helpers import url
+from tests.unit.helpers import body_of, url
 
 
 def answer(status: int = 200, body: bytes = b"{}") -> ApiResponse:
@@ -134,3 +134,24 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     """Seconds, HTTP dates (30 s after 'now'), dates in the past, and nonsense."""
     now = 1445412450.0  # 2015-10-21 07:27:30 UTC
     assert parse_retry_after(header, now=now) == expected
+
+
+async def test_a_middleware_that_changes_the_data_changes_what_is_sent(
+    mocked: AioResponses,
+) -> None:
+    """The body is encoded once, but replacing `data` drops it: the change reaches the wire."""
+
+    async def stream(request: ApiRequest, call_next: Handler) -> ApiResponse:
+        return await call_next(request.replace(data={**request.data, "stream": "pos"}))
+
+    mocked.post(url("confirm"), payload=status_envelope(REF))
+    async with LoyaltyClient(
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, middlewares=[stream], idempotency=None
+    ) as client:
+        await client.confirm(order_id="1001")
+    assert body_of(mocked) == {
+        "order_id": "1001",
+        "stream": "pos",
+        "shop_id": SHOP_ID,
+        "shop_secret": SHOP_SECRET,
+    }
