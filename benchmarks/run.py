@@ -176,7 +176,7 @@ async def _run(url: str, redis_url: str, *, quick: bool, rounds: int) -> dict[st
     for round_number in range(rounds):
         for workload in WORKLOADS:
             for level in concurrency:
-                calls = max(level * 2, int(CALLS[workload] * scale))
+                calls = max(level, int(CALLS[workload] * scale))
                 shift = (round_number + level) % len(names)
                 for name in names[shift:] + names[:shift]:
                     figures = await _measure(kinds[name](workload), calls, level)

@@ -95,6 +95,9 @@ class RedisIdempotencyStore:
             A worker that dies holding it blocks the key this long at most.
         namespace: Prefix of every key; the client adds its shop id after it.
         poll_interval: Seconds between two looks at a busy key.
+        max_connections: Connections to Redis at most, for a store made from a URL; past it,
+            calls wait for a free one. (A client of your own: give it a
+            ``BlockingConnectionPool``, or it fails past its pool's size.)
     """
 
     #: Every method is a round trip to Redis.
@@ -108,17 +111,22 @@ class RedisIdempotencyStore:
         lease: float = 60.0,
         namespace: str = "rees46_loyalty:idempotency",
         poll_interval: float = 0.02,
+        max_connections: int = 100,
     ) -> None:
         if ttl <= 0 or lease <= 0 or poll_interval <= 0:
             raise ValueError("ttl, lease and poll_interval must be positive")
         try:
-            from redis.asyncio import Redis  # noqa: PLC0415 - an optional dependency
+            from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415 - optional
         except ImportError as exc:  # pragma: no cover - the extra is installed in tests
             raise ImportError(
                 "RedisIdempotencyStore needs redis: pip install 'rees46-loyalty[redis]'"
             ) from exc
         self._owned = isinstance(redis, str)
-        self._redis: Redis = Redis.from_url(redis) if isinstance(redis, str) else redis
+        if isinstance(redis, str):
+            pool = BlockingConnectionPool.from_url(redis, max_connections=max_connections)
+            self._redis: Redis = Redis(connection_pool=pool)
+        else:
+            self._redis = redis
         self.ttl = ttl
         self.lease = lease
         self._namespace = namespace
@@ -184,6 +192,7 @@ class RedisIdempotencyStore:
         """Close the Redis client if the store created it."""
         if self._owned:
             await self._redis.aclose()
+            await self._redis.connection_pool.disconnect()
 
 
 def _text(value: bytes | str) -> str:

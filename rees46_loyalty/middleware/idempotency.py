@@ -109,7 +109,15 @@ class IdempotencyMiddleware:
                 failure.previous_outcome_unknown = True
             # Shielded: a cancelled caller must still leave the key settled, not blocked.
             settle = self._settle(key, owner, intent, failure, trace)
-            await (asyncio.shield(settle) if self.store.suspends else settle)
+            try:
+                await (asyncio.shield(settle) if self.store.suspends else settle)
+            except Exception:  # the call's own failure is what the caller must see
+                logger.exception(
+                    "%s failed and the idempotency store could not record it; the key is "
+                    "held until its lease runs out",
+                    request.operation.name,
+                    extra={"operation": request.operation.name, "order_id": request.order_id},
+                )
             raise
         record = Record(
             state=State.SUCCEEDED,
@@ -185,14 +193,22 @@ class IdempotencyMiddleware:
         A caller cancelled while the store answers must not leave behind a lease that nobody
         will release.
         """
-        if not self.store.suspends:
-            return await self.store.begin(key, intent, owner)
-        task = asyncio.ensure_future(self.store.begin(key, intent, owner))
         try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(lambda done: self._release_if_taken(done, key, owner))
-            raise
+            if not self.store.suspends:
+                return await self.store.begin(key, intent, owner)
+            task = asyncio.ensure_future(self.store.begin(key, intent, owner))
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                task.add_done_callback(lambda done: self._release_if_taken(done, key, owner))
+                raise
+        except Exception as exc:
+            # Without its record the SDK cannot promise "at most once": nothing is sent.
+            raise IdempotencyError(
+                f"the idempotency store failed, so nothing was sent: {type(exc).__name__}",
+                operation=intent.operation,
+                retryable=True,
+            ) from exc
 
     def _release_if_taken(self, done: asyncio.Future[Decision], key: str, owner: str) -> None:
         if done.cancelled() or done.exception() is not None:

@@ -19,10 +19,12 @@ from rees46_loyalty import (
     BadRequestError,
     CartItem,
     Handler,
+    IdempotencyError,
     LoyaltyClient,
     OrderStatusError,
     OutcomeUnknownError,
     RateLimitError,
+    ServerError,
 )
 from rees46_loyalty.idempotency import (
     Decision,
@@ -294,3 +296,62 @@ async def test_an_unknown_change_stays_refused(fake: FakeRees46, clock: FakeCloc
         with pytest.raises(OutcomeUnknownError):
             await client.change(order_id="1", cart_items=SMALLER)
     assert len(fake.ledger.requests_for("change")) == 1
+
+
+class _Broken(MemoryIdempotencyStore):
+    """A store that fails at begin, or at release."""
+
+    def __init__(self, clock: FakeClock, *, fail: str) -> None:
+        super().__init__(clock=clock)
+        self.fail = fail
+
+    async def begin(self, key: str, intent: Intent, owner: str) -> Decision:
+        if self.fail == "begin":
+            raise ConnectionError("the store is down")
+        return await super().begin(key, intent, owner)
+
+    async def release(self, key: str, owner: str) -> None:
+        if self.fail == "release":
+            raise ConnectionError("the store is down")
+        await super().release(key, owner)
+
+
+async def test_a_store_down_before_the_call_sends_nothing(
+    fake: FakeRees46, clock: FakeClock
+) -> None:
+    """Without its record the SDK cannot promise "at most once": IdempotencyError, retryable,
+    and nothing reaches the API."""
+    async with fake.client(clock=clock, idempotency=_Broken(clock, fail="begin")) as client:
+        with pytest.raises(IdempotencyError, match="nothing was sent") as caught:
+            await client.cancel(order_id="1")
+    assert caught.value.retryable is True
+    assert isinstance(caught.value.__cause__, ConnectionError)
+    assert fake.received() == 0
+
+
+async def test_a_store_down_after_a_failure_does_not_hide_the_failure(
+    fake: FakeRees46, clock: FakeClock, log_records: list[logging.LogRecord]
+) -> None:
+    """The call's own error is raised; the store's is logged."""
+    store = _Broken(clock, fail="release")
+    async with fake.client(clock=clock, idempotency=store) as client:
+        fake.faults.on("cancel", Fault.unavailable(), times=3)
+        with pytest.raises(ServerError):
+            await client.cancel(order_id="1")
+    assert any("could not record it" in r.getMessage() for r in log_records)
+
+
+async def test_the_redis_store_waits_for_a_connection_past_its_pool(
+    fake: FakeRees46, redis_url: str
+) -> None:
+    """More calls at once than connections: they queue for one instead of failing."""
+    store = RedisIdempotencyStore(
+        redis_url, namespace=f"pool-{uuid.uuid4().hex}", max_connections=3
+    )
+    async with fake.client(idempotency=store) as client:
+        for n in range(30):
+            await client.apply(order_id=f"p-{n}", cart_items=CART)
+        refs = await asyncio.gather(*(client.confirm(order_id=f"p-{n}") for n in range(30)))
+    await store.close()
+    assert len(refs) == 30
+    assert len(fake.ledger.effects_for("confirm")) == 30
