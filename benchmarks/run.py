@@ -33,9 +33,9 @@ from typing import Any
 
 import aiohttp
 
-from rees46_loyalty import CartItem, LoyaltyClient
+from rees46_loyalty import CartItem, LoyaltyClient, RetryPolicy
 from rees46_loyalty._serialization import set_fast_decode
-from rees46_loyalty.idempotency import RedisIdempotencyStore
+from rees46_loyalty.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 
 from ._redis import redis_server
 from ._server import LINES, answer_server
@@ -105,6 +105,11 @@ class _Sdk:
     """The SDK, configured as one kind."""
 
     def __init__(self, url: str, workload: str, *, fast: bool = True, **options: Any) -> None:
+        # Long enough for 128 calls of 2,000 lines at once on one CPU: a benchmark measures
+        # throughput, it does not test timeouts.
+        options.setdefault("timeout", 120.0)
+        options.setdefault("retry", RetryPolicy(deadline=None))
+        options.setdefault("idempotency", MemoryIdempotencyStore(lease=600))
         self._client = LoyaltyClient(SHOP_ID, SECRET, base_url=f"{url}/{workload}", **options)
         self._cart = _cart(workload)
         self._fast = fast
@@ -133,7 +138,11 @@ def _kinds(url: str, redis_url: str) -> dict[str, Callable[[str], Any]]:
         "sdk": lambda w: _Sdk(url, w),
         "sdk, no idempotency": lambda w: _Sdk(url, w, idempotency=None),
         "sdk, redis store": lambda w: _Sdk(
-            url, w, idempotency=RedisIdempotencyStore(redis_url, namespace=f"bench-{next(_ids)}")
+            url,
+            w,
+            idempotency=RedisIdempotencyStore(
+                redis_url, namespace=f"bench-{next(_ids)}", lease=600
+            ),
         ),
     }
     if set_fast_decode(True):  # the speedups extra is installed

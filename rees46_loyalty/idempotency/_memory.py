@@ -137,14 +137,16 @@ class MemoryIdempotencyStore:
             self._evict()
 
     def _evict(self) -> None:
-        surplus = len(self._records) - self.max_records
-        for key in list(self._records):
-            if surplus <= 0:
-                break
-            # Calls in flight and unknown outcomes are what keep a change from going twice.
-            if self._records[key][0].state not in (State.IN_FLIGHT, State.UNKNOWN):
+        # Oldest first, in O(1) per record: a record that must stay (a call in flight, an unknown
+        # outcome: what keeps a change from going twice) moves to the back instead.
+        protected = 0
+        while len(self._records) > self.max_records and protected < len(self._records):
+            key, (record, _) = next(iter(self._records.items()))
+            if record.state in (State.IN_FLIGHT, State.UNKNOWN):
+                self._records.move_to_end(key)
+                protected += 1
+            else:
                 del self._records[key]
-                surplus -= 1
 
     def _notify(self, key: str) -> None:
         event = self._changed.pop(key, None)
