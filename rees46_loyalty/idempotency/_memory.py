@@ -68,7 +68,9 @@ class MemoryIdempotencyStore:
         now = self.clock.monotonic()
         if not self._held_by(key, owner, now):
             return False
-        self._put(key, evolve(record, owner=None, lease_expires=None), now)
+        if record.owner is not None or record.lease_expires is not None:
+            record = evolve(record, owner=None, lease_expires=None)
+        self._put(key, record, now)
         self._notify(key)
         return True
 

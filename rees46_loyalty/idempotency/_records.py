@@ -98,6 +98,11 @@ class Decision:
     previous_unknown: bool = False
 
 
+# Decisions without a record are all alike: built once.
+_ACQUIRED = Decision(verdict=Verdict.ACQUIRED)
+_ACQUIRED_AFTER_UNKNOWN = Decision(verdict=Verdict.ACQUIRED, previous_unknown=True)
+
+
 def decide(
     existing: Record | None, intent: Intent, *, owner: str, now: float, lease: float
 ) -> tuple[Decision, Record | None]:
@@ -111,7 +116,7 @@ def decide(
         lease_expires=now + lease,
     )
     if existing is None:
-        return Decision(verdict=Verdict.ACQUIRED), taken
+        return _ACQUIRED, taken
     replacement: Record | None = None
     if existing.state is State.IN_FLIGHT:
         if existing.lease_expires is not None and existing.lease_expires > now:
@@ -130,13 +135,13 @@ def _after(
     if not existing.same_intent(intent):
         if intent.explicit:
             return Decision(verdict=Verdict.CONFLICT, record=existing), replacement
-        return Decision(verdict=Verdict.ACQUIRED), taken  # a new intent on the order
+        return _ACQUIRED, taken  # a new intent on the order
     if existing.state is not State.UNKNOWN:
         return Decision(verdict=Verdict.REPLAY, record=existing), replacement
     if existing.once:
         return Decision(verdict=Verdict.UNKNOWN, record=existing), replacement
     # apply / confirm / cancel are safe to send again; the caller learns why.
-    return Decision(verdict=Verdict.ACQUIRED, previous_unknown=True), taken
+    return _ACQUIRED_AFTER_UNKNOWN, taken
 
 
 class IdempotencyStore(Protocol):
