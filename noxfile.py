@@ -34,6 +34,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks.run", *(["--quick"] if quick else []))
     calls = ["--calls", "500", "--rounds", "3"] if quick else []
     session.run("python", "-m", "benchmarks.idempotency_overhead", *calls)
+    session.run("python", "-m", "benchmarks.inflight", *(["--calls", "2000"] if quick else []))
 
 
 @nox.session

@@ -123,6 +123,9 @@ class _Sdk:
     async def __aexit__(self, *exc: object) -> None:
         set_fast_decode(self._previous)
         await self._client.close()
+        store = self._client.idempotency
+        if isinstance(store, RedisIdempotencyStore):  # the benchmark made it: it closes it
+            await store.close()
 
     async def cancel(self, order_id: str) -> Any:
         return await self._client.cancel(order_id=order_id)
