@@ -33,7 +33,6 @@ __all__ = [
     "dumps",
     "fast_decode",
     "load_answer",
-    "load_result",
     "loads",
     "structure",
     "unstructure",
@@ -246,13 +245,8 @@ def structure(payload: object, model: type[T]) -> T:
 
 
 def dump_result(result: object) -> bytes:
-    """Encode a result model for an idempotency store, exactly (Decimals as strings)."""
+    """Encode a result model for a store, exactly (Decimals as strings); read by load_answer."""
     return dumps(_storage_converter.unstructure(result))
-
-
-def load_result(data: bytes | str, model: type[T]) -> T:
-    """Decode what :func:`dump_result` wrote back into *model*."""
-    return structure(loads(data), model)
 
 
 def load_answer(body: bytes, model: type[T]) -> T:

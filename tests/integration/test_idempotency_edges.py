@@ -57,10 +57,12 @@ class _Gated(MemoryIdempotencyStore):
         self.begin_gate: asyncio.Event | None = None
         self.finish_gate: asyncio.Event | None = None
         self.finish_entered = asyncio.Event()
+        self.begin_entered = asyncio.Event()
         self.fail_finish = fail_finish
 
     async def begin(self, key: str, intent: Intent, owner: str) -> Decision:
         if self.begin_gate is not None:
+            self.begin_entered.set()
             await self.begin_gate.wait()
         return await super().begin(key, intent, owner)
 
@@ -118,9 +120,7 @@ async def test_a_caller_cancelled_while_its_success_is_recorded_still_records_it
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        store.finish_gate.set()
-        for _ in range(10):  # let the shielded write run
-            await asyncio.sleep(0)
+        store.finish_gate.set()  # the repeat below waits for the shielded write to finish
         again = await client.change(order_id="1", cart_items=SMALLER)
     assert again.replayed is True
     assert again.order_total_change == Decimal(-1000)
@@ -131,10 +131,11 @@ async def test_a_caller_cancelled_before_sending_leaves_nothing(
     fake: FakeRees46, clock: FakeClock
 ) -> None:
     """Cancelled before the request left the process: no unknown outcome, the key is free."""
-    hold = asyncio.Event()
+    entered, hold = asyncio.Event(), asyncio.Event()
 
     async def slow(request: ApiRequest, call_next: Handler) -> ApiResponse:
         if request.operation.name == "change":
+            entered.set()
             await hold.wait()
         return await call_next(request)
 
@@ -142,12 +143,11 @@ async def test_a_caller_cancelled_before_sending_leaves_nothing(
     async with fake.client(clock=clock, idempotency=store, middlewares=[slow]) as client:
         await _confirmed(client)
         task = asyncio.ensure_future(client.change(order_id="1", cart_items=SMALLER))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await entered.wait()  # the lease is held; nothing has left the process
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await store.get(f"{SHOP_ID}:order:1".replace(SHOP_ID, fake.shop_id)) is None
+        assert await store.get(f"{fake.shop_id}:order:1") is None
         hold.set()
         change = await client.change(order_id="1", cart_items=SMALLER)
     assert change.replayed is False
@@ -162,12 +162,12 @@ async def test_a_caller_cancelled_while_the_store_answers_leaves_no_lease(
     store.begin_gate = asyncio.Event()
     async with fake.client(clock=clock, idempotency=store) as client:
         task = asyncio.ensure_future(client.cancel(order_id="1"))
-        await asyncio.sleep(0)
+        await store.begin_entered.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         store.begin_gate.set()
-        for _ in range(10):
+        for _ in range(10):  # the release runs in a task scheduled when begin completes
             await asyncio.sleep(0)
         assert await store.get(f"{fake.shop_id}:order:1") is None
 
