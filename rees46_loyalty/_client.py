@@ -56,6 +56,10 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 
 
+#: Shorter secrets are refused: redacting them would mangle ordinary text.
+_MIN_SECRET_LENGTH = 8
+
+
 class LoyaltyClient:
     """An async client of the REES46 loyalty checkout API.
 
@@ -64,8 +68,8 @@ class LoyaltyClient:
 
     Args:
         shop_id: The shop's API key.
-        shop_secret: The shop's secret key. It never appears in a repr, a log record, an
-            exception or a shown URL.
+        shop_secret: The shop's secret key (at least 8 characters). It never appears in a
+            repr, a log record, an exception or a shown URL.
         base_url: Where the API lives; a proxy of the shop's own is fine. Plain ``http://`` is
             refused unless it points at a loopback address or ``allow_insecure_http`` is set.
         timeout: Seconds one attempt may take (connect, send, answer).
@@ -105,8 +109,13 @@ class LoyaltyClient:
     ) -> None:
         if not isinstance(shop_id, str) or not shop_id:
             raise ValueError("shop_id must be a non-empty string")
-        if not isinstance(shop_secret, str) or not shop_secret:
-            raise ValueError("shop_secret must be a non-empty string")
+        if not isinstance(shop_secret, str) or len(shop_secret) < _MIN_SECRET_LENGTH:
+            # The secret is cut out of every text the SDK shows, answers included: a string as
+            # short as a word would be cut out of ordinary text too, and mangle it.
+            raise ValueError(
+                f"shop_secret must be a string of at least {_MIN_SECRET_LENGTH} characters; "
+                "check that it holds the shop's secret key"
+            )
         for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
             if not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")

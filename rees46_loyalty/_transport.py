@@ -39,13 +39,17 @@ def _user_agent() -> str:
 
 
 USER_AGENT = _user_agent()
-_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_HEADERS = {
+    "User-Agent": USER_AGENT,
+    "Content-Type": "application/json",
+    "Accept": "application/json",
+}
 
 
 class AiohttpTransport:
     """Sends one request per call over the client's shared aiohttp session."""
 
-    __slots__ = ("_base_url", "_clock", "_connect_timeout", "_session")
+    __slots__ = ("_base_url", "_clock", "_connect_timeout", "_session", "_urls")
 
     def __init__(
         self,
@@ -58,6 +62,7 @@ class AiohttpTransport:
         self._base_url = base_url
         self._clock = clock
         self._connect_timeout = connect_timeout
+        self._urls: dict[str, URL] = {}  # operation path -> full URL, built once
 
     async def __call__(self, request: ApiRequest) -> ApiResponse:
         context: dict[str, Any] = {
@@ -71,8 +76,11 @@ class AiohttpTransport:
             if left <= 0:
                 raise ApiTimeoutError("the call's deadline passed", request_sent=False, **context)
             timeout = left if timeout is None else min(timeout, left)
-        url = self._base_url.with_path(self._base_url.path.rstrip("/") + request.path)
-        headers = {"User-Agent": USER_AGENT, **_JSON_HEADERS, **request.headers}
+        url = self._urls.get(request.path)
+        if url is None:
+            base = self._base_url
+            url = self._urls[request.path] = base.with_path(base.path.rstrip("/") + request.path)
+        headers = {**_HEADERS, **request.headers} if request.headers else _HEADERS
         if request.method == "GET":
             params = {name: str(value) for name, value in request.data.items()}
             body = None

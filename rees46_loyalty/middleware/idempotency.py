@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import secrets
 from typing import Any
@@ -76,6 +77,10 @@ class IdempotencyMiddleware:
         self._clock = clock
         self._wait_timeout = wait_timeout
         self._background: set[asyncio.Future[None]] = set()
+        # Lease owners: a random prefix per client (unique across processes sharing a Redis
+        # store) and a counter (unique within it), cheaper than a random token per call.
+        self._owner_prefix = secrets.token_hex(8)
+        self._owner_numbers = itertools.count()
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         operation = request.operation
@@ -90,7 +95,7 @@ class IdempotencyMiddleware:
             explicit=request.idempotency_key is not None,
             once=operation.safety is RetrySafety.ONCE,
         )
-        owner = secrets.token_hex(8)
+        owner = f"{self._owner_prefix}-{next(self._owner_numbers)}"
         decision = await self._acquire(request, key, intent, owner)
         if isinstance(decision, ApiResponse):  # replayed
             return decision

@@ -184,3 +184,19 @@ async def test_a_phone_in_a_malformed_answer_stays_out_of_tracebacks(
     with pytest.raises(LoyaltyError) as caught:
         await client.confirm(order_id="1")
     assert PHONE not in everything_shown(caught.value)
+
+
+@pytest.mark.parametrize("secret", ["", "s", "1234567", None])
+def test_a_secret_too_short_to_redact_safely_is_refused(secret: object) -> None:
+    """A one-letter secret would be cut out of every answer (``"status"`` → ``"***tatu***"``)."""
+    with pytest.raises(ValueError, match="at least 8 characters") as caught:
+        LoyaltyClient("shop-42", secret)  # type: ignore[arg-type]
+    assert "1234567" not in str(caught.value)
+
+
+async def test_the_shortest_accepted_secret_leaves_answers_intact(mocked: AioResponses) -> None:
+    """An 8-character secret is redacted from echoes but never from ordinary answer text."""
+    mocked.post(url("confirm"), payload=status_envelope({"order_id": "1"}))
+    async with LoyaltyClient("shop-42", "abcdefgh", base_url="https://api.test") as client:
+        result = await client.confirm(order_id="1")
+    assert result.order_id == "1"
