@@ -12,7 +12,7 @@ nox.options.error_on_missing_interpreters = True
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite with coverage of the package (fails under 95%), speedups installed."""
-    session.install("-e", ".[test,redis,speedups]")
+    session.install("-e", ".[test,redis,speedups,otel]")
     # coverage runs pytest (not pytest-cov inside it): the package's own pytest plugin is
     # imported while pytest starts, before pytest-cov could begin measuring.
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
@@ -22,7 +22,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def tests_without_speedups(session: nox.Session) -> None:
     """The test suite without the speedups extra: the reference decode path alone."""
-    session.install("-e", ".[test,redis]")
+    session.install("-e", ".[test,redis,otel]")
     session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
 
 
@@ -48,5 +48,5 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[test,redis,speedups]", "mypy~=2.4")
+    session.install("-e", ".[test,redis,speedups,otel]", "mypy~=2.4")
     session.run("mypy", "--strict", "rees46_loyalty")

@@ -9,6 +9,7 @@ Example::
 
 from ._client import DEFAULT_BASE_URL, LoyaltyClient
 from ._clock import Clock, SystemClock
+from ._hooks import Hooks, RequestRecord, ResponseRecord, RetryRecord
 from ._http import ApiRequest, ApiResponse, Handler, Middleware
 from ._operations import Operation, RetrySafety
 from ._policy import RetryPolicy
@@ -58,6 +59,7 @@ __all__ = [
     "Handler",
     "HistoryItem",
     "HistoryOrder",
+    "Hooks",
     "IdempotencyError",
     "ItemCertificate",
     "LineItem",
@@ -75,7 +77,10 @@ __all__ = [
     "OutcomeUnknownError",
     "RateLimitError",
     "ReferralReward",
+    "RequestRecord",
+    "ResponseRecord",
     "RetryPolicy",
+    "RetryRecord",
     "RetrySafety",
     "RewardShare",
     "ServerError",

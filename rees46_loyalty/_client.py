@@ -7,13 +7,14 @@ import os
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import aiohttp
 from yarl import URL
 
 from . import _validation as check
 from ._clock import Clock, SystemClock
+from ._hooks import Hooks, callers
 from ._http import ApiRequest, Middleware
 from ._operations import (
     APPLY,
@@ -48,6 +49,9 @@ from .models import (
     OrderRef,
     OrderRequest,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["DEFAULT_BASE_URL", "LoyaltyClient"]
 
@@ -88,6 +92,10 @@ class LoyaltyClient:
             processes; you close it), or ``None`` to turn the layer off.
         idempotency_wait: Seconds a call may wait for another call on the same order or key
             to finish (default: the store's lease, so that a dead holder is outlasted).
+        hooks: Callables run on every attempt, answer and retry with a frozen record (to
+            count retries in your metrics, say); see :class:`Hooks`.
+        tracing: OpenTelemetry spans, one per call and one per attempt (the ``otel`` extra):
+            ``True`` for the global tracer provider, or a ``TracerProvider`` of your own.
         clock: Time for the retry waits and deadlines; tests pass a fake one.
     """
 
@@ -105,6 +113,8 @@ class LoyaltyClient:
         allow_insecure_http: bool = False,
         idempotency: IdempotencyStore | Literal["memory"] | None = "memory",
         idempotency_wait: float | None = None,
+        hooks: Hooks | None = None,
+        tracing: bool | TracerProvider = False,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(shop_id, str) or not shop_id:
@@ -125,22 +135,31 @@ class LoyaltyClient:
         self._retry = RetryPolicy() if retry is None else retry
         self._sessions = SessionHolder(session)
         clock = SystemClock() if clock is None else clock
-        self._retry_middleware = RetryMiddleware(self._retry, clock=clock)
+        on_request, on_response, on_retry = callers(hooks)
+        self._retry_middleware = RetryMiddleware(self._retry, clock=clock, on_retry=on_retry)
         if idempotency == "memory":
             idempotency = MemoryIdempotencyStore(clock=clock)
         self._idempotency = idempotency
-        layers: list[Middleware] = []
+        outer: list[Middleware] = []
+        per_attempt: list[Middleware] = []
+        if tracing is not False:
+            from .middleware import tracing as spans  # noqa: PLC0415 - the optional otel extra
+
+            tracer = spans.tracer_of(None if tracing is True else tracing)
+            outer.append(spans.CallSpanMiddleware(tracer))
+            per_attempt.append(spans.AttemptSpanMiddleware(tracer, self._base_url))
         if idempotency is not None:
             wait = idempotency.lease if idempotency_wait is None else idempotency_wait
-            layers.append(
+            outer.append(
                 IdempotencyMiddleware(idempotency, shop_id=shop_id, clock=clock, wait_timeout=wait)
             )
         self._chain = compose(
             [
-                *layers,
+                *outer,
                 self._retry_middleware,
+                *per_attempt,
                 *middlewares,
-                LoggingMiddleware(clock),
+                LoggingMiddleware(clock, on_request, on_response),
                 errors_middleware,
                 AuthMiddleware(shop_id, shop_secret),
             ],

@@ -14,16 +14,20 @@ __all__ = ["ApiRequest", "ApiResponse", "Handler", "Middleware", "SendTrace"]
 
 
 class SendTrace:
-    """Whether a request may have left this process.
+    """What happened to one call so far, for the layers outside the one that knows.
 
     The transport sets ``maybe_sent`` as it starts writing the request; after that the server
-    may have processed it. An outer layer tells "nothing was sent" from "unknown" by it.
+    may have processed it, and an outer layer tells "nothing was sent" from "unknown" by it.
+    ``attempts`` counts the attempts begun; ``idempotency`` is what the idempotency layer did
+    (``"sent"``, ``"waited"`` or ``"replayed"``). Logs, hooks and spans read them.
     """
 
-    __slots__ = ("maybe_sent",)
+    __slots__ = ("attempts", "idempotency", "maybe_sent")
 
     def __init__(self) -> None:
         self.maybe_sent = False
+        self.attempts = 0
+        self.idempotency: str | None = None
 
 
 @frozen(kw_only=True)

@@ -3,7 +3,9 @@
 FakeClock (from rees46_loyalty.testing) is re-exported here for the tests that import it.
 
 Guard: every test runs with all loggers at DEBUG, and no record may hold the shop secret or an
-unmasked member phone number (see ``log_records``).
+unmasked member phone number (see ``log_records``). The ``client`` fixtures trace with
+OpenTelemetry into an in-memory exporter, and no span of any test may hold them either: every
+failure scenario of the error, retry and validation tests is walked with spans on.
 
 Shim: aioresponses 0.7.9 builds ``ClientResponse`` without the ``stream_writer`` argument that
 aiohttp 3.14 requires, so every mocked request fails with a TypeError (aioresponses issue #289,
@@ -22,6 +24,10 @@ import aiohttp
 import aioresponses.core
 import pytest
 from aioresponses import aioresponses as AioResponses  # noqa: N812 - a class, named as one
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from rees46_loyalty import LoyaltyClient, RetryPolicy
 from rees46_loyalty.testing import FakeClock
@@ -33,7 +39,13 @@ SHOP_SECRET = "s3cr3t-DO-NOT-LEAK-4f7a"
 PHONE = "79990001122"
 BASE_URL = "https://api.test"
 
-__all__ = ["BASE_URL", "PHONE", "SHOP_ID", "SHOP_SECRET", "FakeClock"]
+__all__ = ["BASE_URL", "PHONE", "SHOP_ID", "SHOP_SECRET", "FakeClock", "span_text"]
+
+# One provider for the whole run: OpenTelemetry lets the global one be set only once.
+SPANS = InMemorySpanExporter()
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(SPANS))
+trace.set_tracer_provider(_provider)
 
 
 class _InertStreamWriter:
@@ -71,7 +83,7 @@ async def client(clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
     its own tests.
     """
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, idempotency=None
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, idempotency=None, tracing=True
     ) as c:
         yield c
 
@@ -86,6 +98,7 @@ async def once_client(clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
         clock=clock,
         retry=RetryPolicy.disabled(),
         idempotency=None,
+        tracing=True,
     ) as c:
         yield c
 
@@ -99,9 +112,22 @@ class _Collect(logging.Handler):
         self.records.append(record)
 
 
+def span_text(span: ReadableSpan) -> str:
+    """Everything a span exports: name, attributes, status, events."""
+    events = [(event.name, dict(event.attributes or {})) for event in span.events]
+    return f"{span.name} {dict(span.attributes or {})} {span.status.description} {events}"
+
+
+@pytest.fixture
+def span_exporter() -> InMemorySpanExporter:
+    """The exporter of every span the test finishes (cleared before each test)."""
+    return SPANS
+
+
 @pytest.fixture(autouse=True)
 def log_records() -> Iterator[list[logging.LogRecord]]:
-    """Collect every log record of the test at DEBUG and check none leaks a secret or a phone."""
+    """Collect every log record and span of the test; check none leaks a secret or a phone."""
+    SPANS.clear()
     root = logging.getLogger()
     handler = _Collect()
     previous = root.level
@@ -118,3 +144,7 @@ def log_records() -> Iterator[list[logging.LogRecord]]:
         )
         assert SHOP_SECRET not in text, f"shop secret in a log record: {record.getMessage()}"
         assert PHONE not in text, f"unmasked phone number in a log record: {record.getMessage()}"
+    for span in SPANS.get_finished_spans():
+        text = span_text(span)
+        assert SHOP_SECRET not in text, f"shop secret in a span: {span.name}"
+        assert PHONE not in text, f"unmasked phone number in a span: {span.name}"

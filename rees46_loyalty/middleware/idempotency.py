@@ -28,6 +28,7 @@ from .. import errors
 from .._clock import Clock
 from .._http import ApiRequest, ApiResponse, Handler, SendTrace
 from .._operations import RetrySafety
+from .._redact import mask_identifier
 from .._serialization import dumps
 from ..errors import (
     APIError,
@@ -96,13 +97,13 @@ class IdempotencyMiddleware:
             once=operation.safety is RetrySafety.ONCE,
         )
         owner = f"{self._owner_prefix}-{next(self._owner_numbers)}"
-        decision = await self._acquire(request, key, intent, owner)
+        trace = request.trace if request.trace is not None else SendTrace()
+        decision = await self._acquire(request, key, intent, owner, trace)
         if isinstance(decision, ApiResponse):  # replayed
             return decision
         # The call must be over before its lease is: once the lease runs out another caller may
         # take the key over. A tenth of the lease is kept as a margin.
         lease_ends = self._clock.monotonic() + self.store.lease * 0.9
-        trace = SendTrace()
         request = request.replace(
             deadline=lease_ends if request.deadline is None else min(request.deadline, lease_ends),
             trace=trace,
@@ -163,19 +164,29 @@ class IdempotencyMiddleware:
             )
 
     async def _acquire(
-        self, request: ApiRequest, key: str, intent: Intent, owner: str
+        self, request: ApiRequest, key: str, intent: Intent, owner: str, trace: SendTrace
     ) -> Decision | ApiResponse:
         """Wait while the key is busy; then take the lease, replay, or raise what the record says.
 
-        Returns the ACQUIRED decision or a replayed response.
+        Returns the ACQUIRED decision or a replayed response; tells *trace* which it was.
         """
-        give_up_at = self._clock.monotonic() + self._wait_timeout
+        started = self._clock.monotonic()
+        give_up_at = started + self._wait_timeout
+        waited = False
         while True:
             decision = await self._begin(key, intent, owner)
             verdict = decision.verdict
             if verdict is Verdict.ACQUIRED:
+                trace.idempotency = "sent"
                 return decision
             if verdict is Verdict.BUSY:
+                if not waited:
+                    waited = True
+                    logger.debug(
+                        "%s waits for another call on the same key",
+                        request.operation.name,
+                        extra=_extra(request, "waited"),
+                    )
                 left = give_up_at - self._clock.monotonic()
                 if left <= 0:
                     raise IdempotencyError(
@@ -187,7 +198,8 @@ class IdempotencyMiddleware:
                     )
                 await self.store.wait(key, min(decision.wait, left))
                 continue
-            answer = self._answer_from(request, decision)
+            trace.idempotency = "waited" if waited else "replayed"
+            answer = self._answer_from(request, decision, trace.idempotency)
             if isinstance(answer, ApiResponse):
                 return answer
             raise answer
@@ -223,7 +235,9 @@ class IdempotencyMiddleware:
             self._background.add(release)
             release.add_done_callback(self._background.discard)
 
-    def _answer_from(self, request: ApiRequest, decision: Decision) -> ApiResponse | LoyaltyError:
+    def _answer_from(
+        self, request: ApiRequest, decision: Decision, outcome: str
+    ) -> ApiResponse | LoyaltyError:
         """The answer of a call decided without sending: a replayed response or an error."""
         record = decision.record
         assert record is not None  # noqa: S101 - every verdict but ACQUIRED carries its record
@@ -249,9 +263,10 @@ class IdempotencyMiddleware:
         if attrs.has(type(result)) and "replayed" in attrs.fields_dict(type(result)):
             result = attrs.evolve(result, replayed=True)
         logger.debug(
-            "%s replayed from the idempotency store",
+            "%s answered from the idempotency store (%s)",
             name,
-            extra={"operation": name, "order_id": request.order_id, "idempotency": "replayed"},
+            outcome,
+            extra=_extra(request, outcome),
         )
         return ApiResponse(status=200, headers={}, body=b"", result=result)
 
@@ -281,6 +296,15 @@ class IdempotencyMiddleware:
             error=error,
         )
         await self.store.finish(key, owner, record)
+
+
+def _extra(request: ApiRequest, outcome: str) -> dict[str, Any]:
+    return {
+        "operation": request.operation.name,
+        "order_id": request.order_id,
+        "identifier": mask_identifier(request.identifier),
+        "idempotency": outcome,
+    }
 
 
 def _describe_error(error: APIError) -> dict[str, Any]:

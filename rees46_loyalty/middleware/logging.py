@@ -1,7 +1,9 @@
-"""The logging middleware: one DEBUG record per attempt on the ``rees46_loyalty`` logger.
+"""The logging middleware: one DEBUG record and the attempt hooks per attempt.
 
-Records carry structured ``extra`` fields (``operation``, ``order_id``, ``identifier`` masked,
-``attempt``, ``status``, ``elapsed_ms``, ``error``). It sits outside the auth middleware, so the
+Records go to the ``rees46_loyalty`` logger with structured ``extra`` fields: ``operation``,
+``order_id``, ``identifier`` (masked), ``attempt``, ``idempotency`` (``sent`` / ``waited``, or
+``None``), ``status``, ``elapsed_ms`` and, on failure, ``error``. Retries are logged at INFO and
+final failures at WARNING by the retry middleware. It sits outside the auth middleware, so the
 request it sees holds no secret.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from .._clock import Clock
+from .._hooks import HookCaller, RequestRecord, ResponseRecord, elapsed_ms
 from .._http import ApiRequest, ApiResponse, Handler
 from .._redact import mask_identifier
 from ..errors import LoyaltyError
@@ -20,46 +23,102 @@ logger = logging.getLogger("rees46_loyalty")
 
 
 class LoggingMiddleware:
-    """Logs each attempt's outcome and duration at DEBUG."""
+    """Logs each attempt's outcome and duration at DEBUG and runs the attempt hooks."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        on_request: HookCaller[RequestRecord] | None = None,
+        on_response: HookCaller[ResponseRecord] | None = None,
+    ) -> None:
         self._clock = clock
+        self._on_request = on_request or None
+        self._on_response = on_response or None
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
-        if not logger.isEnabledFor(logging.DEBUG):
+        trace = request.trace
+        if trace is not None:
+            trace.attempts = request.attempt
+        logs = logger.isEnabledFor(logging.DEBUG)
+        if not logs and self._on_request is None and self._on_response is None:
             return await call_next(request)
+        if self._on_request is not None:
+            self._on_request(
+                RequestRecord(
+                    operation=request.operation.name,
+                    order_id=request.order_id,
+                    identifier=mask_identifier(request.identifier),
+                    attempt=request.attempt,
+                    idempotency=_idempotency(request),
+                )
+            )
         started = self._clock.monotonic()
-        extra: dict[str, object] = {
-            "operation": request.operation.name,
-            "order_id": request.order_id,
-            "identifier": mask_identifier(request.identifier),
-            "attempt": request.attempt,
-        }
         try:
             response = await call_next(request)
         except LoyaltyError as error:
-            extra.update(
-                status=error.status,
-                error=type(error).__name__,
-                elapsed_ms=round((self._clock.monotonic() - started) * 1000, 3),
-            )
-            logger.debug(
-                "%s attempt %d failed: %s",
-                request.operation.name,
-                request.attempt,
-                error,
-                extra=extra,
-            )
+            self._done(request, started, error.status, error, logs=logs)
             raise
-        extra.update(
-            status=response.status,
-            elapsed_ms=round((self._clock.monotonic() - started) * 1000, 3),
+        # A cancelled attempt is neither: the caller that cancelled it knows.
+        self._done(request, started, response.status, None, logs=logs)
+        return response
+
+    def _done(
+        self,
+        request: ApiRequest,
+        started: float,
+        status: int | None,
+        error: LoyaltyError | None,
+        *,
+        logs: bool,
+    ) -> None:
+        elapsed = self._clock.monotonic() - started
+        if logs:
+            _log(request, status, elapsed, error)
+        if self._on_response is not None:
+            self._on_response(
+                ResponseRecord(
+                    operation=request.operation.name,
+                    order_id=request.order_id,
+                    identifier=mask_identifier(request.identifier),
+                    attempt=request.attempt,
+                    idempotency=_idempotency(request),
+                    status=status,
+                    elapsed=elapsed,
+                    error=error,
+                )
+            )
+
+
+def _idempotency(request: ApiRequest) -> str | None:
+    return request.trace.idempotency if request.trace is not None else None
+
+
+def _log(
+    request: ApiRequest, status: int | None, elapsed: float, error: LoyaltyError | None
+) -> None:
+    extra: dict[str, object] = {
+        "operation": request.operation.name,
+        "order_id": request.order_id,
+        "identifier": mask_identifier(request.identifier),
+        "attempt": request.attempt,
+        "idempotency": _idempotency(request),
+        "status": status,
+        "elapsed_ms": elapsed_ms(elapsed),
+    }
+    if error is not None:
+        extra["error"] = type(error).__name__
+        logger.debug(
+            "%s attempt %d failed: %s",
+            request.operation.name,
+            request.attempt,
+            error,
+            extra=extra,
         )
+    else:
         logger.debug(
             "%s attempt %d answered %d",
             request.operation.name,
             request.attempt,
-            response.status,
+            status,
             extra=extra,
         )
-        return response

@@ -23,9 +23,11 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState
 
 from .._clock import Clock
+from .._hooks import HookCaller, RetryRecord, elapsed_ms
 from .._http import ApiRequest, ApiResponse, Handler
 from .._operations import RetrySafety
 from .._policy import RetryPolicy
+from .._redact import mask_identifier
 from ..errors import (
     APIError,
     LoyaltyError,
@@ -105,8 +107,10 @@ class RetryMiddleware:
         *,
         clock: Clock,
         jitter: Callable[[], float] = random.random,
+        on_retry: HookCaller[RetryRecord] | None = None,
     ) -> None:
         self._policy = policy
+        self._on_retry = on_retry or None
         self._clock = clock
         self._jitter = jitter
         self._budget = None if policy.retry_budget is None else RetryBudget(policy.retry_budget)
@@ -118,8 +122,9 @@ class RetryMiddleware:
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         policy = self._policy
+        started = self._clock.monotonic()
         if policy.deadline is not None:
-            deadline = self._clock.monotonic() + policy.deadline
+            deadline = started + policy.deadline
             if request.deadline is None or deadline < request.deadline:
                 request = request.replace(deadline=deadline)
         # The first attempt runs outside tenacity: most calls succeed at once, and the retry
@@ -127,13 +132,13 @@ class RetryMiddleware:
         try:
             response = await call_next(request)
         except LoyaltyError as first:
-            return await self._retry(request, call_next, first)
+            return await self._retry(request, call_next, first, started)
         if self._budget is not None:
             self._budget.release(1)
         return response
 
     async def _retry(
-        self, request: ApiRequest, call_next: Handler, first: LoyaltyError
+        self, request: ApiRequest, call_next: Handler, first: LoyaltyError, started: float
     ) -> ApiResponse:
         call = _Call()
         retrying = AsyncRetrying(
@@ -141,7 +146,7 @@ class RetryMiddleware:
             retry=lambda state: self._should_retry(_error_of(state)),
             wait=self._wait,
             stop=lambda state: self._should_stop(request, call, state),
-            before_sleep=_log_retry,
+            before_sleep=lambda state: self._before_sleep(request, state, started),
             reraise=True,
         )
         try:
@@ -167,11 +172,8 @@ class RetryMiddleware:
                     error.attempts,
                     error,
                     extra={
-                        "operation": request.operation.name,
-                        "order_id": request.order_id,
-                        "attempt": error.attempts,
-                        "status": error.status,
-                        "error": type(error).__name__,
+                        **_extra(request, error.attempts, error),
+                        "elapsed_ms": elapsed_ms(self._clock.monotonic() - started),
                     },
                 )
             raise
@@ -233,6 +235,36 @@ class RetryMiddleware:
             call.last_cost = cost
         return False
 
+    def _before_sleep(self, request: ApiRequest, state: RetryCallState, started: float) -> None:
+        error: Any = _error_of(state)
+        delay = state.upcoming_sleep
+        elapsed = self._clock.monotonic() - started
+        logger.info(
+            "retrying %s in %.3fs after attempt %d failed: %s",
+            request.operation.name,
+            delay,
+            state.attempt_number,
+            error,
+            extra={
+                **_extra(request, state.attempt_number, error),
+                "retry_delay": delay,
+                "elapsed_ms": elapsed_ms(elapsed),
+            },
+        )
+        if self._on_retry is not None:
+            self._on_retry(
+                RetryRecord(
+                    operation=request.operation.name,
+                    order_id=request.order_id,
+                    identifier=mask_identifier(request.identifier),
+                    attempt=state.attempt_number,
+                    idempotency=request.trace.idempotency if request.trace is not None else None,
+                    wait=delay,
+                    elapsed=elapsed,
+                    error=error,
+                )
+            )
+
     def _succeeded(self, call: _Call) -> None:
         if self._budget is not None:
             self._budget.release(call.last_cost or 1)
@@ -242,21 +274,13 @@ def _error_of(state: RetryCallState) -> BaseException | None:
     return state.outcome.exception() if state.outcome is not None else None
 
 
-def _log_retry(state: RetryCallState) -> None:
-    error: Any = _error_of(state)
-    delay = state.upcoming_sleep
-    logger.info(
-        "retrying %s in %.3fs after attempt %d failed: %s",
-        error.operation,
-        delay,
-        state.attempt_number,
-        error,
-        extra={
-            "operation": error.operation,
-            "order_id": error.order_id,
-            "attempt": state.attempt_number,
-            "status": error.status,
-            "retry_delay": delay,
-            "error": type(error).__name__,
-        },
-    )
+def _extra(request: ApiRequest, attempt: int, error: LoyaltyError) -> dict[str, Any]:
+    return {
+        "operation": request.operation.name,
+        "order_id": request.order_id,
+        "identifier": mask_identifier(request.identifier),
+        "attempt": attempt,
+        "idempotency": request.trace.idempotency if request.trace is not None else None,
+        "status": error.status,
+        "error": type(error).__name__,
+    }

@@ -1,0 +1,151 @@
+"""Instrumentation hooks: plain callables that receive a frozen record of what the SDK did.
+
+Count retries in Prometheus, time attempts in StatsD or feed a dashboard without subclassing
+anything::
+
+    def count_retry(record: RetryRecord) -> None:
+        RETRIES.labels(record.operation, record.error_type).inc()
+
+    client = LoyaltyClient(..., hooks=Hooks(on_retry=count_retry))
+
+Records hold no secret and no full phone number: ``identifier`` is masked as ``7999***1122``.
+A hook that raises is logged (at ERROR, with its traceback) and the call goes on: a broken
+metrics exporter must never lose a loyalty operation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from attrs import field, frozen
+
+from .errors import LoyaltyError
+
+__all__ = ["HookCaller", "Hooks", "RequestRecord", "ResponseRecord", "RetryRecord", "callers"]
+
+logger = logging.getLogger("rees46_loyalty")
+
+RecordT = TypeVar("RecordT")
+
+
+@frozen(kw_only=True)
+class RequestRecord:
+    """An attempt about to be sent (``on_request``)."""
+
+    #: The API operation: ``"estimate"``, ``"cancel"``, ...
+    operation: str
+    order_id: str | None
+    #: The member's phone number, masked.
+    identifier: str | None
+    #: 1 for the first request, 2 for the first retry, ...
+    attempt: int
+    #: ``"sent"`` or ``"waited"`` (after another call on the same key) for a call recorded by
+    #: the idempotency layer; ``None`` for reads and when the layer is off.
+    idempotency: str | None
+
+
+@frozen(kw_only=True)
+class ResponseRecord:
+    """An attempt that got an answer or failed (``on_response``)."""
+
+    operation: str
+    order_id: str | None
+    identifier: str | None
+    attempt: int
+    idempotency: str | None
+    #: The HTTP status, or ``None`` when no answer came (a connection or timeout error).
+    status: int | None
+    #: Seconds the attempt took.
+    elapsed: float
+    #: The error the attempt ended with, or ``None`` when it succeeded.
+    error: LoyaltyError | None
+
+
+@frozen(kw_only=True)
+class RetryRecord:
+    """A failed attempt that will be retried after ``wait`` seconds (``on_retry``)."""
+
+    operation: str
+    order_id: str | None
+    identifier: str | None
+    #: The attempt that failed.
+    attempt: int
+    idempotency: str | None
+    #: Seconds until the next attempt.
+    wait: float
+    #: Seconds since the call's first attempt started.
+    elapsed: float
+    error: LoyaltyError
+
+    @property
+    def error_type(self) -> str:
+        """The failed attempt's error class name, a low-cardinality label for metrics."""
+        return type(self.error).__name__
+
+
+def _callables(value: Any) -> tuple[Callable[[Any], object], ...]:
+    if value is None:
+        return ()
+    if callable(value):
+        return (value,)
+    hooks = tuple(value)
+    for hook in hooks:
+        if not callable(hook):
+            raise TypeError(f"a hook must be callable, got {type(hook).__name__}")
+    return hooks
+
+
+@frozen
+class Hooks:
+    """The callables to run on each attempt, response and retry; each a callable or several.
+
+    Hooks run inline on the event loop, so keep them quick (increment a counter, append to a
+    buffer) and never block.
+    """
+
+    on_request: tuple[Callable[[RequestRecord], object], ...] = field(
+        default=(), converter=_callables
+    )
+    on_response: tuple[Callable[[ResponseRecord], object], ...] = field(
+        default=(), converter=_callables
+    )
+    on_retry: tuple[Callable[[RetryRecord], object], ...] = field(default=(), converter=_callables)
+
+
+class HookCaller(Generic[RecordT]):
+    """Runs a group of hooks; a hook's failure is logged, never passed to the caller."""
+
+    __slots__ = ("_hooks", "_name")
+
+    def __init__(self, name: str, hooks: Iterable[Callable[[RecordT], object]]) -> None:
+        self._name = name
+        self._hooks = tuple(hooks)
+
+    def __bool__(self) -> bool:
+        return bool(self._hooks)
+
+    def __call__(self, record: RecordT) -> None:
+        for hook in self._hooks:
+            try:
+                hook(record)
+            except Exception:  # noqa: PERF203 - one failing hook must not stop the others
+                logger.exception("an %s hook raised; the call goes on", self._name)
+
+
+def callers(
+    hooks: Hooks | None,
+) -> tuple[HookCaller[RequestRecord], HookCaller[ResponseRecord], HookCaller[RetryRecord]]:
+    """The three hook groups of *hooks*, ready to call."""
+    hooks = Hooks() if hooks is None else hooks
+    return (
+        HookCaller("on_request", hooks.on_request),
+        HookCaller("on_response", hooks.on_response),
+        HookCaller("on_retry", hooks.on_retry),
+    )
+
+
+def elapsed_ms(seconds: float) -> float:
+    """*seconds* as milliseconds, rounded for a log record."""
+    return round(seconds * 1000, 3)
