@@ -26,7 +26,7 @@ from rees46_loyalty import (
     RetryRecord,
     ServerError,
 )
-from tests.conftest import BASE_URL, PHONE, SHOP_ID, SHOP_SECRET, FakeClock
+from tests.conftest import BASE_URL, PHONE, SHOP_ID, SHOP_SECRET, FakeClock, span_text
 from tests.payloads import CALCULATION, CHANGE, REF, status_envelope
 from tests.unit.helpers import url, url_pattern
 
@@ -325,3 +325,19 @@ def _refused() -> Exception:
     from tests.unit.test_retry import refused  # noqa: PLC0415 - one definition of the error
 
     return refused()
+
+
+async def test_the_suite_guard_sees_the_spans_of_the_shared_client(
+    client: LoyaltyClient, mocked: AioResponses, span_exporter: InMemorySpanExporter
+) -> None:
+    """The ``client`` fixture traces into the exporter that the suite-wide guard scans, so every
+    failure scenario run through it is checked for leaks in spans too (not vacuously)."""
+    mocked.get(url_pattern("history"), status=500)
+    mocked.get(url_pattern("history"), status=500)
+    mocked.get(url_pattern("history"), status=500)
+    with pytest.raises(ServerError):
+        await client.history(identifier=PHONE)
+    texts = [span_text(span) for span in span_exporter.get_finished_spans()]
+    assert len(texts) == 4  # three attempts and the call
+    assert any("7999***1122" in text for text in texts)
+    assert not any(PHONE in text or SHOP_SECRET in text for text in texts)
