@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import attrs
@@ -22,6 +22,7 @@ __all__ = [
     "dump_json",
     "history_lines",
     "money",
+    "number",
     "order_lines",
     "ref_lines",
     "to_json",
@@ -35,7 +36,6 @@ _TEXT_FIELDS = frozenset({"message", "name"})
 
 # The amounts an operator reads on a support call, in the order of a receipt.
 _ORDER_FIELDS = (
-    "products_total",
     "order_total",
     "saved_total",
     "saved_by_discounts",
@@ -50,9 +50,26 @@ _ORDER_FIELDS = (
 _ITEM_COLUMNS = ("product_id", "quantity", "price", "total", "total_after_discounts")
 
 
-def money(value: Decimal) -> str:
+_KOPECKS = Decimal("0.01")
+
+
+def number(value: Decimal) -> str:
     """*value* written exactly, without an exponent: ``Decimal("1E+3")`` -> ``1000``."""
     return format(value, "f")
+
+
+def money(value: Decimal) -> str:
+    """An amount with at least two decimals, never rounded: ``4099.9`` -> ``4099.90``.
+
+    A finer amount (a per-unit share such as ``33.335``) keeps all of its digits.
+    """
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        try:
+            return number(value.quantize(_KOPECKS))
+        except InvalidOperation:  # more digits than the context holds: shown as they are
+            pass
+    return number(value)
 
 
 def to_json(value: object, field: str | None = None) -> Any:
@@ -63,7 +80,7 @@ def to_json(value: object, field: str | None = None) -> Any:
             item.name: to_json(getattr(value, item.name), item.name) for item in attrs.fields(kind)
         }
     if isinstance(value, Decimal):
-        return money(value)
+        return number(value)
     if isinstance(value, str):
         return _text(value, field)
     if isinstance(value, Mapping):
@@ -123,6 +140,7 @@ def order_lines(order: OrderCalculation) -> list[str]:
     ]
     if isinstance(order, OrderChange):
         pairs.append(("order_total_change", money(order.order_total_change)))
+    pairs.append(("products_total", number(order.products_total)))
     pairs += [(name, money(getattr(order, name))) for name in _ORDER_FIELDS]
     pairs.append(("promo_codes", _codes(order.promo_codes)))
     pairs.append(("certificates", _codes(order.certificates)))
@@ -143,7 +161,7 @@ def order_lines(order: OrderCalculation) -> list[str]:
     rows = (
         [
             _shown(item.product_id),
-            money(item.quantity),
+            number(item.quantity),
             money(item.price),
             money(item.total),
             money(item.total_after_discounts),
@@ -178,7 +196,7 @@ def history_lines(identifier: str, history: OrderHistory) -> list[str]:
         lines.append(row)
         lines += _aligned(
             [
-                (item.id, f"{money(item.quantity)} x {money(item.price)}  {_item_name(item.name)}")
+                (item.id, f"{number(item.quantity)} x {money(item.price)}  {_item_name(item.name)}")
                 for item in order.items
             ],
             indent="      ",
@@ -205,7 +223,7 @@ def ref_lines(verb: str, ref: OrderRef) -> list[str]:
 def cart_lines(cart: Sequence[CartItem]) -> list[str]:
     """A cart about to be sent: its lines and the sum of price x quantity before discounts."""
     rows = [
-        [item.product_id, money(Decimal(item.quantity)), money(Decimal(item.price))]
+        [item.product_id, number(Decimal(item.quantity)), money(Decimal(item.price))]
         for item in cart
     ]
     total = sum((Decimal(item.price) * Decimal(item.quantity) for item in cart), Decimal(0))
