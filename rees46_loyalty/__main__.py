@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -21,9 +22,12 @@ __all__ = ["main", "main_async"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rees46_loyalty",
-        description="The REES46 loyalty checkout SDK: a demo, a fake API server, and "
-        "commands for shop support staff (details, history, cancel, change). "
-        "Run a command with --help for its arguments and examples.",
+        description=textwrap.fill(
+            "The REES46 loyalty checkout SDK: a demo, a fake API server, and commands for "
+            "shop support staff (details, history, cancel, change). Run a command with --help "
+            "for its arguments and examples.",
+            width=88,
+        ),
         epilog=f"operator commands ({', '.join(sorted(COMMANDS))}):\n{EXIT_CODES_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import textwrap
 from decimal import Decimal, InvalidOperation
 
 from .models import CartItem
@@ -65,6 +66,11 @@ _JSON_HELP = (
 )
 
 
+def _paragraph(text: str) -> str:
+    # The raw formatter keeps the epilog's layout, so the description is wrapped here.
+    return textwrap.fill(text, width=88)
+
+
 def _epilog(*examples: str) -> str:
     shown = "".join(f"  {example}\n" for example in examples)
     return f"examples:\n{shown}\n{_ENVIRONMENT_HELP}\n{EXIT_CODES_HELP}"
@@ -98,8 +104,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     details = commands.add_parser(
         "details",
         help="show an order as the server has it (amounts, member, lines)",
-        description="Show an order as the REES46 server has it now: amounts, the member "
-        "(phone masked), codes and lines. Only reads.",
+        description=_paragraph(
+            "Show an order as the REES46 server has it now: amounts, the member "
+            "(phone masked), codes and lines. Only reads."
+        ),
         epilog=_epilog(
             f"{prog} details --order-id 1001", f"{prog} details --order-id 1001 --json | jq ."
         ),
@@ -110,8 +118,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     history = commands.add_parser(
         "history",
         help="list a member's orders with their status",
-        description="List the orders of one loyalty member with date, status and total. "
-        "Only reads. The phone number is masked in the output.",
+        description=_paragraph(
+            "List the orders of one loyalty member with date, status and total. "
+            "Only reads. The phone number is masked in the output."
+        ),
         epilog=_epilog(f"{prog} history --identifier 7XXXXXXXXXX  # the phone, digits only"),
         formatter_class=formatter,
     )
@@ -125,9 +135,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cancel = commands.add_parser(
         "cancel",
         help="cancel an order (asks for confirmation)",
-        description="Cancel an applied or confirmed order: spent bonuses and codes go back to "
-        "the member, rewards of the order are taken back. Final: the order id can never be "
-        "applied again. Asks for confirmation unless --yes.",
+        description=_paragraph(
+            "Cancel an applied or confirmed order: spent bonuses and codes go back to "
+            "the member, rewards of the order are taken back. Final: the order id can never be "
+            "applied again. Asks for confirmation unless --yes."
+        ),
         epilog=_epilog(f"{prog} cancel --order-id 1001", f"{prog} cancel --order-id 1001 --yes"),
         formatter_class=formatter,
     )
@@ -136,11 +148,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     change = commands.add_parser(
         "change",
         help="replace the cart of a confirmed order, e.g. a partial return (asks first)",
-        description="Replace the cart of a confirmed order, usually for a partial return. "
-        "The --item lines are the WHOLE new cart: a product left out is returned. The answer's "
-        "order_total_change is the money that moves (negative: refund it to the buyer). "
-        "Never send the same change twice: a second one answers 0 and the refund amount is "
-        "lost. Asks for confirmation unless --yes.",
+        description=_paragraph(
+            "Replace the cart of a confirmed order, usually for a partial return. "
+            "The --item lines are the WHOLE new cart: a product left out is returned. The answer's "
+            "order_total_change is the money that moves (negative: refund it to the buyer). "
+            "Never send the same change twice: a second one answers 0 and the refund amount is "
+            "lost. Asks for confirmation unless --yes."
+        ),
         epilog=_epilog(
             "# the order had SKU-1 x 4 and SKU-2 x 1; one SKU-1 and the SKU-2 come back:",
             f"{prog} change --order-id 1001 --item SKU-1:1000.00:3",
@@ -163,7 +177,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     change.add_argument(
         "--idempotency-key",
         metavar="KEY",
-        help="a name for this request (e.g. the ticket number), up to 255 characters",
+        help="a name for this request (e.g. the ticket number), up to 255 characters; the "
+        "record of it lives only as long as this run, so check with details before running "
+        "a change again",
     )
 
     for parser in (details, history, cancel, change):

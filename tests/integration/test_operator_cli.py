@@ -452,8 +452,7 @@ def test_ctrl_c_at_the_question_exits_130(monkeypatch: pytest.MonkeyPatch) -> No
     """Ctrl-C while the question waits ends with exit code 130 and sends nothing."""
 
     class Interrupted(io.StringIO):
-        def readline(self, size: int | None = -1) -> str:  # noqa: ARG002 - the signature of io
-
+        def readline(self, size: int | None = -1) -> str:  # noqa: ARG002 - StringIO's
             raise KeyboardInterrupt
 
     monkeypatch.setenv("REES46_SHOP_ID", SHOP_ID)
@@ -515,8 +514,7 @@ async def test_help_of_every_command(command: str) -> None:
     assert "REES46_SHOP_SECRET" in run.out
     assert "exit codes:" in run.out
     assert "7    outcome unknown" in run.out
-    if command != "history":
-        assert "--json" in run.out
+    assert "--json" in run.out
 
 
 async def test_help_of_the_command_line_lists_the_operator_commands() -> None:
