@@ -1,4 +1,8 @@
-"""The command line: ``python -m rees46_loyalty demo | serve-fake``."""
+"""The command line: ``python -m rees46_loyalty demo | serve-fake | details | history | …``.
+
+``demo`` and ``serve-fake`` are for developers; ``details``, ``history``, ``cancel`` and
+``change`` are for shop support staff and live in ``_cli.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,26 @@ import argparse
 import asyncio
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
-__all__ = ["main"]
+from ._cli_args import COMMANDS, EXIT_CODES_HELP, add_commands
+
+__all__ = ["main", "main_async"]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rees46_loyalty",
-        description="The REES46 loyalty checkout SDK: a demo and a fake API server.",
+        description=textwrap.fill(
+            "The REES46 loyalty checkout SDK: a demo, a fake API server, and commands for "
+            "shop support staff (details, history, cancel, change). Run a command with --help "
+            "for its arguments and examples.",
+            width=88,
+        ),
+        epilog=f"operator commands ({', '.join(sorted(COMMANDS))}):\n{EXIT_CODES_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
@@ -49,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         help="share of requests (0 to 1) that meet a random fault (default 0)",
     )
     serve.add_argument("--seed", type=int, default=0, help="seed of the random faults")
+    add_commands(commands)
     return parser
 
 
@@ -81,16 +96,56 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> None:
     out.write(f"stopped after {len(fake.ledger.requests)} requests\n")
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the command line, writing to *out* (standard output); returns the exit code."""
+def main(
+    argv: Sequence[str] | None = None,
+    out: TextIO | None = None,
+    *,
+    err: TextIO | None = None,
+    stdin: TextIO | None = None,
+) -> int:
+    """Run the command line, writing to *out* (standard output); returns the exit code.
+
+    *err* and *stdin* default to the process's own; the operator commands write errors and
+    their question to *err* and read the answer from *stdin*.
+    """
     out = sys.stdout if out is None else out
     args = _parser().parse_args(argv)
+    if args.command in COMMANDS:
+        from ._cli import run_in_new_loop  # noqa: PLC0415 - the client only when asked
+
+        return run_in_new_loop(
+            args,
+            stdout=out,
+            stderr=sys.stderr if err is None else err,
+            stdin=sys.stdin if stdin is None else stdin,
+        )
     if args.command == "demo":
         from ._demo import main as demo  # noqa: PLC0415 - the fake server only when asked
 
         return demo(out)
     asyncio.run(_serve(args, out))
     return 0
+
+
+async def main_async(
+    argv: Sequence[str],
+    *,
+    stdout: TextIO,
+    stderr: TextIO,
+    stdin: TextIO,
+    client_options: dict[str, Any] | None = None,
+) -> int:
+    """Run an operator command inside a running event loop; returns the exit code.
+
+    For embedding and tests: *client_options* go to ``LoyaltyClient.from_env`` (a fake clock,
+    say). ``demo`` and ``serve-fake`` run their own loop and are refused here.
+    """
+    from ._cli import run  # noqa: PLC0415 - the client only when asked
+
+    args = _parser().parse_args(argv)
+    if args.command not in COMMANDS:
+        raise ValueError(f"{args.command} runs its own event loop: call main() instead")
+    return await run(args, stdout=stdout, stderr=stderr, stdin=stdin, client_options=client_options)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,286 @@
+"""The operator commands: ``details``, ``history``, ``cancel``, ``change`` for shop support staff.
+
+A command runs in two steps. :func:`prepare` needs no event loop and sends nothing: it reads
+the credentials from the environment, checks the arguments as the SDK would, and for ``cancel``
+and ``change`` shows what will be sent and reads y/N. It runs outside the event loop so that
+Ctrl-C at the question interrupts at once. :meth:`Prepared.execute` then sends the request and
+prints the answer. Every error class has its own exit code (see ``_cli_args.ExitCode``) and
+one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TextIO
+
+from . import _validation as check
+from ._cli_args import ExitCode
+from ._cli_render import (
+    cart_lines,
+    dump_json,
+    history_lines,
+    order_lines,
+    ref_lines,
+    to_json,
+)
+from ._client import LoyaltyClient
+from ._redact import REDACTED, mask_identifier, secret_forms
+from .errors import (
+    AuthenticationError,
+    BadRequestError,
+    IdempotencyError,
+    LoyaltyError,
+    MalformedResponseError,
+    NotFoundError,
+    OrderStatusError,
+    OutcomeUnknownError,
+    ValidationError,
+)
+
+__all__ = ["Output", "Prepared", "prepare", "run", "run_in_new_loop"]
+
+Result = tuple[list[str], dict[str, Any]]
+Send = Callable[[LoyaltyClient], Awaitable[Result]]
+
+
+class Output:
+    """stdout and stderr, with every form of the shop secret cut out as a last guard.
+
+    The SDK already keeps the secret out of what it raises; this guard also covers what it
+    cannot see, such as a ``REES46_BASE_URL`` quoted back in a configuration error.
+    """
+
+    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+        self._stdout = stdout
+        self._stderr = stderr
+        secret = os.environ.get("REES46_SHOP_SECRET")
+        self._secrets = secret_forms(secret) if secret else ()
+
+    def _scrub(self, text: str) -> str:
+        for form in self._secrets:
+            text = text.replace(form, REDACTED)
+        return text
+
+    def out(self, text: str) -> None:
+        """Write *text* to stdout."""
+        self._stdout.write(self._scrub(text))
+        self._stdout.flush()
+
+    def err(self, text: str) -> None:
+        """Write *text* to stderr."""
+        self._stderr.write(self._scrub(text))
+        self._stderr.flush()
+
+
+class Prepared:
+    """A checked, confirmed command with its client, ready to send."""
+
+    def __init__(self, args: argparse.Namespace, client: LoyaltyClient, send: Send) -> None:
+        self._args = args
+        self._client = client
+        self._send = send
+
+    async def execute(self, output: Output) -> int:
+        """Send the request, print the answer; returns the exit code."""
+        try:
+            async with self._client:
+                lines, document = await self._send(self._client)
+        except LoyaltyError as error:
+            code, hint = _classify(error, self._args)
+            output.err(f"error: {type(error).__name__}: {error}{hint}\n")
+            return code
+        except Exception as error:  # noqa: BLE001 - a command line says what broke, in one line
+            output.err(f"unexpected error: {type(error).__name__}: {error}\n")
+            return ExitCode.UNEXPECTED
+        output.out(dump_json(document) if self._args.json else "\n".join(lines) + "\n")
+        return ExitCode.OK
+
+
+def prepare(
+    args: argparse.Namespace,
+    *,
+    stdin: TextIO,
+    output: Output,
+    client_options: Mapping[str, Any] | None = None,
+) -> Prepared | ExitCode:
+    """Check the configuration and the arguments, and confirm; nothing is sent here.
+
+    Returns the command ready to send, or the exit code to stop with. *client_options* go to
+    :meth:`LoyaltyClient.from_env` (tests pass a fake clock).
+    """
+    try:
+        client = LoyaltyClient.from_env(**dict(client_options or {}))
+    except ValueError as error:
+        output.err(f"error: configuration: {error}\n")
+        return ExitCode.CONFIGURATION
+    try:
+        send, question = _checked(args)
+    except ValidationError as error:
+        output.err(f"error: ValidationError: {error.message} (nothing was sent)\n")
+        return ExitCode.VALIDATION
+    if question and not getattr(args, "yes", False) and not _confirmed(question, stdin, output):
+        return ExitCode.NOT_CONFIRMED
+    return Prepared(args, client, send)
+
+
+async def run(
+    args: argparse.Namespace,
+    *,
+    stdout: TextIO,
+    stderr: TextIO,
+    stdin: TextIO,
+    client_options: Mapping[str, Any] | None = None,
+) -> int:
+    """Run an operator command inside a running event loop; returns its exit code."""
+    output = Output(stdout, stderr)
+    prepared = prepare(args, stdin=stdin, output=output, client_options=client_options)
+    if isinstance(prepared, ExitCode):
+        return prepared
+    return await prepared.execute(output)
+
+
+def run_in_new_loop(
+    args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO, stdin: TextIO
+) -> int:
+    """Run an operator command from synchronous code (the command line); the exit code."""
+    output = Output(stdout, stderr)
+    try:
+        prepared = prepare(args, stdin=stdin, output=output)
+        if isinstance(prepared, ExitCode):
+            return prepared
+        return asyncio.run(prepared.execute(output))
+    except KeyboardInterrupt:
+        output.err("\ninterrupted\n")
+        return ExitCode.INTERRUPTED
+
+
+def _checked(args: argparse.Namespace) -> tuple[Send, list[str]]:
+    """Check the arguments as the SDK will; the sending step and the question to ask."""
+    command: str = args.command
+    if command == "history":
+        identifier = check.identifier(args.identifier, command)
+
+        async def history(client: LoyaltyClient) -> Result:
+            result = await client.history(identifier=identifier)
+            document = {"identifier": mask_identifier(identifier), **to_json(result)}
+            return history_lines(identifier, result), document
+
+        return history, []
+    order_id = check.order_id(args.order_id, command)
+    if command == "details":
+
+        async def details(client: LoyaltyClient) -> Result:
+            result = await client.details(order_id=order_id)
+            return order_lines(result), to_json(result)
+
+        return details, []
+    if command == "cancel":
+
+        async def cancel(client: LoyaltyClient) -> Result:
+            result = await client.cancel(order_id=order_id)
+            return ref_lines("cancelled", result), to_json(result)
+
+        return cancel, [
+            f"cancel order {order_id}:",
+            "  spent bonuses and codes go back to the member, its rewards are taken back;",
+            "  final: this order id can never be applied again.",
+        ]
+    return _checked_change(args, order_id)
+
+
+def _checked_change(args: argparse.Namespace, order_id: str) -> tuple[Send, list[str]]:
+    key: str | None = args.idempotency_key
+    if key is not None:
+        check.idempotency_key(key, "change")
+    request = check.checkout_request(
+        "change",
+        cart_items=args.items,
+        order_id_required=True,
+        order_id_value=order_id,
+        identifier_value=None,
+        payment_type=None,
+        promo_codes=None,
+        certificates=None,
+        charge_bonuses=None,
+        bonuses_amount=None,
+        use_personal_certificates=None,
+        location_id=None,
+        stream=None,
+        current_time=None,
+        subscription=None,
+    )
+
+    async def change(client: LoyaltyClient) -> Result:
+        result = await client.change(
+            order_id=order_id, cart_items=request.cart_items, idempotency_key=key
+        )
+        return order_lines(result), to_json(result)
+
+    question = [
+        f"change order {order_id}; its whole new cart:",
+        *cart_lines(request.cart_items),
+        "  products left out are returned; the server computes the money that moves.",
+    ]
+    if key is not None:
+        question.append(f"  idempotency key: {key}")
+    return change, question
+
+
+def _confirmed(question: list[str], stdin: TextIO, output: Output) -> bool:
+    """Show what will be sent and read y/N from *stdin*; no answer (EOF) is a no."""
+    # The question goes to stderr, so that stdout holds only the answer (and --json stays a
+    # single document).
+    output.err("\n".join(question) + "\nsend it? [y/N] ")
+    answer = stdin.readline()
+    if answer and not stdin.isatty():
+        # A piped answer is not echoed: end the question's line ourselves.
+        output.err("\n")
+    if not answer:
+        output.err("\nnot sent: no answer on stdin (pass --yes to send without asking)\n")
+        return False
+    if answer.strip().lower() not in {"y", "yes"}:
+        output.err("not sent\n")
+        return False
+    return True
+
+
+# The first match wins: OrderStatusError and NotFoundError are APIErrors too.
+_EXIT_CODES: tuple[tuple[type[LoyaltyError] | tuple[type[LoyaltyError], ...], ExitCode], ...] = (
+    (OutcomeUnknownError, ExitCode.OUTCOME_UNKNOWN),
+    (OrderStatusError, ExitCode.ORDER_STATUS),
+    (NotFoundError, ExitCode.NOT_FOUND),
+    (AuthenticationError, ExitCode.AUTHENTICATION),
+    ((ValidationError, BadRequestError), ExitCode.VALIDATION),
+    (MalformedResponseError, ExitCode.MALFORMED_ANSWER),
+)
+
+
+def _exit_code(error: LoyaltyError) -> ExitCode:
+    if isinstance(error, IdempotencyError) and not error.retryable:
+        # A key reused for another request: the operator's input, like a validation error.
+        return ExitCode.VALIDATION
+    for kinds, code in _EXIT_CODES:
+        if isinstance(error, kinds):
+            return code
+    return ExitCode.TRANSIENT if error.retryable else ExitCode.UNEXPECTED
+
+
+def _classify(error: LoyaltyError, args: argparse.Namespace) -> tuple[ExitCode, str]:
+    """The exit code of *error*, and a hint on what to do next (may be empty)."""
+    code = _exit_code(error)
+    hint = ""
+    if code is ExitCode.OUTCOME_UNKNOWN:
+        hint = (
+            "; do NOT send the change again: reconcile with details first "
+            f"(python -m rees46_loyalty details --order-id {args.order_id})"
+        )
+    elif isinstance(error, OrderStatusError) and error.previous_outcome_unknown:
+        hint = "; an earlier attempt of this call most likely did it: check history"
+    elif code is ExitCode.AUTHENTICATION:
+        hint = "; check REES46_SHOP_ID and REES46_SHOP_SECRET"
+    elif code is ExitCode.TRANSIENT:
+        hint = "; try again later"
+    return code, hint

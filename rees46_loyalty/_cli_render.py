@@ -1,0 +1,233 @@
+"""What the operator commands print: aligned text for people, one JSON document for scripts.
+
+Money stays exact: a :class:`~decimal.Decimal` is written digit for digit (``4661.09``, never
+``4661.0900000001`` or ``1E+3``), as text in both forms, and as a JSON string so that no JSON
+reader turns it into a float. Member phone numbers are masked as the SDK masks them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import attrs
+
+from ._redact import mask_identifier, mask_phones
+from .models import CartItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
+
+__all__ = [
+    "cart_lines",
+    "dump_json",
+    "history_lines",
+    "money",
+    "number",
+    "order_lines",
+    "ref_lines",
+    "to_json",
+]
+
+# Fields that hold a member's phone number, and fields of free text (the API's own words) in
+# which the API may quote one. Ids are shown whole: a product id is often a 13-digit barcode,
+# which the phone mask would hide from the operator who needs it.
+_IDENTIFIER_FIELDS = frozenset({"identifier", "referrer_identifier"})
+_TEXT_FIELDS = frozenset({"message", "name"})
+
+# The amounts an operator reads on a support call, in the order of a receipt.
+_ORDER_FIELDS = (
+    "order_total",
+    "saved_total",
+    "saved_by_discounts",
+    "saved_by_bonuses",
+    "saved_by_offers",
+    "saved_by_certificates",
+    "order_to_pay",
+    "order_bonuses_to_charge",
+    "bonuses_reward",
+    "bonuses_balance",
+)
+_ITEM_COLUMNS = ("product_id", "quantity", "price", "total", "total_after_discounts")
+
+
+_KOPECKS = Decimal("0.01")
+
+
+def number(value: Decimal) -> str:
+    """*value* written exactly, without an exponent: ``Decimal("1E+3")`` -> ``1000``."""
+    return format(value, "f")
+
+
+def money(value: Decimal) -> str:
+    """An amount with at least two decimals, never rounded: ``4099.9`` -> ``4099.90``.
+
+    A finer amount (a per-unit share such as ``33.335``) keeps all of its digits.
+    """
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        try:
+            return number(value.quantize(_KOPECKS))
+        except InvalidOperation:  # more digits than the context holds: shown as they are
+            pass
+    return number(value)
+
+
+def to_json(value: object, field: str | None = None) -> Any:
+    """A JSON-ready copy of a result: Decimals as exact strings, phone numbers masked."""
+    kind = type(value)
+    if attrs.has(kind):
+        return {
+            item.name: to_json(getattr(value, item.name), item.name) for item in attrs.fields(kind)
+        }
+    if isinstance(value, Decimal):
+        return number(value)
+    if isinstance(value, str):
+        return _text(value, field)
+    if isinstance(value, Mapping):
+        return {str(key): to_json(item, field) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(item, field) for item in value]
+    return value
+
+
+def _text(value: str, field: str | None) -> str | None:
+    if field in _IDENTIFIER_FIELDS:
+        return mask_identifier(value)
+    return mask_phones(value) if field in _TEXT_FIELDS else value
+
+
+def dump_json(document: Mapping[str, Any]) -> str:
+    """One JSON document on one line, keys in the model's order, non-ASCII kept readable."""
+    return json.dumps(document, ensure_ascii=False) + "\n"
+
+
+def _aligned(pairs: Sequence[tuple[str, str]], indent: str = "") -> list[str]:
+    width = max((len(key) for key, _ in pairs), default=0)
+    return [f"{indent}{key:<{width}}  {value}".rstrip() for key, value in pairs]
+
+
+def _table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], *, text_columns: int, indent: str
+) -> list[str]:
+    """Columns aligned as on a receipt: the first *text_columns* to the left, numbers right."""
+    rows = [list(row) for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.ljust(width) if index < text_columns else cell.rjust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return (indent + "  ".join(padded)).rstrip()
+
+    return [line(header), *(line(row) for row in rows)]
+
+
+def _shown(value: str | None) -> str:
+    return "-" if value is None else value
+
+
+def _codes(codes: Iterable[str]) -> str:
+    return ", ".join(codes) or "-"
+
+
+def order_lines(order: OrderCalculation) -> list[str]:
+    """An order calculation (details, or the answer of change) as aligned lines."""
+    pairs = [
+        ("order_id", _shown(order.order_id)),
+        ("identifier", _shown(mask_identifier(order.identifier))),
+        ("payment_type", _shown(order.payment_type)),
+    ]
+    if isinstance(order, OrderChange):
+        pairs.append(("order_total_change", money(order.order_total_change)))
+    pairs.append(("products_total", number(order.products_total)))
+    pairs += [(name, money(getattr(order, name))) for name in _ORDER_FIELDS]
+    pairs.append(("promo_codes", _codes(order.promo_codes)))
+    pairs.append(("certificates", _codes(order.certificates)))
+    pairs += [
+        (f"{kind} failed", f"{failed.code}: {mask_phones(failed.message or '')}".rstrip(": "))
+        for kind, codes in (
+            ("promo_code", order.promo_codes_failed),
+            ("certificate", order.certificates_failed),
+        )
+        for failed in codes
+    ]
+    if order.replayed:
+        pairs.append(("replayed", "yes: answered from the idempotency record, nothing sent"))
+    lines = _aligned(pairs)
+    if isinstance(order, OrderChange):
+        lines.insert(0, _money_moves(order.order_total_change))
+    lines.append(f"items ({len(order.items)})")
+    rows = (
+        [
+            _shown(item.product_id),
+            number(item.quantity),
+            money(item.price),
+            money(item.total),
+            money(item.total_after_discounts),
+        ]
+        for item in order.items
+    )
+    lines += _table(_ITEM_COLUMNS, rows, text_columns=1, indent="  ")
+    return lines
+
+
+def _money_moves(order_total_change: Decimal) -> str:
+    if order_total_change < 0:
+        return f"refund to the buyer: {money(-order_total_change)}"
+    if order_total_change > 0:
+        return f"to take from the buyer: {money(order_total_change)}"
+    return "no money moves (order_total_change 0)"
+
+
+def history_lines(identifier: str, history: OrderHistory) -> list[str]:
+    """A member's orders: one aligned row per order, its lines under it."""
+    lines = [f"member {mask_identifier(identifier)}: {len(history.orders)} order(s)"]
+    if not history.orders:
+        return lines
+    header = ("id", "date", "status", "total")
+    rows = [
+        [order.id, _shown(order.date), _shown(order.status), money(order.total)]
+        for order in history.orders
+    ]
+    table = _table(header, rows, text_columns=3, indent="  ")
+    lines.append(table[0])
+    for order, row in zip(history.orders, table[1:], strict=True):
+        lines.append(row)
+        lines += _aligned(
+            [
+                (item.id, f"{number(item.quantity)} x {money(item.price)}  {_item_name(item.name)}")
+                for item in order.items
+            ],
+            indent="      ",
+        )
+    return lines
+
+
+def _item_name(name: str | None) -> str:
+    return "" if name is None else mask_phones(name)
+
+
+def ref_lines(verb: str, ref: OrderRef) -> list[str]:
+    """The answer of cancel (or confirm): what happened, then its fields."""
+    pairs = [
+        ("order_id", ref.order_id),
+        ("identifier", _shown(mask_identifier(ref.identifier))),
+        ("message", _shown(None if ref.message is None else mask_phones(ref.message))),
+    ]
+    if ref.replayed:
+        pairs.append(("replayed", "yes: answered from the idempotency record, nothing sent"))
+    return [f"order {ref.order_id} {verb}", *_aligned(pairs)]
+
+
+def cart_lines(cart: Sequence[CartItem]) -> list[str]:
+    """A cart about to be sent: its lines and the sum of price x quantity before discounts."""
+    rows = [
+        [item.product_id, number(Decimal(item.quantity)), money(Decimal(item.price))]
+        for item in cart
+    ]
+    total = sum((Decimal(item.price) * Decimal(item.quantity) for item in cart), Decimal(0))
+    return [
+        *_table(("product_id", "quantity", "price"), rows, text_columns=1, indent="  "),
+        f"  order_total before discounts: {money(total)}",
+    ]
