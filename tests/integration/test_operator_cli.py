@@ -389,6 +389,8 @@ async def test_server_failures_have_their_exit_codes(
         ({"REES46_BASE_URL": "ftp://api.example"}, "base_url"),
         ({"REES46_BASE_URL": "http://api.example"}, "plain http"),
         ({"REES46_SHOP_SECRET": "short"}, "at least 8 characters"),
+        # A one-letter secret must not be cut out of the message that refuses it.
+        ({"REES46_SHOP_SECRET": "s"}, "shop_secret must be a string of at least 8 characters"),
     ],
 )
 async def test_configuration_errors_exit_3_before_asking(
