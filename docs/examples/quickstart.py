@@ -1,4 +1,4 @@
-"""The quick start: one order's whole life against the API named by the environment."""
+"""The quick start: the whole life of one order."""
 
 import asyncio
 from decimal import Decimal
@@ -16,13 +16,16 @@ async def main() -> None:
             CartItem(product_id="CUP-2", price=Decimal("99.90"), quantity=1),
         ]
 
-        # Price the cart: nothing changes on the server. Call it as often as the cart changes.
+        # Price the cart; nothing changes on the server.
         calc = await client.estimate(
-            cart_items=cart, identifier=MEMBER, promo_codes=["WELCOME10"], charge_bonuses=True
+            cart_items=cart,
+            identifier=MEMBER,
+            promo_codes=["WELCOME10"],
+            charge_bonuses=True,
         )
         print("estimate: to pay", calc.order_to_pay, "saved", calc.saved_total)
 
-        # The buyer goes to payment: create the order, reserving the bonuses it spends.
+        # The buyer goes to payment: create the order, reserve its bonuses.
         order = await client.apply(
             order_id="QS-1001",
             cart_items=cart,
@@ -30,17 +33,24 @@ async def main() -> None:
             promo_codes=["WELCOME10"],
             charge_bonuses=True,
         )
-        print("apply: bonuses spent", order.order_bonuses_to_charge, "reward", order.bonuses_reward)
+        print(
+            "apply: bonuses spent",
+            order.order_bonuses_to_charge,
+            "reward",
+            order.bonuses_reward,
+        )
 
         # The payment went through: confirm, so that the reward is granted.
         await client.confirm(order_id="QS-1001")
 
-        # The buyer returns the cup: `cart_items` is the whole new cart, not the returned line.
+        # The buyer returns the cup. `cart_items` is the whole new cart,
+        # not the returned line.
         change = await client.change(order_id="QS-1001", cart_items=cart[:1])
         print("change: refund", -change.order_total_change)
 
         history = await client.history(identifier=MEMBER)
-        print("history:", [(past.id, past.status, past.total) for past in history.orders])
+        orders = [(past.id, past.status, past.total) for past in history.orders]
+        print("history:", orders)
 
 
 if __name__ == "__main__":
