@@ -32,50 +32,73 @@ RecordT = TypeVar("RecordT")
 
 @frozen(kw_only=True)
 class RequestRecord:
-    """An attempt about to be sent (``on_request``)."""
+    """An attempt about to be sent (``on_request``).
 
-    #: The API operation: ``"estimate"``, ``"cancel"``, ...
+    Attributes:
+        operation: The API operation: ``"estimate"``, ``"cancel"``, ...
+        order_id: The order the call is about, if any.
+        identifier: The member's phone number, masked (``7999***1122``).
+        attempt: 1 for the first request, 2 for the first retry, ...
+        idempotency: What the idempotency layer did with a mutating call: ``"sent"``, or
+            ``"waited"`` (for another call on the same key first); ``None`` for reads and
+            when the layer is off.
+    """
+
     operation: str
     order_id: str | None
-    #: The member's phone number, masked.
     identifier: str | None
-    #: 1 for the first request, 2 for the first retry, ...
     attempt: int
-    #: ``"sent"`` or ``"waited"`` (after another call on the same key) for a call recorded by
-    #: the idempotency layer; ``None`` for reads and when the layer is off.
     idempotency: str | None
 
 
 @frozen(kw_only=True)
 class ResponseRecord:
-    """An attempt that got an answer or failed (``on_response``)."""
+    """An attempt that got an answer or failed (``on_response``).
+
+    Attributes:
+        operation: The API operation.
+        order_id: The order the call is about, if any.
+        identifier: The member's phone number, masked.
+        attempt: 1 for the first request, 2 for the first retry, ...
+        idempotency: ``"sent"``, ``"waited"`` or ``None``, as in :class:`RequestRecord`.
+        status: The HTTP status, or ``None`` when no answer came (a connection error, a
+            timeout).
+        elapsed: Seconds the attempt took.
+        error: The :class:`~rees46_loyalty.LoyaltyError` the attempt ended with, or ``None``
+            when it succeeded.
+    """
 
     operation: str
     order_id: str | None
     identifier: str | None
     attempt: int
     idempotency: str | None
-    #: The HTTP status, or ``None`` when no answer came (a connection or timeout error).
     status: int | None
-    #: Seconds the attempt took.
     elapsed: float
-    #: The error the attempt ended with, or ``None`` when it succeeded.
     error: LoyaltyError | None
 
 
 @frozen(kw_only=True)
 class RetryRecord:
-    """A failed attempt that will be retried after ``wait`` seconds (``on_retry``)."""
+    """A failed attempt that will be retried after ``wait`` seconds (``on_retry``).
+
+    Attributes:
+        operation: The API operation.
+        order_id: The order the call is about, if any.
+        identifier: The member's phone number, masked.
+        attempt: The attempt that failed.
+        idempotency: ``"sent"``, ``"waited"`` or ``None``, as in :class:`RequestRecord`.
+        wait: Seconds until the next attempt.
+        elapsed: Seconds since the call's first attempt started.
+        error: The :class:`~rees46_loyalty.LoyaltyError` of the failed attempt.
+    """
 
     operation: str
     order_id: str | None
     identifier: str | None
-    #: The attempt that failed.
     attempt: int
     idempotency: str | None
-    #: Seconds until the next attempt.
     wait: float
-    #: Seconds since the call's first attempt started.
     elapsed: float
     error: LoyaltyError
 
@@ -102,7 +125,12 @@ class Hooks:
     """The callables to run on each attempt, response and retry; each a callable or several.
 
     Hooks run inline on the event loop, so keep them quick (increment a counter, append to a
-    buffer) and never block.
+    buffer) and never block. A hook that raises is logged and the call goes on.
+
+    Attributes:
+        on_request: Called with a :class:`RequestRecord` before each attempt is sent.
+        on_response: Called with a :class:`ResponseRecord` after each attempt.
+        on_retry: Called with a :class:`RetryRecord` before the wait of each retry.
     """
 
     on_request: tuple[Callable[[RequestRecord], object], ...] = field(
