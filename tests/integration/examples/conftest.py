@@ -1,0 +1,88 @@
+"""Fixtures of the tests of the integration examples under ``docs/examples/``.
+
+The examples are not part of the package: users copy them. They are imported by their module
+names (``fastapi_app``, ``arq_worker``, ...) from that folder, as a user's project would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rees46_loyalty.idempotency import RedisIdempotencyStore
+from rees46_loyalty.testing import FakeRees46
+from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+
+@pytest.fixture
+async def shop() -> AsyncIterator[FakeRees46]:
+    """The fake REES46 API with the test suite's credentials, a member and a feed."""
+    async with FakeRees46(shop_id=SHOP_ID, shop_secret=SHOP_SECRET) as fake:
+        fake.add_member(PHONE, bonuses=1000)
+        fake.add_product("A", "Tea")
+        fake.add_product("B", "Cup")
+        fake.add_promo_code("SALE10", 10)
+        yield fake
+
+
+@pytest.fixture
+def worker_env(shop: FakeRees46, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment a worker of the examples reads: the fake API and the test Redis."""
+    env = {
+        "REES46_SHOP_ID": shop.shop_id,
+        "REES46_SHOP_SECRET": shop.shop_secret,
+        "REES46_BASE_URL": shop.url,
+        "REDIS_URL": redis_url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+class RedeliveryGate:
+    """Holds a job's first call between its request and the recording of its result.
+
+    The request has been answered, so the change is applied, but the record in Redis is still
+    "in flight": a redelivery of the job that starts now finds the key busy and has to wait.
+    ``waiting`` is set when one does; ``open()`` lets the first call record its result.
+    """
+
+    def __init__(self) -> None:
+        self.holding = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self._open = asyncio.Event()
+
+    def open(self) -> None:
+        """Let the held call record its result."""
+        self._open.set()
+
+
+@pytest.fixture
+def redelivery_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedeliveryGate]:
+    """Wrap the real Redis store's finish and wait with the gate (Redis itself stays real)."""
+    gate = RedeliveryGate()
+    finish: Callable[..., Awaitable[bool]] = RedisIdempotencyStore.finish
+    wait: Callable[..., Awaitable[None]] = RedisIdempotencyStore.wait
+
+    async def held_finish(self: RedisIdempotencyStore, *args: Any) -> bool:
+        if not gate.holding.is_set():
+            gate.holding.set()
+            await gate._open.wait()
+        return await finish(self, *args)
+
+    async def noted_wait(self: RedisIdempotencyStore, *args: Any) -> None:
+        gate.waiting.set()
+        await wait(self, *args)
+
+    monkeypatch.setattr(RedisIdempotencyStore, "finish", held_finish)
+    monkeypatch.setattr(RedisIdempotencyStore, "wait", noted_wait)
+    yield gate
+    gate.open()
