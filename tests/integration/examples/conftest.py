@@ -7,13 +7,19 @@ names (``fastapi_app``, ``arq_worker``, ...) from that folder, as a user's proje
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from rees46_loyalty import LoyaltyClient, RetryPolicy
 from rees46_loyalty.idempotency import RedisIdempotencyStore
 from rees46_loyalty.testing import FakeRees46
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
@@ -31,6 +37,70 @@ async def shop() -> AsyncIterator[FakeRees46]:
         fake.add_product("B", "Cup")
         fake.add_promo_code("SALE10", 10)
         yield fake
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer of a web example."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ShopApi:
+    """An HTTP client of a web example, whichever framework serves it, and the app's own
+    LoyaltyClient."""
+
+    loyalty: LoyaltyClient
+    send: Callable[[str, str, Any], Awaitable[Answer]]
+
+    async def get(self, path: str) -> Answer:
+        return await self.send("GET", path, None)
+
+    async def post(self, path: str, json: Any = None) -> Answer:
+        return await self.send("POST", path, json)
+
+
+@asynccontextmanager
+async def serving(
+    framework: str, shop: FakeRees46, *, shop_secret: str | None = None, **client_options: Any
+) -> AsyncIterator[ShopApi]:
+    """The example app of *framework* for *shop*, started as its framework starts it."""
+    example = importlib.import_module(f"{framework}_app")
+    settings = example.Settings(
+        shop_id=shop.shop_id, shop_secret=shop_secret or shop.shop_secret, base_url=shop.url
+    )
+    app = example.create_app(settings, **client_options)
+    if framework == "fastapi":
+        # httpx's ASGITransport runs no lifespan: the app's own lifespan runs around it.
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://shop") as http,
+        ):
+
+            async def send_asgi(method: str, path: str, body: Any) -> Answer:
+                answer = await http.request(method, path, json=body)
+                return Answer(answer.status_code, answer.json(), answer.headers)
+
+            yield ShopApi(app.state.loyalty, send_asgi)
+    else:
+        async with TestClient(TestServer(app)) as client:  # runs the app's cleanup_ctx
+
+            async def send_http(method: str, path: str, body: Any) -> Answer:
+                async with client.request(method, path, json=body) as answer:
+                    return Answer(answer.status, await answer.json(), answer.headers)
+
+            yield ShopApi(app[example.LOYALTY], send_http)
+
+
+@pytest.fixture(params=["fastapi", "aiohttp"])
+async def http(request: pytest.FixtureRequest, shop: FakeRees46) -> AsyncIterator[ShopApi]:
+    """Each web example; its client does not retry, so every fault reaches the error mapping."""
+    async with serving(request.param, shop, retry=RetryPolicy.disabled()) as api:
+        yield api
 
 
 @pytest.fixture
