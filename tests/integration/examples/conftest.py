@@ -130,6 +130,14 @@ class RedeliveryGate:
         self.waiting = asyncio.Event()
         self._open = asyncio.Event()
 
+    async def first_call_held(self) -> None:
+        """Return once the first call is held (bounded, so that a broken test fails, not hangs)."""
+        await asyncio.wait_for(self.holding.wait(), timeout=30)
+
+    async def redelivery_waiting(self) -> None:
+        """Return once another call found the key busy and waits."""
+        await asyncio.wait_for(self.waiting.wait(), timeout=30)
+
     def open(self) -> None:
         """Let the held call record its result."""
         self._open.set()
