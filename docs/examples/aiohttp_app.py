@@ -1,6 +1,7 @@
 """An aiohttp.web checkout on rees46_loyalty: one client per application, errors as HTTP answers.
 
-Run it with ``REES46_SHOP_ID=... REES46_SHOP_SECRET=... python aiohttp_app.py``. Endpoints:
+Run it with ``python aiohttp_app.py``, with ``REES46_SHOP_ID`` and ``REES46_SHOP_SECRET`` in the
+environment. Endpoints:
 
 - ``POST /checkout/estimate``: price the cart, as often as it changes;
 - ``POST /checkout/orders/{order_id}/pay``: the buyer goes to pay; reserve what the order spends

@@ -1,7 +1,7 @@
 """A FastAPI checkout on rees46_loyalty: one client per application, errors as HTTP answers.
 
-Run it with ``REES46_SHOP_ID=... REES46_SHOP_SECRET=... uvicorn fastapi_app:app --factory``
-(``app`` is a factory: ``create_app``). Endpoints:
+Run it with ``uvicorn fastapi_app:create_app --factory``, with ``REES46_SHOP_ID`` and
+``REES46_SHOP_SECRET`` in the environment. Endpoints:
 
 - ``POST /checkout/estimate``: price the cart, as often as it changes;
 - ``POST /checkout/orders/{order_id}/pay``: the buyer goes to pay; reserve what the order spends
@@ -81,10 +81,6 @@ class Cart(BaseModel):
     promo_codes: list[str] = Field(default_factory=list)
     charge_bonuses: bool = False
 
-    def cart_items(self) -> list[CartItem]:
-        """The lines as the SDK takes them."""
-        return cart_items(self.lines)
-
 
 class PaymentEvent(BaseModel):
     """What the payment provider posts once an order is paid."""
@@ -158,7 +154,7 @@ router = APIRouter()
 async def estimate(cart: Cart, loyalty: Loyalty) -> Quote:
     """Price the cart; nothing changes on the server."""
     calculation = await loyalty.estimate(
-        cart_items=cart.cart_items(),
+        cart_items=cart_items(cart.lines),
         identifier=cart.identifier,
         promo_codes=cart.promo_codes,
         charge_bonuses=cart.charge_bonuses,
@@ -171,7 +167,7 @@ async def pay(order_id: str, cart: Cart, loyalty: Loyalty) -> Quote:
     """Create the order in REES46 and reserve its bonuses and codes; charge ``order_to_pay``."""
     calculation = await loyalty.apply(
         order_id=order_id,
-        cart_items=cart.cart_items(),
+        cart_items=cart_items(cart.lines),
         identifier=cart.identifier,
         promo_codes=cart.promo_codes,
         charge_bonuses=cart.charge_bonuses,
