@@ -193,3 +193,17 @@ async def test_a_rate_limited_job_is_retried_when_the_api_says(
         await arq_worker.refund(ctx, order, KEPT)
     assert retry.value.defer_score == 120_000
     assert shop.ledger.effects_for("change") == []
+
+
+async def test_a_job_redelivered_after_a_later_return_of_its_order_replays(
+    ctx: dict[str, Any], shop: FakeRees46, order: str
+) -> None:
+    """Return 1 keeps 3 items, return 2 keeps 2, then return 1 is delivered again: keyed by the
+    order alone it would be sent and put an item back; keyed by its job id it replays."""
+    first_job, second_job = ctx["job_id"], f"refund:{uuid.uuid4().hex}"
+    fewer = [{**KEPT[0], "quantity": "2"}]
+    assert await arq_worker.refund(ctx, order, KEPT) == "1000"
+    assert await arq_worker.refund({**ctx, "job_id": second_job}, order, fewer) == "1000"
+    assert await arq_worker.refund({**ctx, "job_id": first_job}, order, KEPT) == "1000"
+    assert shop.received("change") == 2
+    assert shop.ledger.refunds(order) == -2000

@@ -116,3 +116,19 @@ async def test_the_worker_events_make_one_client_and_close_it(worker_env: dict[s
     finally:
         await taskiq_worker.broker.shutdown()
     assert client.closed
+
+
+async def test_a_task_redelivered_after_a_later_return_of_its_order_replays(
+    broker: InMemoryBroker, shop: FakeRees46, order: str
+) -> None:
+    """Return 1, return 2, then return 1 again: replayed under its task id, not sent again
+    (which would put the item of return 2 back into the order)."""
+    fewer = [{**KEPT[0], "quantity": "2"}]
+    for task_id, lines in [("r1", KEPT), ("r2", fewer), ("r1", KEPT)]:
+        kicked = (
+            await taskiq_worker.refund.kicker().with_task_id(f"{task_id}-{order}").kiq(order, lines)
+        )
+        await broker.wait_all()
+        assert (await kicked.get_result()).return_value == "1000"
+    assert shop.received("change") == 2
+    assert shop.ledger.refunds(order) == -2000
