@@ -47,9 +47,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
+    """mypy --strict on the package and on the examples users copy."""
     session.install("-e", ".[test,redis,speedups,otel]", "mypy~=2.4")
-    session.run("mypy", "--strict", "rees46_loyalty")
+    session.run("mypy", "--strict", "rees46_loyalty", "docs/examples")
 
 
 @nox.session
