@@ -47,9 +47,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package and on the examples users copy."""
-    session.install("-e", ".[test,redis,speedups,otel]", "mypy~=2.4")
-    session.run("mypy", "--strict", "rees46_loyalty", "docs/examples")
+    """mypy --strict on the package, the examples, the tests and the benchmarks."""
+    session.install("-e", ".[test,redis,speedups,otel]", "mypy~=2.4", "nox")
+    session.run("mypy", "--strict")
 
 
 @nox.session

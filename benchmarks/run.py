@@ -193,7 +193,7 @@ async def _run(url: str, redis_url: str, *, quick: bool, rounds: int) -> dict[st
                 for name in names[shift:] + names[:shift]:
                     figures = await _measure(kinds[name](workload), calls, level)
                     samples.setdefault((workload, level, name), []).append(figures)
-    cells = []
+    cells: list[dict[str, Any]] = []
     for (workload, level, name), runs in samples.items():
         median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         cells.append({"workload": workload, "concurrency": level, "kind": name, **median})

@@ -61,13 +61,14 @@ class _CompatClientResponse(aiohttp.ClientResponse):
 @pytest.fixture
 def mocked() -> Iterator[AioResponses]:
     """aioresponses, patched for aiohttp 3.14 (see the module docstring)."""
-    original = aioresponses.core.ClientResponse
-    aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+    core: Any = aioresponses.core  # the name is patched, not exported
+    original = core.ClientResponse
+    core.ClientResponse = _CompatClientResponse
     try:
         with AioResponses() as mock:
             yield mock
     finally:
-        aioresponses.core.ClientResponse = original  # type: ignore[misc]
+        core.ClientResponse = original
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ async def test_serve_fake_serves_until_sigterm() -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
-    lines = []
+    lines: list[str] = []
     while not lines or lines[-1] != "Ctrl-C to stop":
         line = await asyncio.wait_for(process.stdout.readline(), timeout=20)
         assert line, "serve-fake exited early"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import runpy
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,11 @@ async def test_the_life_cycle_page_moves_bonuses_as_its_table_shows() -> None:
         CartItem(product_id="TEA-1", price=Decimal("450.00"), quantity=2),
         CartItem(product_id="CUP-2", price=Decimal("99.90"), quantity=1),
     ]
-    terms = {"identifier": "79990001122", "promo_codes": ["WELCOME10"], "charge_bonuses": True}
+    terms: dict[str, Any] = {
+        "identifier": "79990001122",
+        "promo_codes": ["WELCOME10"],
+        "charge_bonuses": True,
+    }
     async with FakeRees46() as fake, fake.client(idempotency=None) as client:
         seed(fake)
         member = fake.members["79990001122"]

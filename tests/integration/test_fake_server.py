@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import Any
 
 import aiohttp
 import pytest
@@ -12,6 +14,7 @@ from rees46_loyalty import (
     BadRequestError,
     CartItem,
     LoyaltyClient,
+    LoyaltyError,
     NotFoundError,
     OrderStatusError,
 )
@@ -193,8 +196,8 @@ async def test_documented_errors_round_trip(
     fake: FakeRees46,
     sdk: LoyaltyClient,
     setup: list[str],
-    call: object,
-    error_type: type,
+    call: Callable[[LoyaltyClient], Awaitable[object]],
+    error_type: type[LoyaltyError],
     message: str,
 ) -> None:
     """Each documented failure comes back as its class and message, after one request."""
@@ -205,7 +208,7 @@ async def test_documented_errors_round_trip(
             await getattr(sdk, step)(order_id="1")
     before = len(fake.ledger.requests)
     with pytest.raises(error_type) as caught:
-        await call(sdk)  # type: ignore[operator]
+        await call(sdk)
     assert message in caught.value.message
     assert len(fake.ledger.requests) == before + 1
 
@@ -241,7 +244,7 @@ async def test_the_server_enforces_the_cart_rules(fake: FakeRees46) -> None:
             document = await answer.json()
         assert answer.status == 400
         assert document["payload"]["message"] == "Cart contains line items with the same product ID"
-        for broken, message in [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"cart_items": []}, "cart_items must be a non-empty list"),
             ({"cart_items": [{"price": 1, "quantity": 1}]}, "product_id is required"),
             (
@@ -263,7 +266,8 @@ async def test_the_server_enforces_the_cart_rules(fake: FakeRees46) -> None:
                 },
                 "HH:MM",
             ),
-        ]:
+        ]
+        for broken, message in cases:
             async with session.post(
                 f"{fake.url}/loyalty/checkout/estimate",
                 json={"shop_id": SHOP_ID, "shop_secret": SHOP_SECRET, **broken},
@@ -380,7 +384,7 @@ async def test_an_increasing_change_earns_nothing_more(
     assert changed.order_total_change == Decimal(2500)  # more to take from the buyer
     assert changed.bonuses_reward == before
     added = changed.items[1]
-    assert (added.bonuses_reward, added.rewardable_reason) == (0, "added by a change")
+    assert (added.bonuses_reward, added.rewardable_reason) == (Decimal(0), "added by a change")
     assert fake.members[PHONE].bonuses == Decimal(1000) + before
 
 

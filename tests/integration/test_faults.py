@@ -5,6 +5,7 @@ Each test asserts how many requests the server's ledger saw and what it committe
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import pytest
@@ -108,7 +109,7 @@ async def test_safe_operations_retry_and_succeed(
 ) -> None:
     """Safe operations are sent again after any transient fault and succeed on the second try."""
     await sdk.apply(order_id="1", cart_items=CART, identifier=PHONE)
-    calls = {
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
         "estimate": lambda: sdk.estimate(cart_items=CART),
         "apply": lambda: sdk.apply(order_id="1", cart_items=CART, identifier=PHONE),
         "confirm": lambda: sdk.confirm(order_id="1"),

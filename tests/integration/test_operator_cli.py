@@ -454,7 +454,7 @@ def test_ctrl_c_at_the_question_exits_130(monkeypatch: pytest.MonkeyPatch) -> No
     """Ctrl-C while the question waits ends with exit code 130 and sends nothing."""
 
     class Interrupted(io.StringIO):
-        def readline(self, size: int | None = -1) -> str:  # noqa: ARG002 - StringIO's
+        def readline(self, size: int | None = -1) -> str:  # type: ignore[override]  # noqa: ARG002
             raise KeyboardInterrupt
 
     monkeypatch.setenv("REES46_SHOP_ID", SHOP_ID)

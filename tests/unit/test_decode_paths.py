@@ -33,6 +33,7 @@ odd_values = st.sampled_from(
 def _value_for(annotation: Any) -> st.SearchStrategy[Any]:
     """A right-typed JSON value for a model field, or sometimes a wrong-typed one."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    right: st.SearchStrategy[Any]
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
         return st.one_of(*(_value_for(arg) for arg in args if arg is not type(None)), st.none())
     if annotation is Decimal:
@@ -85,7 +86,7 @@ def _outcome(operation: str, body: bytes, *, fast: bool) -> Any:
 def test_both_paths_agree_on_any_payload(operation: str, data: st.DataObject) -> None:
     """Generated payloads, right and wrong, in any envelope: equal results or equal errors."""
     payload = data.draw(_model(OPERATIONS[operation].result_type))
-    envelope = data.draw(
+    envelope: dict[str, Any] = data.draw(
         st.sampled_from([{"status": "success"}, {"success": True}, {"status": "error"}, {}])
     )
     body = json.dumps({**envelope, "payload": payload}).encode()

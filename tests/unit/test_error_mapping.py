@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -108,7 +109,7 @@ async def test_documented_messages_map_to_their_errors(
         mocked.get(url_pattern(operation), payload=answer)
     else:
         mocked.post(url(operation), payload=answer)
-    calls = {
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
         "cancel": lambda: client.cancel(order_id="ABC"),
         "confirm": lambda: client.confirm(order_id="ABC"),
         "apply": lambda: client.apply(order_id="ABC", cart_items=CART),

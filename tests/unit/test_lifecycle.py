@@ -18,7 +18,8 @@ async def test_async_with_closes_the_session_it_created(mocked: AioResponses) ->
     async with LoyaltyClient(SHOP_ID, SHOP_SECRET, base_url=BASE_URL) as client:
         await client.confirm(order_id="1001")
         session = client._sessions.get()
-        assert not session.closed
+        open_while_in_use = not session.closed
+    assert open_while_in_use
     assert session.closed
     assert client.closed
 

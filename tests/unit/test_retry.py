@@ -6,6 +6,7 @@ Every test counts the requests sent; none sleeps (the client runs on a FakeClock
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from email.utils import format_datetime
@@ -77,7 +78,7 @@ UNKNOWN: dict[str, dict[str, Any]] = {
     "502": {"status": 502, "body": "<html>502 Bad Gateway</html>", "content_type": "text/html"},
     "504": {"status": 504, "body": ""},
 }
-SAFE_CALLS = {
+SAFE_CALLS: dict[str, tuple[str, Callable[[LoyaltyClient], Awaitable[object]], Any]] = {
     "estimate": ("post", lambda c: c.estimate(cart_items=CART), CALCULATION),
     "apply": ("post", lambda c: c.apply(order_id="1001", cart_items=CART), CALCULATION),
     "confirm": ("post", lambda c: c.confirm(order_id="1001"), REF),

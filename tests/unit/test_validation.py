@@ -115,7 +115,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
 
 
 def arguments(operation: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    base: dict[str, Any] = {
+    every: dict[str, dict[str, Any]] = {
         "estimate": {"cart_items": [GOOD]},
         "apply": {"order_id": "1001", "cart_items": [GOOD]},
         "change": {"order_id": "1001", "cart_items": [GOOD]},
@@ -123,8 +123,8 @@ def arguments(operation: str, overrides: dict[str, Any]) -> dict[str, Any]:
         "cancel": {"order_id": "1001"},
         "details": {"order_id": "1001"},
         "history": {"identifier": PHONE},
-    }[operation]
-    return {**base, **overrides}
+    }
+    return {**every[operation], **overrides}
 
 
 @pytest.mark.parametrize(

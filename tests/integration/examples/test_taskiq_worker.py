@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import taskiq_worker
@@ -40,12 +41,17 @@ async def order(shop: FakeRees46) -> str:
     return order_id
 
 
+def kick(task_id: str) -> Any:
+    """A kicker of the example's task under *task_id* (its overloads do not see the context)."""
+    return taskiq_worker.refund.kicker().with_task_id(task_id)
+
+
 async def test_one_task_id_kicked_twice_at_once_refunds_once(
     broker: InMemoryBroker, shop: FakeRees46, order: str, redelivery_gate: RedeliveryGate
 ) -> None:
     """The second delivery arrives while the first is in flight: it waits for the first and
     returns the same amount; the ledger has one change."""
-    kicker = taskiq_worker.refund.kicker().with_task_id(f"refund:{uuid.uuid4().hex}")
+    kicker: Any = taskiq_worker.refund.kicker().with_task_id(f"refund:{uuid.uuid4().hex}")
     first = await kicker.kiq(order, KEPT)
     await redelivery_gate.first_call_held()  # the change is applied, its record not yet written
     await kicker.kiq(order, KEPT)
@@ -64,7 +70,7 @@ async def test_a_finished_task_kicked_again_replays_its_amount(
     broker: InMemoryBroker, shop: FakeRees46, order: str
 ) -> None:
     """Kicked again after it succeeded: the recorded amount, nothing sent."""
-    kicker = taskiq_worker.refund.kicker().with_task_id(f"refund:{uuid.uuid4().hex}")
+    kicker: Any = taskiq_worker.refund.kicker().with_task_id(f"refund:{uuid.uuid4().hex}")
     amounts = []
     for _ in range(2):
         task = await kicker.kiq(order, KEPT)
@@ -81,7 +87,7 @@ async def test_other_task_ids_are_other_returns(
     """Two returns of one order, one after the other, are two changes."""
     for kept in ("3", "2"):
         lines = [{**KEPT[0], "quantity": kept}]
-        await taskiq_worker.refund.kicker().with_task_id(f"refund:{kept}-{order}").kiq(order, lines)
+        await kick(f"refund:{kept}-{order}").kiq(order, lines)
         await broker.wait_all()
     assert [e.order_total_change for e in shop.ledger.effects_for("change", order)] == [
         -1000,
@@ -95,7 +101,7 @@ async def test_a_lost_answer_fails_the_task_on_every_delivery(
     """The change was applied but its answer lost: OutcomeUnknownError, again on the
     redelivery, and the change was sent once."""
     shop.faults.on("change", Fault.drop_after_commit())
-    kicker = taskiq_worker.refund.kicker().with_task_id(f"refund:{uuid.uuid4().hex}")
+    kicker: Any = taskiq_worker.refund.kicker().with_task_id(f"refund:{uuid.uuid4().hex}")
     for _ in range(2):
         task = await kicker.kiq(order, KEPT)
         await broker.wait_all()
@@ -125,9 +131,7 @@ async def test_a_task_redelivered_after_a_later_return_of_its_order_replays(
     (which would put the item of return 2 back into the order)."""
     fewer = [{**KEPT[0], "quantity": "2"}]
     for task_id, lines in [("r1", KEPT), ("r2", fewer), ("r1", KEPT)]:
-        kicked = (
-            await taskiq_worker.refund.kicker().with_task_id(f"{task_id}-{order}").kiq(order, lines)
-        )
+        kicked = await kick(f"{task_id}-{order}").kiq(order, lines)
         await broker.wait_all()
         assert (await kicked.get_result()).return_value == "1000"
     assert shop.received("change") == 2

@@ -156,7 +156,8 @@ async def test_the_app_has_one_client_and_closes_it(shop: FakeRees46, framework:
     async with serving(framework, shop) as api:
         for _ in range(3):
             assert (await api.post("/checkout/estimate", json=CART)).status == 200
-        assert not api.loyalty.closed
+        open_while_serving = not api.loyalty.closed
+    assert open_while_serving
     assert api.loyalty.closed
     assert shop.received("estimate") == 3
 
