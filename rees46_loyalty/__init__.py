@@ -7,6 +7,8 @@ Example::
         calc = await client.estimate(cart_items=cart)
 """
 
+import logging
+
 from ._client import DEFAULT_BASE_URL, LoyaltyClient
 from ._clock import Clock, SystemClock
 from ._hooks import Hooks, RequestRecord, ResponseRecord, RetryRecord
@@ -89,3 +91,7 @@ __all__ = [
     "TransportError",
     "ValidationError",
 ]
+
+# A library's loggers print nothing until the application configures logging (Python's
+# logging HOWTO): without this, Python's last-resort handler would write WARNINGs to stderr.
+logging.getLogger("rees46_loyalty").addHandler(logging.NullHandler())

@@ -18,6 +18,9 @@ from ._cli_args import COMMANDS, EXIT_CODES_HELP, add_commands
 
 __all__ = ["main", "main_async"]
 
+#: The fake server's own secret: printing it is harmless, a secret passed in is never printed.
+_DEFAULT_SECRET = "test-secret"  # noqa: S105 - the fake server's, not a real one
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -48,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8046, help="port (default 8046; 0 = any)")
     serve.add_argument("--shop-id", default="test-shop", help="shop id (default test-shop)")
     serve.add_argument(
-        "--shop-secret", default="test-secret", help="shop secret (default test-secret)"
+        "--shop-secret", default=_DEFAULT_SECRET, help=f"shop secret (default {_DEFAULT_SECRET})"
     )
     serve.add_argument(
         "--envelope",
@@ -86,7 +89,8 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with fake:
         out.write(f"fake REES46 API at {fake.url}\n")
-        out.write(f"shop_id: {fake.shop_id} (shop_secret: as given with --shop-secret)\n")
+        secret = "the default, test-secret" if args.shop_secret == _DEFAULT_SECRET else "as given"
+        out.write(f"shop_id: {fake.shop_id} (shop_secret: {secret})\n")
         out.write(f"envelope: {fake.envelope}, fault rate: {args.fault_rate:g}\n")
         for member in fake.members.values():
             out.write(f"member {member.identifier}: {member.bonuses} bonuses\n")

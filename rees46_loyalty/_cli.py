@@ -26,7 +26,7 @@ from ._cli_render import (
     ref_lines,
     to_json,
 )
-from ._client import LoyaltyClient
+from ._client import MIN_SECRET_LENGTH, LoyaltyClient
 from ._redact import REDACTED, mask_identifier, secret_forms
 from .errors import (
     AuthenticationError,
@@ -59,7 +59,7 @@ class Output:
         secret = os.environ.get("REES46_SHOP_SECRET")
         # A secret too short to be told from ordinary text is refused by the client before
         # anything is sent; cutting it out would mangle that very message.
-        self._secrets = secret_forms(secret) if secret and len(secret) >= 8 else ()
+        self._secrets = secret_forms(secret) if secret and len(secret) >= MIN_SECRET_LENGTH else ()
 
     def _scrub(self, text: str) -> str:
         for form in self._secrets:
@@ -84,11 +84,31 @@ class Prepared:
         self._args = args
         self._client = client
         self._send = send
+        #: Whether the request may have left: an interruption after that is an unknown outcome.
+        self.sending = False
+
+    def interrupted(self, output: Output) -> int:
+        """Say what an interruption (Ctrl-C) left behind; returns the exit code."""
+        command = self._args.command
+        if not self.sending or command not in ("cancel", "change"):
+            output.err("\ninterrupted\n")
+            return ExitCode.INTERRUPTED
+        advice = (
+            "do NOT send the change again: reconcile with details first"
+            if command == "change"
+            else "check with details before you cancel again"
+        )
+        output.err(
+            f"\ninterrupted after the {command} was sent: it may have been applied; {advice} "
+            f"(python -m rees46_loyalty details --order-id {self._args.order_id})\n"
+        )
+        return ExitCode.OUTCOME_UNKNOWN
 
     async def execute(self, output: Output) -> int:
         """Send the request, print the answer; returns the exit code."""
         try:
             async with self._client:
+                self.sending = True
                 lines, document = await self._send(self._client)
         except LoyaltyError as error:
             code, hint = _classify(error, self._args)
@@ -116,7 +136,11 @@ def prepare(
     try:
         client = LoyaltyClient.from_env(**dict(client_options or {}))
     except ValueError as error:
-        output.err(f"error: configuration: {error}\n")
+        # The client's advice names a constructor argument the command line does not have.
+        text = str(error).replace(
+            "or pass allow_insecure_http=True", "or http on a loopback address"
+        )
+        output.err(f"error: configuration: {text}\n")
         return ExitCode.CONFIGURATION
     try:
         send, question = _checked(args)
@@ -151,12 +175,15 @@ def run_in_new_loop(
     output = Output(stdout, stderr)
     try:
         prepared = prepare(args, stdin=stdin, output=output)
-        if isinstance(prepared, ExitCode):
-            return prepared
-        return asyncio.run(prepared.execute(output))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # at the question: nothing was sent
         output.err("\ninterrupted\n")
         return ExitCode.INTERRUPTED
+    if isinstance(prepared, ExitCode):
+        return prepared
+    try:
+        return asyncio.run(prepared.execute(output))
+    except KeyboardInterrupt:
+        return prepared.interrupted(output)
 
 
 def _checked(args: argparse.Namespace) -> tuple[Send, list[str]]:

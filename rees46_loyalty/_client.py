@@ -61,7 +61,7 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 
 
 #: Shorter secrets are refused: redacting them would mangle ordinary text.
-_MIN_SECRET_LENGTH = 8
+MIN_SECRET_LENGTH = 8
 
 
 class LoyaltyClient:
@@ -95,7 +95,8 @@ class LoyaltyClient:
         hooks: Callables run on every attempt, answer and retry with a frozen record (to
             count retries in your metrics, say); see :class:`Hooks`.
         tracing: OpenTelemetry spans, one per call and one per attempt (the ``otel`` extra):
-            ``True`` for the global tracer provider, or a ``TracerProvider`` of your own.
+            ``True`` for the global tracer provider, or a ``TracerProvider`` of your own;
+            ``False`` or ``None`` for none.
         clock: Time for the retry waits and deadlines; tests pass a fake one.
     """
 
@@ -114,16 +115,16 @@ class LoyaltyClient:
         idempotency: IdempotencyStore | Literal["memory"] | None = "memory",
         idempotency_wait: float | None = None,
         hooks: Hooks | None = None,
-        tracing: bool | TracerProvider = False,
+        tracing: bool | TracerProvider | None = False,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(shop_id, str) or not shop_id:
             raise ValueError("shop_id must be a non-empty string")
-        if not isinstance(shop_secret, str) or len(shop_secret) < _MIN_SECRET_LENGTH:
+        if not isinstance(shop_secret, str) or len(shop_secret) < MIN_SECRET_LENGTH:
             # The secret is cut out of every text the SDK shows, answers included: a string as
             # short as a word would be cut out of ordinary text too, and mangle it.
             raise ValueError(
-                f"shop_secret must be a string of at least {_MIN_SECRET_LENGTH} characters; "
+                f"shop_secret must be a string of at least {MIN_SECRET_LENGTH} characters; "
                 "check that it holds the shop's secret key"
             )
         for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
@@ -142,9 +143,13 @@ class LoyaltyClient:
         self._idempotency = idempotency
         outer: list[Middleware] = []
         per_attempt: list[Middleware] = []
-        if tracing is not False:
-            from .middleware import tracing as spans  # noqa: PLC0415 - the optional otel extra
-
+        if tracing is not None and tracing is not False:
+            try:
+                from .middleware import tracing as spans  # noqa: PLC0415 - the otel extra
+            except ImportError as exc:
+                raise ImportError(
+                    "tracing needs OpenTelemetry: pip install 'rees46-loyalty[otel]'"
+                ) from exc
             tracer = spans.tracer_of(None if tracing is True else tracing)
             outer.append(spans.CallSpanMiddleware(tracer))
             per_attempt.append(spans.AttemptSpanMiddleware(tracer, self._base_url))

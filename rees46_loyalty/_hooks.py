@@ -8,7 +8,9 @@ anything::
 
     client = LoyaltyClient(..., hooks=Hooks(on_retry=count_retry))
 
-Records hold no secret and no full phone number: ``identifier`` is masked as ``7999***1122``.
+Records hold no secret, and their ``identifier`` is masked as ``7999***1122``. The
+``error`` they carry is the SDK's exception: its message is safe to show, its ``payload`` is
+the API's answer as it came.
 A hook that raises is logged (at ERROR, with its traceback) and the call goes on: a broken
 metrics exporter must never lose a loyalty operation.
 """
@@ -39,9 +41,9 @@ class RequestRecord:
         order_id: The order the call is about, if any.
         identifier: The member's phone number, masked (``7999***1122``).
         attempt: 1 for the first request, 2 for the first retry, ...
-        idempotency: What the idempotency layer did with a mutating call: ``"sent"``, or
-            ``"waited"`` (for another call on the same key first); ``None`` for reads and
-            when the layer is off.
+        idempotency: ``"sent"`` when the idempotency layer recorded the call (a mutating call
+            with the layer on); ``None`` for reads and when the layer is off. Calls answered
+            from the store make no attempt, so no record.
     """
 
     operation: str
@@ -60,12 +62,14 @@ class ResponseRecord:
         order_id: The order the call is about, if any.
         identifier: The member's phone number, masked.
         attempt: 1 for the first request, 2 for the first retry, ...
-        idempotency: ``"sent"``, ``"waited"`` or ``None``, as in :class:`RequestRecord`.
+        idempotency: ``"sent"`` or ``None``, as in :class:`RequestRecord`.
         status: The HTTP status, or ``None`` when no answer came (a connection error, a
-            timeout).
+            timeout, an interruption).
         elapsed: Seconds the attempt took.
         error: The :class:`~rees46_loyalty.LoyaltyError` the attempt ended with, or ``None``
-            when it succeeded.
+            when it succeeded or was interrupted.
+        interrupted: The class name of what interrupted the attempt (``"CancelledError"``
+            when the caller gave up on the call), or ``None``.
     """
 
     operation: str
@@ -76,6 +80,7 @@ class ResponseRecord:
     status: int | None
     elapsed: float
     error: LoyaltyError | None
+    interrupted: str | None = None
 
 
 @frozen(kw_only=True)
@@ -87,7 +92,7 @@ class RetryRecord:
         order_id: The order the call is about, if any.
         identifier: The member's phone number, masked.
         attempt: The attempt that failed.
-        idempotency: ``"sent"``, ``"waited"`` or ``None``, as in :class:`RequestRecord`.
+        idempotency: ``"sent"`` or ``None``, as in :class:`RequestRecord`.
         wait: Seconds until the next attempt.
         elapsed: Seconds since the call's first attempt started.
         error: The :class:`~rees46_loyalty.LoyaltyError` of the failed attempt.

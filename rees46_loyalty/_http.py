@@ -18,8 +18,9 @@ class SendTrace:
 
     The transport sets ``maybe_sent`` as it starts writing the request; after that the server
     may have processed it, and an outer layer tells "nothing was sent" from "unknown" by it.
-    ``attempts`` counts the attempts begun; ``idempotency`` is what the idempotency layer did
-    (``"sent"``, ``"waited"`` or ``"replayed"``). Logs, hooks and spans read them.
+    ``attempts`` counts the attempts begun (the retry middleware keeps it); ``idempotency`` is
+    what the idempotency layer did with the call (``"sent"``, ``"replayed"`` or ``"waited"``).
+    Logs, hooks and spans read them.
     """
 
     __slots__ = ("attempts", "idempotency", "maybe_sent")
@@ -76,6 +77,11 @@ class ApiRequest:
         }
         fields.update(changes)
         return ApiRequest(**fields)
+
+    @property
+    def idempotency(self) -> str | None:
+        """What the idempotency layer did with this call so far (see :class:`SendTrace`)."""
+        return self.trace.idempotency if self.trace is not None else None
 
     @property
     def method(self) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import aiohttp
@@ -24,21 +23,23 @@ from ._clock import Clock
 from ._http import ApiRequest, ApiResponse
 from ._redact import redact
 from ._serialization import dumps
+from ._version import VERSION
 from .errors import ConnectError, TransportError
 from .errors import TimeoutError as ApiTimeoutError
 
 __all__ = ["USER_AGENT", "AiohttpTransport"]
 
+try:
+    # OpenTelemetry's HTTP client instrumentations (aiohttp's included) make no span while this
+    # key is set. Theirs would record the full URL, and a GET's query holds the secret and the
+    # member's phone; the SDK's own attempt span (tracing=True) is the HTTP client span instead.
+    from opentelemetry import context as _otel_context
+    from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY
+except ImportError:  # pragma: no cover - exercised by installs without OpenTelemetry
+    _otel_context = None  # type: ignore[assignment]
 
-def _user_agent() -> str:
-    try:
-        sdk_version = version("rees46-loyalty")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        sdk_version = "0"
-    return f"rees46-loyalty-python/{sdk_version} aiohttp/{aiohttp.__version__}"
 
-
-USER_AGENT = _user_agent()
+USER_AGENT = f"rees46-loyalty-python/{VERSION} aiohttp/{aiohttp.__version__}"
 _HEADERS = {
     "User-Agent": USER_AGENT,
     "Content-Type": "application/json",
@@ -89,6 +90,13 @@ class AiohttpTransport:
             body = request.body if request.body is not None else dumps(request.data)
         if request.trace is not None:
             request.trace.maybe_sent = True
+        token = (
+            None
+            if _otel_context is None
+            else _otel_context.attach(
+                _otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, value=True)
+            )
+        )
         try:
             async with self._session().request(
                 request.method,
@@ -118,6 +126,9 @@ class AiohttpTransport:
                 TransportError, "the connection failed", exc, request, request_sent=True
             )
             raise error from _shown_cause(exc, request)
+        finally:
+            if token is not None:
+                _otel_context.detach(token)
 
     def _timeouts(self, attempt: float | None) -> aiohttp.ClientTimeout:
         if attempt is None:

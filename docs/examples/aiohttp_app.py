@@ -96,7 +96,7 @@ def cart_items(document: dict[str, Any]) -> list[CartItem]:
             )
             for line in document["lines"]
         ]
-    except (KeyError, TypeError, ArithmeticError):
+    except (KeyError, TypeError, ValueError, ArithmeticError):
         raise refused(
             web.HTTPUnprocessableEntity, "lines must be a list of {product_id, price, quantity}"
         ) from None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import logging
 import secrets
 from typing import Any
@@ -78,10 +77,6 @@ class IdempotencyMiddleware:
         self._clock = clock
         self._wait_timeout = wait_timeout
         self._background: set[asyncio.Future[None]] = set()
-        # Lease owners: a random prefix per client (unique across processes sharing a Redis
-        # store) and a counter (unique within it), cheaper than a random token per call.
-        self._owner_prefix = secrets.token_hex(8)
-        self._owner_numbers = itertools.count()
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         operation = request.operation
@@ -96,7 +91,9 @@ class IdempotencyMiddleware:
             explicit=request.idempotency_key is not None,
             once=operation.safety is RetrySafety.ONCE,
         )
-        owner = f"{self._owner_prefix}-{next(self._owner_numbers)}"
+        # Random per call: a client made before a fork (gunicorn --preload) lives on in every
+        # child, so nothing derived from the client alone tells their leases apart.
+        owner = secrets.token_hex(16)
         trace = request.trace if request.trace is not None else SendTrace()
         decision = await self._acquire(request, key, intent, owner, trace)
         if isinstance(decision, ApiResponse):  # replayed
@@ -185,7 +182,7 @@ class IdempotencyMiddleware:
                     logger.debug(
                         "%s waits for another call on the same key",
                         request.operation.name,
-                        extra=_extra(request, "waited"),
+                        extra=_extra(request, "waiting"),
                     )
                 left = give_up_at - self._clock.monotonic()
                 if left <= 0:

@@ -1,8 +1,9 @@
 """The logging middleware: one DEBUG record and the attempt hooks per attempt.
 
 Records go to the ``rees46_loyalty`` logger with structured ``extra`` fields: ``operation``,
-``order_id``, ``identifier`` (masked), ``attempt``, ``idempotency`` (``sent`` / ``waited``, or
-``None``), ``status``, ``elapsed_ms`` and, on failure, ``error``. Retries are logged at INFO and
+``order_id``, ``identifier`` (masked), ``attempt``, ``idempotency`` (``sent`` for a call the
+idempotency layer recorded, else ``None``), ``status``, ``elapsed_ms`` and, on failure or
+interruption, ``error``. Retries are logged at INFO and
 final failures at WARNING by the retry middleware. It sits outside the auth middleware, so the
 request it sees holds no secret.
 """
@@ -36,9 +37,6 @@ class LoggingMiddleware:
         self._on_response = on_response or None
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
-        trace = request.trace
-        if trace is not None:
-            trace.attempts = request.attempt
         logs = logger.isEnabledFor(logging.DEBUG)
         if not logs and self._on_request is None and self._on_response is None:
             return await call_next(request)
@@ -49,7 +47,7 @@ class LoggingMiddleware:
                     order_id=request.order_id,
                     identifier=mask_identifier(request.identifier),
                     attempt=request.attempt,
-                    idempotency=_idempotency(request),
+                    idempotency=request.idempotency,
                 )
             )
         started = self._clock.monotonic()
@@ -58,7 +56,9 @@ class LoggingMiddleware:
         except LoyaltyError as error:
             self._done(request, started, error.status, error, logs=logs)
             raise
-        # A cancelled attempt is neither: the caller that cancelled it knows.
+        except BaseException as other:  # cancelled, or a bug below: still one record
+            self._done(request, started, None, None, logs=logs, interrupted=other)
+            raise
         self._done(request, started, response.status, None, logs=logs)
         return response
 
@@ -70,10 +70,11 @@ class LoggingMiddleware:
         error: LoyaltyError | None,
         *,
         logs: bool,
+        interrupted: BaseException | None = None,
     ) -> None:
         elapsed = self._clock.monotonic() - started
         if logs:
-            _log(request, status, elapsed, error)
+            _log(request, status, elapsed, error, interrupted)
         if self._on_response is not None:
             self._on_response(
                 ResponseRecord(
@@ -81,31 +82,41 @@ class LoggingMiddleware:
                     order_id=request.order_id,
                     identifier=mask_identifier(request.identifier),
                     attempt=request.attempt,
-                    idempotency=_idempotency(request),
+                    idempotency=request.idempotency,
                     status=status,
                     elapsed=elapsed,
                     error=error,
+                    interrupted=None if interrupted is None else type(interrupted).__name__,
                 )
             )
 
 
-def _idempotency(request: ApiRequest) -> str | None:
-    return request.trace.idempotency if request.trace is not None else None
-
-
 def _log(
-    request: ApiRequest, status: int | None, elapsed: float, error: LoyaltyError | None
+    request: ApiRequest,
+    status: int | None,
+    elapsed: float,
+    error: LoyaltyError | None,
+    interrupted: BaseException | None,
 ) -> None:
     extra: dict[str, object] = {
         "operation": request.operation.name,
         "order_id": request.order_id,
         "identifier": mask_identifier(request.identifier),
         "attempt": request.attempt,
-        "idempotency": _idempotency(request),
+        "idempotency": request.idempotency,
         "status": status,
         "elapsed_ms": elapsed_ms(elapsed),
     }
-    if error is not None:
+    if interrupted is not None:
+        extra["error"] = type(interrupted).__name__
+        logger.debug(
+            "%s attempt %d interrupted: %s",
+            request.operation.name,
+            request.attempt,
+            type(interrupted).__name__,
+            extra=extra,
+        )
+    elif error is not None:
         extra["error"] = type(error).__name__
         logger.debug(
             "%s attempt %d failed: %s",

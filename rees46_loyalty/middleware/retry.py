@@ -129,6 +129,8 @@ class RetryMiddleware:
                 request = request.replace(deadline=deadline)
         # The first attempt runs outside tenacity: most calls succeed at once, and the retry
         # machinery is only worth building when they do not.
+        if request.trace is not None:
+            request.trace.attempts = 1
         try:
             response = await call_next(request)
         except LoyaltyError as first:
@@ -156,6 +158,8 @@ class RetryMiddleware:
                     try:
                         if number == 1:
                             raise first  # the attempt already made, for tenacity to judge
+                        if request.trace is not None:
+                            request.trace.attempts = number
                         response = await call_next(request.replace(attempt=number))
                     except LoyaltyError as error:
                         replacement = self._classify(request, call, error)
@@ -258,7 +262,7 @@ class RetryMiddleware:
                     order_id=request.order_id,
                     identifier=mask_identifier(request.identifier),
                     attempt=state.attempt_number,
-                    idempotency=request.trace.idempotency if request.trace is not None else None,
+                    idempotency=request.idempotency,
                     wait=delay,
                     elapsed=elapsed,
                     error=error,
@@ -280,7 +284,7 @@ def _extra(request: ApiRequest, attempt: int, error: LoyaltyError) -> dict[str, 
         "order_id": request.order_id,
         "identifier": mask_identifier(request.identifier),
         "attempt": attempt,
-        "idempotency": request.trace.idempotency if request.trace is not None else None,
+        "idempotency": request.idempotency,
         "status": error.status,
         "error": type(error).__name__,
     }

@@ -19,6 +19,7 @@ from yarl import URL
 
 from .._http import ApiRequest, ApiResponse, Handler, SendTrace
 from .._redact import mask_identifier
+from .._version import VERSION
 from ..errors import LoyaltyError
 
 __all__ = ["AttemptSpanMiddleware", "CallSpanMiddleware", "tracer_of"]
@@ -28,9 +29,7 @@ _SCOPE = "rees46_loyalty"
 
 def tracer_of(provider: TracerProvider | None) -> trace.Tracer:
     """The SDK's tracer from *provider*, or from the global provider when it is ``None``."""
-    from importlib.metadata import version  # noqa: PLC0415 - only when tracing is on
-
-    return trace.get_tracer(_SCOPE, version("rees46-loyalty"), tracer_provider=provider)
+    return trace.get_tracer(_SCOPE, VERSION, tracer_provider=provider)
 
 
 class CallSpanMiddleware:

@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -310,6 +311,49 @@ async def test_change_outcome_unknown_says_reconcile(fake: FakeRees46, env: dict
     assert fake.received("change") == 1
 
 
+async def test_the_real_command_writes_one_line_for_a_lost_answer(
+    fake: FakeRees46, env: dict[str, str]
+) -> None:
+    """In a real process (no test logging around it) the SDK's own WARNING stays out of
+    stderr: the command's one line is all there is."""
+    fake.faults.on("change", Fault.server_error(500, after_commit=True))
+    run = await process("change", "--order-id", ORDER, "--item", "A:1000:3", "--yes", env=env)
+    assert run.code == ExitCode.OUTCOME_UNKNOWN
+    assert run.err.count("\n") == 1
+    assert run.err.startswith("error: OutcomeUnknownError: ")
+
+
+async def test_ctrl_c_after_a_change_was_sent_says_it_may_have_been_applied(
+    fake: FakeRees46, env: dict[str, str]
+) -> None:
+    """SIGINT while the server holds the change: exit 7 with the reconcile advice, not 130,
+    because the change may have been applied and must not simply be sent again."""
+    fake.faults.on("change", Fault.hold())
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("REES46_")}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rees46_loyalty",
+        "change",
+        "--order-id",
+        ORDER,
+        "--item",
+        "A:1000:3",
+        "--yes",
+        env={**environ, **env},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.wait_for(fake.wait_received("change"), timeout=60)
+    child.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(child.communicate(), timeout=60)
+    _outputs.extend([out.decode(), err.decode()])
+    assert child.returncode == ExitCode.OUTCOME_UNKNOWN
+    assert "interrupted after the change was sent: it may have been applied" in err.decode()
+    assert f"details --order-id {ORDER}" in err.decode()
+
+
 # -- exit codes --------------------------------------------------------------------------------
 
 
@@ -357,7 +401,9 @@ async def test_wrong_secret_exits_with_authentication(
     assert run.code == ExitCode.AUTHENTICATION
     assert "AuthenticationError" in run.err
     assert "REES46_SHOP_SECRET" in run.err
+    # Not even through the last-line guard: nothing of what the SDK said needed cutting.
     assert wrong not in run.err
+    assert "***" not in run.err
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -133,4 +134,17 @@ def test_installing_the_package_is_enough(pytester: pytest.Pytester) -> None:
     """A test file that imports nothing of the plugin gets the fixture through the entry point."""
     pytester.makepyfile(test_shop=PLUGIN_USER_TESTS)
     result = pytester.runpytest_subprocess("-p", "asyncio", "-o", "asyncio_mode=auto")
+    result.assert_outcomes(passed=1)
+
+
+def test_the_readme_example_runs_as_written(pytester: pytest.Pytester) -> None:
+    """The README's plugin example, pasted into a shop's test file, passes in pytest-asyncio's
+    default strict mode (it carries its own marker)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("async def test_a_lost_refund_answer_is_not_sent_twice")
+    block = readme[
+        readme.rindex("```python\n", 0, start) + len("```python\n") : readme.index("```", start)
+    ]
+    pytester.makepyfile(test_readme=block)
+    result = pytester.runpytest_subprocess("-p", "asyncio", "-o", "asyncio_mode=strict")
     result.assert_outcomes(passed=1)

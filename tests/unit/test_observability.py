@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
@@ -151,7 +152,7 @@ async def test_log_records_carry_the_idempotency_outcome(
         await client.confirm(order_id="1001")
         await client.confirm(order_id="1001")
         release, waiting = asyncio.Event(), asyncio.Event()
-        signal = _SetOn(waiting, lambda r: getattr(r, "idempotency", None) == "waited")
+        signal = _SetOn(waiting, lambda r: getattr(r, "idempotency", None) == "waiting")
         logging.getLogger("rees46_loyalty").addHandler(signal)
 
         async def slow(*args: object, **kwargs: object) -> None:
@@ -343,3 +344,87 @@ async def test_the_suite_guard_sees_the_spans_of_the_shared_client(
     assert len(texts) == 4  # three attempts and the call
     assert any("7999***1122" in text for text in texts)
     assert not any(PHONE in text or SHOP_SECRET in text for text in texts)
+
+
+async def test_a_call_that_waited_and_then_sent_is_sent(
+    mocked: AioResponses, clock: FakeClock, log_records: list[logging.LogRecord]
+) -> None:
+    """Two different applies of one order: the second waits for the first, then sends its own
+    request; both attempts are "sent", and the wait is logged as "waiting"."""
+    recorder = Recorder()
+    release, waiting = asyncio.Event(), asyncio.Event()
+    signal = _SetOn(waiting, lambda r: getattr(r, "idempotency", None) == "waiting")
+    logging.getLogger("rees46_loyalty").addHandler(signal)
+
+    async def slow(*args: object, **kwargs: object) -> None:
+        await release.wait()
+
+    mocked.post(url("apply"), payload=status_envelope(CALCULATION), callback=slow)
+    mocked.post(url("apply"), payload=status_envelope(CALCULATION))
+    other_cart = [CartItem(product_id="B", price=Decimal(5), quantity=1)]
+    try:
+        async with LoyaltyClient(
+            SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, hooks=recorder.hooks()
+        ) as client:
+            first = asyncio.ensure_future(client.apply(order_id="1001", cart_items=CART))
+            second = asyncio.ensure_future(client.apply(order_id="1001", cart_items=other_cart))
+            await waiting.wait()
+            release.set()
+            await asyncio.gather(first, second)
+    finally:
+        logging.getLogger("rees46_loyalty").removeHandler(signal)
+    assert [r.idempotency for r in recorder.requests] == ["sent", "sent"]
+
+
+async def test_an_interrupted_attempt_still_reaches_on_response(
+    mocked: AioResponses, clock: FakeClock
+) -> None:
+    """A caller that gives up mid-attempt: on_request and on_response both ran, the latter
+    with no status, no error and ``interrupted="CancelledError"``."""
+    recorder = Recorder()
+    started = asyncio.Event()
+
+    async def hang(*args: object, **kwargs: object) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    mocked.post(url("confirm"), callback=hang)
+    async with LoyaltyClient(
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, hooks=recorder.hooks()
+    ) as client:
+        task = asyncio.ensure_future(client.confirm(order_id="1001"))
+        await started.wait()
+        task.cancel()
+        with pytest.raises((asyncio.CancelledError, OutcomeUnknownError)):
+            await task
+    assert len(recorder.requests) == 1
+    (response,) = recorder.responses
+    assert (response.status, response.error, response.interrupted) == (None, None, "CancelledError")
+
+
+async def test_tracing_none_and_false_make_no_spans(
+    mocked: AioResponses, clock: FakeClock, span_exporter: InMemorySpanExporter
+) -> None:
+    """``tracing=None`` is off, like ``hooks=None`` and ``idempotency=None``."""
+    for tracing in (None, False):
+        mocked.post(url("confirm"), payload=status_envelope(REF))
+        async with LoyaltyClient(
+            SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, tracing=tracing
+        ) as client:
+            await client.confirm(order_id="1001")
+    assert span_exporter.get_finished_spans() == ()
+
+
+def test_tracing_without_opentelemetry_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the otel extra, tracing=True says what to install."""
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    monkeypatch.delitem(sys.modules, "rees46_loyalty.middleware.tracing", raising=False)
+    monkeypatch.delattr("rees46_loyalty.middleware.tracing", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'rees46-loyalty\[otel\]'"):
+        LoyaltyClient(SHOP_ID, SHOP_SECRET, tracing=True)
+
+
+def test_the_sdk_logger_prints_nothing_until_logging_is_configured() -> None:
+    """A NullHandler keeps Python's last-resort handler from writing the SDK's WARNINGs."""
+    handlers = logging.getLogger("rees46_loyalty").handlers
+    assert any(isinstance(handler, logging.NullHandler) for handler in handlers)

@@ -195,8 +195,11 @@ def test_a_secret_too_short_to_redact_safely_is_refused(secret: object) -> None:
 
 
 async def test_the_shortest_accepted_secret_leaves_answers_intact(mocked: AioResponses) -> None:
-    """An 8-character secret is redacted from echoes but never from ordinary answer text."""
-    mocked.post(url("confirm"), payload=status_envelope({"order_id": "1"}))
+    """An 8-character secret is cut out of an echo of the request and nowhere else: the
+    envelope, the order id and the message that merely resemble it stay whole."""
+    answer = {"order_id": "abcdefg", "message": "echo abcdefgh, abcdefg"}
+    mocked.post(url("confirm"), payload=status_envelope(answer))
     async with LoyaltyClient("shop-42", "abcdefgh", base_url="https://api.test") as client:
         result = await client.confirm(order_id="1")
-    assert result.order_id == "1"
+    assert result.order_id == "abcdefg"
+    assert result.message == "echo ***, abcdefg"

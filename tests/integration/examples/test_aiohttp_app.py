@@ -26,8 +26,9 @@ async def api(shop: FakeRees46) -> AsyncIterator[ShopApi]:
         ({"lines": [{"product_id": "A", "price": "1000"}]}, 422),
         ({"lines": [{"product_id": "A", "price": "ten", "quantity": 1}]}, 422),
         ({"lines": "A"}, 422),
+        ({"lines": [{"product_id": "A", "price": [1], "quantity": 1}]}, 422),
     ],
-    ids=["not-an-object", "no-quantity", "price-not-a-number", "lines-not-a-list"],
+    ids=["not-an-object", "no-quantity", "price-not-a-number", "lines-not-a-list", "price-a-list"],
 )
 async def test_a_malformed_cart_is_refused_before_the_sdk(
     api: ShopApi, shop: FakeRees46, body: Any, status: int

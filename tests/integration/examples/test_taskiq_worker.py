@@ -49,8 +49,9 @@ def kick(task_id: str) -> Any:
 async def test_one_task_id_kicked_twice_at_once_refunds_once(
     broker: InMemoryBroker, shop: FakeRees46, order: str, redelivery_gate: RedeliveryGate
 ) -> None:
-    """The second delivery arrives while the first is in flight: it waits for the first and
-    returns the same amount; the ledger has one change."""
+    """The second delivery arrives while the first is in flight and waits for it; the result
+    (one task id, one result slot: the last delivery's) is the ledger's amount, and the ledger
+    has one change. The arq tests read both deliveries' amounts."""
     kicker: Any = taskiq_worker.refund.kicker().with_task_id(f"refund:{uuid.uuid4().hex}")
     first = await kicker.kiq(order, KEPT)
     await redelivery_gate.first_call_held()  # the change is applied, its record not yet written
