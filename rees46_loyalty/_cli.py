@@ -229,17 +229,6 @@ def _checked_change(args: argparse.Namespace, order_id: str) -> tuple[Send, list
         cart_items=args.items,
         order_id_required=True,
         order_id_value=order_id,
-        identifier_value=None,
-        payment_type=None,
-        promo_codes=None,
-        certificates=None,
-        charge_bonuses=None,
-        bonuses_amount=None,
-        use_personal_certificates=None,
-        location_id=None,
-        stream=None,
-        current_time=None,
-        subscription=None,
     )
 
     async def change(client: LoyaltyClient) -> Result:

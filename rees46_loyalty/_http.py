@@ -8,7 +8,7 @@ from typing import Any
 from attrs import field, frozen
 
 from ._operations import Operation
-from ._redact import identifier_repr
+from ._redact import identifier_repr, mask_identifier
 
 __all__ = ["ApiRequest", "ApiResponse", "Handler", "Middleware", "SendTrace"]
 
@@ -82,6 +82,21 @@ class ApiRequest:
     def idempotency(self) -> str | None:
         """What the idempotency layer did with this call so far (see :class:`SendTrace`)."""
         return self.trace.idempotency if self.trace is not None else None
+
+    def shown_fields(self, attempt: int | None = None) -> dict[str, Any]:
+        """The fields of this request that log and hook records show.
+
+        Never the secret; the member's phone masked. ``attempt`` is included when given.
+        """
+        fields: dict[str, Any] = {
+            "operation": self.operation.name,
+            "order_id": self.order_id,
+            "identifier": mask_identifier(self.identifier),
+            "idempotency": self.idempotency,
+        }
+        if attempt is not None:
+            fields["attempt"] = attempt
+        return fields
 
     @property
     def method(self) -> str:

@@ -201,19 +201,22 @@ def checkout_request(
     cart_items: object,
     order_id_required: bool,
     order_id_value: object,
-    identifier_value: object,
-    payment_type: object,
-    promo_codes: object,
-    certificates: object,
-    charge_bonuses: object,
-    bonuses_amount: object,
-    use_personal_certificates: object,
-    location_id: object,
-    stream: object,
-    current_time: object,
-    subscription: object,
+    identifier_value: object = None,
+    payment_type: object = None,
+    promo_codes: object = None,
+    certificates: object = None,
+    charge_bonuses: object = None,
+    bonuses_amount: object = None,
+    use_personal_certificates: object = None,
+    location_id: object = None,
+    stream: object = None,
+    current_time: object = None,
+    subscription: object = None,
 ) -> CheckoutRequest:
-    """Check every field of an estimate / apply / change and build its request model."""
+    """Check every field of an estimate / apply / change and build its request model.
+
+    The optional fields default to ``None`` (not sent).
+    """
     member = None if identifier_value is None else identifier(identifier_value, operation)
     charge = _flag(charge_bonuses, "charge_bonuses", operation)
     if charge and member is None:

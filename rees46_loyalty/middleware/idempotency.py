@@ -27,7 +27,6 @@ from .. import errors
 from .._clock import Clock
 from .._http import ApiRequest, ApiResponse, Handler, SendTrace
 from .._operations import RetrySafety
-from .._redact import mask_identifier
 from .._serialization import dumps
 from ..errors import (
     APIError,
@@ -296,12 +295,7 @@ class IdempotencyMiddleware:
 
 
 def _extra(request: ApiRequest, outcome: str) -> dict[str, Any]:
-    return {
-        "operation": request.operation.name,
-        "order_id": request.order_id,
-        "identifier": mask_identifier(request.identifier),
-        "idempotency": outcome,
-    }
+    return {**request.shown_fields(), "idempotency": outcome}
 
 
 def _describe_error(error: APIError) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import logging
 from .._clock import Clock
 from .._hooks import HookCaller, RequestRecord, ResponseRecord, elapsed_ms
 from .._http import ApiRequest, ApiResponse, Handler
-from .._redact import mask_identifier
 from ..errors import LoyaltyError
 
 __all__ = ["LoggingMiddleware"]
@@ -41,15 +40,7 @@ class LoggingMiddleware:
         if not logs and self._on_request is None and self._on_response is None:
             return await call_next(request)
         if self._on_request is not None:
-            self._on_request(
-                RequestRecord(
-                    operation=request.operation.name,
-                    order_id=request.order_id,
-                    identifier=mask_identifier(request.identifier),
-                    attempt=request.attempt,
-                    idempotency=request.idempotency,
-                )
-            )
+            self._on_request(RequestRecord(**request.shown_fields(request.attempt)))
         started = self._clock.monotonic()
         try:
             response = await call_next(request)
@@ -78,11 +69,7 @@ class LoggingMiddleware:
         if self._on_response is not None:
             self._on_response(
                 ResponseRecord(
-                    operation=request.operation.name,
-                    order_id=request.order_id,
-                    identifier=mask_identifier(request.identifier),
-                    attempt=request.attempt,
-                    idempotency=request.idempotency,
+                    **request.shown_fields(request.attempt),
                     status=status,
                     elapsed=elapsed,
                     error=error,
@@ -99,11 +86,7 @@ def _log(
     interrupted: BaseException | None,
 ) -> None:
     extra: dict[str, object] = {
-        "operation": request.operation.name,
-        "order_id": request.order_id,
-        "identifier": mask_identifier(request.identifier),
-        "attempt": request.attempt,
-        "idempotency": request.idempotency,
+        **request.shown_fields(request.attempt),
         "status": status,
         "elapsed_ms": elapsed_ms(elapsed),
     }

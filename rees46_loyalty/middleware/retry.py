@@ -27,7 +27,6 @@ from .._hooks import HookCaller, RetryRecord, elapsed_ms
 from .._http import ApiRequest, ApiResponse, Handler
 from .._operations import RetrySafety
 from .._policy import RetryPolicy
-from .._redact import mask_identifier
 from ..errors import (
     APIError,
     LoyaltyError,
@@ -258,11 +257,7 @@ class RetryMiddleware:
         if self._on_retry is not None:
             self._on_retry(
                 RetryRecord(
-                    operation=request.operation.name,
-                    order_id=request.order_id,
-                    identifier=mask_identifier(request.identifier),
-                    attempt=state.attempt_number,
-                    idempotency=request.idempotency,
+                    **request.shown_fields(state.attempt_number),
                     wait=delay,
                     elapsed=elapsed,
                     error=error,
@@ -280,11 +275,7 @@ def _error_of(state: RetryCallState) -> BaseException | None:
 
 def _extra(request: ApiRequest, attempt: int, error: LoyaltyError) -> dict[str, Any]:
     return {
-        "operation": request.operation.name,
-        "order_id": request.order_id,
-        "identifier": mask_identifier(request.identifier),
-        "attempt": attempt,
-        "idempotency": request.idempotency,
+        **request.shown_fields(attempt),
         "status": error.status,
         "error": type(error).__name__,
     }

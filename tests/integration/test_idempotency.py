@@ -316,17 +316,6 @@ async def _take_lease_like_a_dead_worker(
             cart_items=cart,
             order_id_required=True,
             order_id_value=order_id,
-            identifier_value=None,
-            payment_type=None,
-            promo_codes=None,
-            certificates=None,
-            charge_bonuses=None,
-            bonuses_amount=None,
-            use_personal_certificates=None,
-            location_id=None,
-            stream=None,
-            current_time=None,
-            subscription=None,
         )
         request = ApiRequest(operation=CHANGE, data=unstructure(body))
     intent = Intent(

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from rees46_loyalty import LoyaltyClient, RetryPolicy
+from rees46_loyalty import CartItem, LoyaltyClient, RetryPolicy
 from rees46_loyalty.idempotency import RedisIdempotencyStore
 from rees46_loyalty.testing import FakeRees46
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
@@ -37,6 +39,17 @@ async def shop() -> AsyncIterator[FakeRees46]:
         fake.add_product("B", "Cup")
         fake.add_promo_code("SALE10", 10)
         yield fake
+
+
+@pytest.fixture
+async def order(shop: FakeRees46) -> str:
+    """A confirmed order of 4 x 1000."""
+    order_id = f"O-{uuid.uuid4().hex[:8]}"
+    async with shop.client(idempotency=None) as client:
+        cart = [CartItem(product_id="A", price=Decimal(1000), quantity=4)]
+        await client.apply(order_id=order_id, cart_items=cart)
+        await client.confirm(order_id=order_id)
+    return order_id
 
 
 @dataclass(frozen=True)

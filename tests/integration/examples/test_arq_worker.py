@@ -17,7 +17,7 @@ from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix, result_key_prefix
 from arq.worker import Worker, create_worker
 
-from rees46_loyalty import CartItem, OutcomeUnknownError
+from rees46_loyalty import OutcomeUnknownError
 from rees46_loyalty.testing import FakeRees46, Fault
 from tests.integration.examples.conftest import RedeliveryGate
 
@@ -37,17 +37,6 @@ async def pool(redis_url: str, queue: str) -> AsyncIterator[ArqRedis]:
     redis = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=queue)
     yield redis
     await redis.aclose()
-
-
-@pytest.fixture
-async def order(shop: FakeRees46) -> str:
-    """A confirmed order of 4 x 1000."""
-    order_id = f"O-{uuid.uuid4().hex[:8]}"
-    async with shop.client(idempotency=None) as client:
-        cart = [CartItem(product_id="A", price=Decimal(1000), quantity=4)]
-        await client.apply(order_id=order_id, cart_items=cart)
-        await client.confirm(order_id=order_id)
-    return order_id
 
 
 def burst_worker(redis_url: str, queue: str) -> Worker:

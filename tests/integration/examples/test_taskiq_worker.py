@@ -13,7 +13,7 @@ import pytest
 import taskiq_worker
 from taskiq import InMemoryBroker
 
-from rees46_loyalty import CartItem, OutcomeUnknownError
+from rees46_loyalty import OutcomeUnknownError
 from rees46_loyalty.testing import FakeRees46, Fault
 from tests.integration.examples.conftest import RedeliveryGate
 
@@ -28,17 +28,6 @@ async def broker(worker_env: dict[str, str]) -> AsyncIterator[InMemoryBroker]:
     await taskiq_worker.broker.startup()
     yield taskiq_worker.broker
     await taskiq_worker.broker.shutdown()
-
-
-@pytest.fixture
-async def order(shop: FakeRees46) -> str:
-    """A confirmed order of 4 x 1000."""
-    order_id = f"O-{uuid.uuid4().hex[:8]}"
-    async with shop.client(idempotency=None) as client:
-        cart = [CartItem(product_id="A", price=Decimal(1000), quantity=4)]
-        await client.apply(order_id=order_id, cart_items=cart)
-        await client.confirm(order_id=order_id)
-    return order_id
 
 
 def kick(task_id: str) -> Any:
