@@ -454,6 +454,7 @@ async def test_configuration_errors_exit_3_before_asking(
     assert run.code == ExitCode.CONFIGURATION
     assert run.err.startswith("error: configuration: ")
     assert shown in run.err
+    assert "allow_insecure_http" not in run.err  # a constructor argument, not a CLI option
     assert run.err.count("\n") == 1
     assert "send it?" not in run.err
     assert len(fake.ledger.requests) == before
