@@ -31,7 +31,8 @@ from ._policy import RetryPolicy
 from ._serialization import dumps, unstructure
 from ._session import SessionHolder
 from ._transport import AiohttpTransport
-from .idempotency import IdempotencyStore, MemoryIdempotencyStore
+from .errors import IdempotencyError
+from .idempotency import IdempotencyStore, MemoryIdempotencyStore, Outcome
 from .middleware import (
     AuthMiddleware,
     LoggingMiddleware,
@@ -168,7 +169,7 @@ class LoyaltyClient:
                 errors_middleware,
                 AuthMiddleware(shop_id, shop_secret),
             ],
-            AiohttpTransport(self._sessions.get, self._base_url, clock, float(connect_timeout)),
+            AiohttpTransport(self._sessions, self._base_url, clock, float(connect_timeout)),
         )
 
     @classmethod
@@ -216,22 +217,31 @@ class LoyaltyClient:
         return self._idempotency
 
     async def clear_idempotency(
-        self, *, order_id: str | None = None, idempotency_key: str | None = None
-    ) -> None:
-        """Forget the idempotency record of an order (or of an explicit key).
+        self, *, order_id: str, idempotency_key: str | None = None
+    ) -> list[Outcome]:
+        """Forget an order's unknown outcomes and terminal failures, and return what was forgotten.
 
         Call it after reconciling an :class:`~rees46_loyalty.errors.OutcomeUnknownError` with
-        :meth:`details`, to allow the same request to be sent again. Only an unknown outcome or
-        a terminal failure is forgotten: a success or a call in flight stays, so that two
-        workers reconciling the same job cannot let it go twice.
+        :meth:`details`, to let calls on the order be sent again; with ``idempotency_key``, only
+        that key's record goes. Successes and a call in flight stay, so that two workers
+        reconciling the same job cannot let it go twice.
         """
+        order_id = check.order_id(order_id, "clear_idempotency")
+        if idempotency_key is not None:
+            check.idempotency_key(idempotency_key, "clear_idempotency")
         if self._idempotency is None:
-            return
-        if idempotency_key is None:
-            order_id = check.order_id(order_id, "clear_idempotency")
-        await self._idempotency.forget(
-            record_key(self._shop_id, order_id=order_id, idempotency_key=idempotency_key)
-        )
+            return []
+        try:
+            return await self._idempotency.forget(
+                record_key(self._shop_id, order_id), idempotency_key
+            )
+        except Exception as exc:
+            raise IdempotencyError(
+                f"the idempotency store could not clear order {order_id!r}: {type(exc).__name__}",
+                operation="clear_idempotency",
+                order_id=order_id,
+                retryable=True,
+            ) from exc
 
     @property
     def retry_policy(self) -> RetryPolicy:
