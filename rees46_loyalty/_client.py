@@ -58,6 +58,9 @@ __all__ = ["DEFAULT_BASE_URL", "LoyaltyClient"]
 DEFAULT_BASE_URL = "https://api.rees46.ru"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
+#: The largest answer read, in bytes after decompression: 32 MiB, about 17 times the answer of
+#: a ``change`` of a 2,000-line cart (1.9 MB).
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
 #: Shorter secrets are refused: redacting them would mangle ordinary text.
@@ -98,6 +101,14 @@ class LoyaltyClient:
             ``True`` for the global tracer provider, or a ``TracerProvider`` of your own;
             ``False`` or ``None`` for none.
         clock: Time for the retry waits and deadlines; tests pass a fake one.
+        max_response_bytes: The largest answer read, in bytes after decompression (default
+            32 MiB). A larger one is refused as
+            :class:`~rees46_loyalty.errors.MalformedResponseError` (for ``change``,
+            :class:`~rees46_loyalty.errors.OutcomeUnknownError`) without reading it whole.
+
+    Raises:
+        TypeError: An argument of the wrong type, named in the message.
+        ValueError: An argument of the right type with a wrong value, named in the message.
     """
 
     def __init__(
@@ -117,7 +128,22 @@ class LoyaltyClient:
         hooks: Hooks | None = None,
         tracing: bool | TracerProvider | None = False,
         clock: Clock | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
+        check.client_options(
+            base_url=base_url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retry=retry,
+            session=session,
+            middlewares=middlewares,
+            allow_insecure_http=allow_insecure_http,
+            idempotency=idempotency,
+            idempotency_wait=idempotency_wait,
+            hooks=hooks,
+            clock=clock,
+            max_response_bytes=max_response_bytes,
+        )
         if not isinstance(shop_id, str) or not shop_id:
             raise ValueError("shop_id must be a non-empty string")
         if not isinstance(shop_secret, str) or len(shop_secret) < MIN_SECRET_LENGTH:
@@ -127,9 +153,6 @@ class LoyaltyClient:
                 f"shop_secret must be a string of at least {MIN_SECRET_LENGTH} characters; "
                 "check that it holds the shop's secret key"
             )
-        for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
-            if not value > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         self._shop_id = shop_id
         self._base_url = _checked_base_url(base_url, allow_insecure_http)
         self._timeout = float(timeout)
@@ -168,7 +191,13 @@ class LoyaltyClient:
                 errors_middleware,
                 AuthMiddleware(shop_id, shop_secret),
             ],
-            AiohttpTransport(self._sessions.get, self._base_url, clock, float(connect_timeout)),
+            AiohttpTransport(
+                self._sessions.get,
+                self._base_url,
+                clock,
+                float(connect_timeout),
+                max_body=max_response_bytes,
+            ),
         )
 
     @classmethod
