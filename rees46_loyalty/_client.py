@@ -28,6 +28,7 @@ from ._operations import (
     ResultT,
 )
 from ._policy import RetryPolicy
+from ._scrub import scrubbed
 from ._serialization import dumps, unstructure
 from ._session import SessionHolder
 from ._transport import AiohttpTransport
@@ -244,6 +245,7 @@ class LoyaltyClient:
         """The idempotency store in use, or ``None`` when the layer is off."""
         return self._idempotency
 
+    @scrubbed
     async def clear_idempotency(
         self, *, order_id: str | None = None, idempotency_key: str | None = None
     ) -> None:
@@ -267,6 +269,7 @@ class LoyaltyClient:
         """The retry policy in force."""
         return self._retry
 
+    @scrubbed
     async def estimate(
         self,
         *,
@@ -308,6 +311,7 @@ class LoyaltyClient:
         )
         return await self._send(ESTIMATE, request, request.order_id, request.identifier)
 
+    @scrubbed
     async def apply(
         self,
         *,
@@ -352,11 +356,13 @@ class LoyaltyClient:
             APPLY, request, request.order_id, request.identifier, idempotency_key
         )
 
+    @scrubbed
     async def confirm(self, *, order_id: str, idempotency_key: str | None = None) -> OrderRef:
         """Confirm a paid order: rewards are granted. Confirming twice grants them once."""
         request = OrderRequest(order_id=check.order_id(order_id, CONFIRM.name))
         return await self._send(CONFIRM, request, request.order_id, None, idempotency_key)
 
+    @scrubbed
     async def cancel(self, *, order_id: str, idempotency_key: str | None = None) -> OrderRef:
         """Cancel an applied or confirmed order: spent bonuses and codes come back, rewards go.
 
@@ -366,6 +372,7 @@ class LoyaltyClient:
         request = OrderRequest(order_id=check.order_id(order_id, CANCEL.name))
         return await self._send(CANCEL, request, request.order_id, None, idempotency_key)
 
+    @scrubbed
     async def change(
         self,
         *,
@@ -413,11 +420,13 @@ class LoyaltyClient:
             CHANGE, request, request.order_id, request.identifier, idempotency_key
         )
 
+    @scrubbed
     async def details(self, *, order_id: str) -> OrderCalculation:
         """The order as the server has it now; the way to reconcile an unknown outcome."""
         request = OrderRequest(order_id=check.order_id(order_id, DETAILS.name))
         return await self._send(DETAILS, request, request.order_id)
 
+    @scrubbed
     async def history(self, *, identifier: str) -> OrderHistory:
         """The orders of the member ``identifier`` (a phone number, ``7XXXXXXXXXX``)."""
         member = check.identifier(identifier, HISTORY.name)

@@ -52,7 +52,8 @@ def json_escaped(text: str) -> str:
 async def test_a_json_escaped_echo_of_the_secret_never_shows(mocked: AioResponses) -> None:
     """The secret echoed with \\u escapes stays out of the error, its payload and the hooks."""
     seen: list[ResponseRecord] = []
-    body = '{"status": "error", "payload": {"message": "wrong key %s"}}' % json_escaped(SHOP_SECRET)
+    message = f"wrong key {json_escaped(SHOP_SECRET)}"
+    body = '{"status": "error", "payload": {"message": "' + message + '"}}'
     mocked.post(url("confirm"), status=400, body=body, content_type="application/json")
     async with LoyaltyClient(
         SHOP_ID, SHOP_SECRET, base_url=BASE_URL, tracing=True, hooks=Hooks(on_response=seen.append)
@@ -68,7 +69,7 @@ async def test_an_escaped_secret_in_a_result_message_is_redacted(mocked: AioResp
     """A success whose message echoes the secret (partly escaped) gives a redacted message, and
     the idempotency record keeps no secret either."""
     escaped = SHOP_SECRET[:3] + json_escaped(SHOP_SECRET[3:9]) + SHOP_SECRET[9:]
-    body = '{"status": "success", "payload": {"order_id": "1", "message": "ok %s"}}' % escaped
+    body = '{"status": "success", "payload": {"order_id": "1", "message": "ok ' + escaped + '"}}'
     mocked.post(url("confirm"), body=body, content_type="application/json")
     async with LoyaltyClient(SHOP_ID, SHOP_SECRET, base_url=BASE_URL) as client:
         result = await client.confirm(order_id="1")
@@ -171,14 +172,26 @@ def test_deep_nesting_is_a_documented_error_in_both_paths(depth: int) -> None:
         ({"method": "cancel", "order_id": "1", "idempotency_key": "k\ud800"}, "idempotency_key"),
         ({"method": "estimate", "payment_type": "card\ud800"}, "payment_type"),
         ({"method": "estimate", "promo_codes": ["OK", "X\udfff"]}, "promo_codes[1]"),
-        ({"method": "estimate", "cart": [CartItem(product_id="A\ud800", price=Decimal(1), quantity=1)]}, "product_id"),
-        ({"method": "history", "identifier": "7٩٩٩٠٠٠١١٢٢"}, "identifier"),
-        ({"method": "estimate", "identifier": "7９９９０００１１２２"}, "identifier"),
+        (
+            {
+                "method": "estimate",
+                "cart": [CartItem(product_id="A\ud800", price=Decimal(1), quantity=1)],
+            },
+            "product_id",
+        ),
+        ({"method": "history", "identifier": "7" + "\u0669" * 10}, "identifier"),
+        ({"method": "estimate", "identifier": "7" + "\uff19" * 10}, "identifier"),
         ({"method": "estimate", "payment_type": "x" * 1_000_000}, "payment_type"),
         ({"method": "estimate", "stream": "x" * 256}, "stream"),
         ({"method": "estimate", "certificates": ["c" * 256]}, "certificates[0]"),
         ({"method": "confirm", "order_id": "1" * 256}, "order_id"),
-        ({"method": "estimate", "cart": [CartItem(product_id="p" * 256, price=Decimal(1), quantity=1)]}, "product_id"),
+        (
+            {
+                "method": "estimate",
+                "cart": [CartItem(product_id="p" * 256, price=Decimal(1), quantity=1)],
+            },
+            "product_id",
+        ),
     ],
 )
 async def test_unsendable_arguments_are_refused_before_sending(
@@ -198,7 +211,9 @@ async def test_unsendable_arguments_are_refused_before_sending(
     assert not mocked.requests
 
 
-async def test_the_longest_text_accepted_is_sent(client: LoyaltyClient, mocked: AioResponses) -> None:
+async def test_the_longest_text_accepted_is_sent(
+    client: LoyaltyClient, mocked: AioResponses
+) -> None:
     """255 characters is still a valid payment_type."""
     mocked.post(url("estimate"), payload=status_envelope(CALCULATION))
     await client.estimate(cart_items=[LINE], payment_type="x" * 255)
