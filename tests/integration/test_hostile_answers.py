@@ -245,7 +245,7 @@ def _almost_right(draw: st.DrawFn, operation: str) -> bytes:
     return ('{"status":"success","payload":' + _number_text({**base, **changes}) + "}").encode()
 
 
-_nested = st.integers(1, 3000).map(
+_nested = st.sampled_from([10, 500, 999, 1000, 3000, 100_000]).map(
     lambda depth: (
         b'{"status":"success","payload":{"order_total":1,"order_to_pay":1,"rewarded_stickers":'
         + b'{"a":' * depth
@@ -267,7 +267,7 @@ _headers = st.fixed_dictionaries(
         "Content-Type": st.sampled_from(
             ["application/json", "application/json; charset=utf-16", "text/html", "x/y; a=b"]
         ),
-        "Content-Encoding": st.sampled_from(["gzip", "deflate", "br", "identity", "x-nope"]),
+        "Content-Encoding": st.sampled_from(["gzip", "gzip", "identity", "deflate", "br", "x"]),
         "Retry-After": st.sampled_from(["1", "-5", "1e999", "soon", "Wed, 21 Oct 2015 07:28:00"]),
         "X-Echo": st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
     },
@@ -275,10 +275,10 @@ _headers = st.fixed_dictionaries(
 _answers = st.sampled_from(sorted(CALLS)).flatmap(
     lambda operation: st.tuples(
         st.just(operation),
-        st.sampled_from([200, 200, 200, 201, 204, 302, 400, 404, 429, 500, 502]),
+        st.sampled_from([*[200] * 8, 201, 204, 302, 400, 404, 429, 500, 502]),
         _headers,
         _almost_right(operation) | _bodies,
-        st.booleans(),  # whether a gzip Content-Encoding actually compresses the body
+        st.sampled_from([True, True, False]),  # whether a gzip Content-Encoding compresses it
     )
 )
 
