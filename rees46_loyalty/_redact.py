@@ -96,7 +96,7 @@ def redact_escaped(body: bytes, secrets: tuple[str, ...]) -> bytes:
     it holds a secret. Numbers and every other byte stay as they came, so the answer decodes
     to the same values.
     """
-    if b"\\" not in body:  # no escapes at all: the common case, checked at memchr speed
+    if b"\\" not in body or not _may_hide(body, secrets):
         return body
 
     def redact_token(match: re.Match[bytes]) -> bytes:
@@ -113,6 +113,26 @@ def redact_escaped(body: bytes, secrets: tuple[str, ...]) -> bytes:
         return json.dumps(text).encode()  # ASCII: lone surrogates stay escapes
 
     return _ESCAPED_STRING_RE.sub(redact_token, body)
+
+
+# A JSON escape of a printable ASCII character (``\\u0041``), the only ones that can spell part
+# of a printable ASCII secret; escapes of other characters (Cyrillic, say) are left alone.
+_ASCII_ESCAPE_RE = re.compile(rb"\\u00([2-7][0-9a-fA-F])")
+
+
+def _may_hide(body: bytes, secrets: tuple[str, ...]) -> bool:
+    """Whether an escaped string of *body* may hold one of the *secrets*.
+
+    ``False`` only when none can, which spares the decoding of each escaped string.
+    For a printable ASCII secret without a backslash the check is exact: each escape that can
+    stand for one of its characters is replaced by that character, every other escape stays
+    at least one character that is not in the secret.
+    """
+    if not all(s.isascii() and s.isprintable() and "\\" not in s for s in secrets if s):
+        return True
+    text = body.replace(b"\\\\", b"\x00").replace(b"\\/", b"/").replace(b'\\"', b'"')
+    text = _ASCII_ESCAPE_RE.sub(lambda match: bytes([int(match.group(1), 16)]), text)
+    return any(secret.encode() in text for secret in secrets if secret)
 
 
 def redact_headers(headers: Mapping[str, str], secrets: tuple[str, ...]) -> Mapping[str, str]:

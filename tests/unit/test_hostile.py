@@ -7,6 +7,7 @@ and the frame locals of tracebacks in test_frame_locals.py.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import math
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 from aioresponses import aioresponses as AioResponses  # noqa: N812
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rees46_loyalty import (
     ApiRequest,
@@ -31,6 +34,7 @@ from rees46_loyalty._cli import Output
 from rees46_loyalty._hooks import ResponseRecord
 from rees46_loyalty._operations import OPERATIONS
 from rees46_loyalty._serialization import set_fast_decode
+from rees46_loyalty.middleware import AuthMiddleware
 from rees46_loyalty.middleware.errors import decode_response
 from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.models import FailedCode, OrderRef
@@ -94,6 +98,42 @@ async def test_a_secret_in_a_quoted_header_never_shows(
         await once_client.confirm(order_id="1")
     assert "a text/*** body" in str(caught.value)
     assert SHOP_SECRET not in f"{caught.value} {caught.value!r}"
+
+
+_secrets = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=8, max_size=12)
+
+
+@st.composite
+def _escaped(draw: st.DrawFn, secret: str) -> str:
+    """*secret* as a JSON encoder (or a hostile server) may write it inside a string."""
+    forms = []
+    for char in secret:
+        escapes = [f"\\u{ord(char):04x}", f"\\u{ord(char):04X}"]
+        if char in '"\\':
+            escapes.append("\\" + char)
+        else:
+            escapes.append(char)
+        if char == "/":
+            escapes.append("\\/")
+        forms.append(draw(st.sampled_from(escapes)))
+    return "".join(forms)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), secret=_secrets)
+def test_any_escaped_form_of_the_secret_is_redacted(data: st.DataObject, secret: str) -> None:
+    """Whatever characters of the secret are escaped, and whatever escapes surround it (an
+    escaped backslash, Cyrillic), the answer the auth middleware passes on no longer holds it."""
+    around = data.draw(st.sampled_from(["", "\\\\", "\\u043f", "\\n", "x"]))
+    token = '"' + around + data.draw(_escaped(secret)) + around + '"'
+    body = ('{"payload": {"message": ' + token + "}}").encode()
+
+    async def answer(_: ApiRequest) -> ApiResponse:
+        return ApiResponse(status=200, headers={}, body=body)
+
+    request = ApiRequest(operation=OPERATIONS["confirm"], data={})
+    response = asyncio.run(AuthMiddleware(SHOP_ID, secret)(request, answer))
+    assert secret not in json.loads(response.body)["payload"]["message"]
 
 
 # -- 4. amounts of any magnitude, 5. nesting --------------------------------------------------
