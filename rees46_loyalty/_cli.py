@@ -21,6 +21,7 @@ from ._cli_args import ExitCode
 from ._cli_render import (
     cart_lines,
     dump_json,
+    escape_controls,
     history_lines,
     order_lines,
     ref_lines,
@@ -64,7 +65,7 @@ class Output:
     def _scrub(self, text: str) -> str:
         for form in self._secrets:
             text = text.replace(form, REDACTED)
-        return text
+        return escape_controls(text)
 
     def out(self, text: str) -> None:
         """Write *text* to stdout."""

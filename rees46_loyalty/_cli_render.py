@@ -8,6 +8,7 @@ reader turns it into a float. Member phone numbers are masked as the SDK masks t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -20,6 +21,7 @@ from .models import CartItem, OrderCalculation, OrderChange, OrderHistory, Order
 __all__ = [
     "cart_lines",
     "dump_json",
+    "escape_controls",
     "history_lines",
     "money",
     "number",
@@ -51,6 +53,21 @@ _ITEM_COLUMNS = ("product_id", "quantity", "price", "total", "total_after_discou
 
 
 _KOPECKS = Decimal("0.01")
+# What a terminal acts on instead of showing: C0 controls but the line feed, DEL, C1 controls
+# (0x9B is a CSI on many terminals) and the bidirectional overrides that reorder what is shown.
+_CONTROLS_RE = re.compile(
+    r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def escape_controls(text: str) -> str:
+    r"""*text* with every control character written as a ``\uXXXX`` escape, line feeds kept.
+
+    Server text (a product id, a message) reaches the operator's terminal: an escape sequence
+    in it could retitle the window, clear the screen or hide what follows. The escape is the
+    JSON one, so a JSON document stays valid JSON (its strings can hold no raw controls).
+    """
+    return _CONTROLS_RE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def number(value: Decimal) -> str:

@@ -28,6 +28,7 @@ from ._operations import (
     ResultT,
 )
 from ._policy import RetryPolicy
+from ._scrub import scrubbed
 from ._serialization import dumps, unstructure
 from ._session import SessionHolder
 from ._transport import AiohttpTransport
@@ -59,6 +60,9 @@ __all__ = ["DEFAULT_BASE_URL", "LoyaltyClient"]
 DEFAULT_BASE_URL = "https://api.rees46.ru"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
+#: The largest answer read, in bytes after decompression: 32 MiB, about 17 times the answer of
+#: a ``change`` of a 2,000-line cart (1.9 MB).
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
 #: Shorter secrets are refused: redacting them would mangle ordinary text.
@@ -99,6 +103,14 @@ class LoyaltyClient:
             ``True`` for the global tracer provider, or a ``TracerProvider`` of your own;
             ``False`` or ``None`` for none.
         clock: Time for the retry waits and deadlines; tests pass a fake one.
+        max_response_bytes: The largest answer read, in bytes after decompression (default
+            32 MiB). A larger one is refused as
+            :class:`~rees46_loyalty.errors.MalformedResponseError` (for ``change``,
+            :class:`~rees46_loyalty.errors.OutcomeUnknownError`) without reading it whole.
+
+    Raises:
+        TypeError: An argument of the wrong type, named in the message.
+        ValueError: An argument of the right type with a wrong value, named in the message.
     """
 
     def __init__(
@@ -118,7 +130,22 @@ class LoyaltyClient:
         hooks: Hooks | None = None,
         tracing: bool | TracerProvider | None = False,
         clock: Clock | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
+        check.client_options(
+            base_url=base_url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retry=retry,
+            session=session,
+            middlewares=middlewares,
+            allow_insecure_http=allow_insecure_http,
+            idempotency=idempotency,
+            idempotency_wait=idempotency_wait,
+            hooks=hooks,
+            clock=clock,
+            max_response_bytes=max_response_bytes,
+        )
         if not isinstance(shop_id, str) or not shop_id:
             raise ValueError("shop_id must be a non-empty string")
         if not isinstance(shop_secret, str) or len(shop_secret) < MIN_SECRET_LENGTH:
@@ -128,9 +155,6 @@ class LoyaltyClient:
                 f"shop_secret must be a string of at least {MIN_SECRET_LENGTH} characters; "
                 "check that it holds the shop's secret key"
             )
-        for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
-            if not value > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         self._shop_id = shop_id
         self._base_url = _checked_base_url(base_url, allow_insecure_http)
         self._timeout = float(timeout)
@@ -169,7 +193,13 @@ class LoyaltyClient:
                 errors_middleware,
                 AuthMiddleware(shop_id, shop_secret),
             ],
-            AiohttpTransport(self._sessions, self._base_url, clock, float(connect_timeout)),
+            AiohttpTransport(
+                self._sessions,
+                self._base_url,
+                clock,
+                float(connect_timeout),
+                max_body=max_response_bytes,
+            ),
         )
 
     @classmethod
@@ -216,6 +246,7 @@ class LoyaltyClient:
         """The idempotency store in use, or ``None`` when the layer is off."""
         return self._idempotency
 
+    @scrubbed
     async def clear_idempotency(
         self, *, order_id: str, idempotency_key: str | None = None
     ) -> list[Outcome]:
@@ -248,6 +279,7 @@ class LoyaltyClient:
         """The retry policy in force."""
         return self._retry
 
+    @scrubbed
     async def estimate(
         self,
         *,
@@ -289,6 +321,7 @@ class LoyaltyClient:
         )
         return await self._send(ESTIMATE, request, request.order_id, request.identifier)
 
+    @scrubbed
     async def apply(
         self,
         *,
@@ -333,11 +366,13 @@ class LoyaltyClient:
             APPLY, request, request.order_id, request.identifier, idempotency_key
         )
 
+    @scrubbed
     async def confirm(self, *, order_id: str, idempotency_key: str | None = None) -> OrderRef:
         """Confirm a paid order: rewards are granted. Confirming twice grants them once."""
         request = OrderRequest(order_id=check.order_id(order_id, CONFIRM.name))
         return await self._send(CONFIRM, request, request.order_id, None, idempotency_key)
 
+    @scrubbed
     async def cancel(self, *, order_id: str, idempotency_key: str | None = None) -> OrderRef:
         """Cancel an applied or confirmed order: spent bonuses and codes come back, rewards go.
 
@@ -347,6 +382,7 @@ class LoyaltyClient:
         request = OrderRequest(order_id=check.order_id(order_id, CANCEL.name))
         return await self._send(CANCEL, request, request.order_id, None, idempotency_key)
 
+    @scrubbed
     async def change(
         self,
         *,
@@ -394,11 +430,13 @@ class LoyaltyClient:
             CHANGE, request, request.order_id, request.identifier, idempotency_key
         )
 
+    @scrubbed
     async def details(self, *, order_id: str) -> OrderCalculation:
         """The order as the server has it now; the way to reconcile an unknown outcome."""
         request = OrderRequest(order_id=check.order_id(order_id, DETAILS.name))
         return await self._send(DETAILS, request, request.order_id)
 
+    @scrubbed
     async def history(self, *, identifier: str) -> OrderHistory:
         """The orders of the member ``identifier`` (a phone number, ``7XXXXXXXXXX``)."""
         member = check.identifier(identifier, HISTORY.name)

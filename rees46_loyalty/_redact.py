@@ -8,15 +8,31 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from urllib.parse import quote, quote_plus
 
-__all__ = ["identifier_repr", "mask_identifier", "mask_phones", "redact", "secret_forms"]
+from multidict import CIMultiDict
+
+__all__ = [
+    "identifier_repr",
+    "mask_identifier",
+    "mask_phones",
+    "redact",
+    "redact_escaped",
+    "redact_headers",
+    "secret_forms",
+    "text_repr",
+]
 
 REDACTED = "***"
 
 # A member identifier is a phone number written as digits, country code first (7XXXXXXXXXX).
 # Masks any run of 10 to 15 digits so that numbers echoed inside server messages are hidden too.
 _PHONE_RE = re.compile(r"(?<!\d)(\d{4})\d{2,7}(\d{4})(?!\d)")
+# A JSON string token with at least one escape sequence (``\\u0073``, ``\\/``, ...). Scanned from
+# the start of a JSON text it only ever matches whole string tokens (keys included): outside a
+# string a quote is never followed by a backslash before the next quote.
+_ESCAPED_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)+"', re.DOTALL)
 # The query string of any URL: a GET request carries the secret and the member's phone there.
 _QUERY_RE = re.compile(r"(https?://[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
 
@@ -36,6 +52,11 @@ def mask_identifier(identifier: str | None) -> str | None:
 def identifier_repr(identifier: str | None) -> str:
     """The repr of a masked identifier, for attrs ``field(repr=...)``."""
     return repr(mask_identifier(identifier))
+
+
+def text_repr(text: str | None) -> str:
+    """The repr of the server's free text, phones masked, for attrs ``field(repr=...)``."""
+    return repr(None if text is None else mask_phones(text))
 
 
 def mask_phones(text: str) -> str:
@@ -64,3 +85,59 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
             for form in secret_forms(secret):
                 text = text.replace(form, REDACTED)
     return mask_phones(text)
+
+
+def redact_escaped(body: bytes, secrets: tuple[str, ...]) -> bytes:
+    r"""*body* (a JSON answer, or any bytes) with the *secrets* cut out of its escaped strings.
+
+    The raw forms of a secret are plain bytes, replaced by whoever holds them (the auth
+    middleware); a server can also write any character of a JSON string as an escape
+    (``\u0073``), so each string that holds an escape is decoded, and written back redacted if
+    it holds a secret. Numbers and every other byte stay as they came, so the answer decodes
+    to the same values.
+    """
+    if b"\\" not in body or not _may_hide(body, secrets):
+        return body
+
+    def redact_token(match: re.Match[bytes]) -> bytes:
+        token = match.group()
+        try:
+            text = json.loads(token)
+        except ValueError:  # not a valid string token: left as it is
+            return token
+        if not isinstance(text, str) or not any(s and s in text for s in secrets):
+            return token
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, REDACTED)
+        return json.dumps(text).encode()  # ASCII: lone surrogates stay escapes
+
+    return _ESCAPED_STRING_RE.sub(redact_token, body)
+
+
+# A JSON escape of a printable ASCII character (``\\u0041``), the only ones that can spell part
+# of a printable ASCII secret; escapes of other characters (Cyrillic, say) are left alone.
+_ASCII_ESCAPE_RE = re.compile(rb"\\u00([2-7][0-9a-fA-F])")
+
+
+def _may_hide(body: bytes, secrets: tuple[str, ...]) -> bool:
+    """Whether an escaped string of *body* may hold one of the *secrets*.
+
+    ``False`` only when none can, which spares the decoding of each escaped string.
+    For a printable ASCII secret without a backslash the check is exact: each escape that can
+    stand for one of its characters is replaced by that character, every other escape stays
+    at least one character that is not in the secret.
+    """
+    if not all(s.isascii() and s.isprintable() and "\\" not in s for s in secrets if s):
+        return True
+    text = body.replace(b"\\\\", b"\x00").replace(b"\\/", b"/").replace(b'\\"', b'"')
+    text = _ASCII_ESCAPE_RE.sub(lambda match: bytes([int(match.group(1), 16)]), text)
+    return any(secret.encode() in text for secret in secrets if secret)
+
+
+def redact_headers(headers: Mapping[str, str], secrets: tuple[str, ...]) -> Mapping[str, str]:
+    """*headers*, or a redacted copy of them if any value holds a form of the *secrets*."""
+    forms = [form for secret in secrets if secret for form in secret_forms(secret)]
+    if not any(form in value for value in headers.values() for form in forms):
+        return headers
+    return CIMultiDict((name, redact(value, secrets)) for name, value in headers.items())

@@ -4,6 +4,9 @@ Rules of the REES46 wire format kept here, not in the models:
 
 * money is exact: JSON numbers are parsed as :class:`~decimal.Decimal` from their text, and
   Decimals are written back as JSON numbers (never strings) without loss;
+* money is bounded: an amount of 10**15 or more (either sign), or with more than 40 decimal
+  places, is not money but a broken or hostile answer (``1e999999999`` would take gigabytes
+  to print), and the answer is refused;
 * identifiers may come as numbers and are kept as strings;
 * unknown fields are ignored (the API grows), optional ones get the model's default;
 * everything else is strict: a string where a list belongs is an error, not a list of letters.
@@ -28,6 +31,8 @@ from cattrs.v import transform_error
 from .models.cart import CartItem
 
 __all__ = [
+    "MAX_AMOUNT",
+    "MAX_PLACES",
     "PayloadShapeError",
     "dump_result",
     "dumps",
@@ -49,14 +54,38 @@ class PayloadShapeError(ValueError):
         super().__init__("; ".join(problems))
 
 
+#: Amounts read from an answer are below this in magnitude (the bound of amounts sent, too).
+MAX_AMOUNT = 10**15
+#: Amounts read from an answer have at most this many decimal places. Generous: a float's
+#: arithmetic noise from the server (``5.551115123125783e-17``) has 32.
+MAX_PLACES = 40
+
+
+def in_range(value: Decimal | int) -> bool:
+    """Whether *value* is within the bounds of an amount (see the module docstring)."""
+    if type(value) is int:
+        return -MAX_AMOUNT < value < MAX_AMOUNT
+    exponent = value.as_tuple().exponent  # type: ignore[union-attr]
+    return (
+        isinstance(exponent, int) and exponent >= -MAX_PLACES and -MAX_AMOUNT < value < MAX_AMOUNT
+    )
+
+
 def _reject_constant(name: str) -> Any:
     # json.loads accepts NaN and Infinity by default; no amount of money is either.
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+def _bounded_decimal(text: str) -> Decimal:
+    number = Decimal(text)
+    if not in_range(number):
+        raise ValueError("a number out of the range of amounts")  # never the text: a phone?
+    return number
+
+
 def loads(body: bytes | str) -> Any:
-    """Decode JSON text, reading every non-integer number as an exact Decimal."""
-    return json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+    """Decode JSON text, reading every non-integer number as an exact, bounded Decimal."""
+    return json.loads(body, parse_float=_bounded_decimal, parse_constant=_reject_constant)
 
 
 def _json_number(value: Decimal) -> int | float:
@@ -113,18 +142,20 @@ def _structure_id(value: object, _: type) -> int | str:
 
 def _structure_decimal(value: object, _: type) -> Decimal:
     if type(value) is int:
-        return Decimal(value)
-    if isinstance(value, Decimal) and value.is_finite():
-        return value
-    if type(value) is str:  # history's `total` is documented as a string
+        if in_range(value):
+            return Decimal(value)
+    elif isinstance(value, Decimal) and value.is_finite():
+        if in_range(value):
+            return value
+    elif type(value) is str:  # history's `total` is documented as a string
         try:
             number = Decimal(value)
         except ArithmeticError:
             pass
         else:
-            if number.is_finite():
+            if number.is_finite() and in_range(number):
                 return number
-    raise _expect("a number", value)
+    raise _expect(f"an amount under 10**15 with at most {MAX_PLACES} decimal places", value)
 
 
 def _is_homogeneous_tuple(type_: Any) -> bool:
@@ -242,6 +273,8 @@ def structure(payload: object, model: type[T]) -> T:
         return _converter.structure(payload, model)
     except BaseValidationError as exc:
         raise PayloadShapeError(transform_error(exc, path="$")) from exc
+    except RecursionError:
+        raise PayloadShapeError(["nested too deeply @ $"]) from None
 
 
 def dump_result(result: object) -> bytes:
@@ -315,12 +348,24 @@ def set_fast_decode(enabled: bool) -> bool:
     return previous
 
 
+# The body lowercased with every digit as 0, one pass for two quick looks. Numbers out of the
+# bounds of amounts: an exponent (a digit then e, in a number or a string) or 16 digits in a
+# row (10**15 and more, or more decimal places than the fast path checks). And NaN or Infinity
+# in a string. Such answers, rare and maybe hostile, are left to the reference path, which
+# checks each number exactly.
+_FOLD = bytes.maketrans(
+    b"123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"000000000abcdefghijklmnopqrstuvwxyz"
+)
+
+
 def _needs_reference_path(body: bytes, all_defaults: bool) -> bool:
     if b'"replayed"' in body or (all_defaults and b'"message"' in body):
         return True
-    # A cheap look first: the exact pattern only runs when the letters are there at all.
-    lowered = body.lower()
-    return (b"nan" in lowered or b"inf" in lowered) and _NOT_FINITE.search(body) is not None
+    folded = body.translate(_FOLD)
+    if b"0e" in folded or b"0000000000000000" in folded:
+        return True
+    # The exact pattern only runs when the letters are there at all.
+    return (b"nan" in folded or b"inf" in folded) and _NOT_FINITE.search(body) is not None
 
 
 def fast_decode(body: bytes, model: type[T]) -> T | None:
@@ -332,7 +377,7 @@ def fast_decode(body: bytes, model: type[T]) -> T | None:
         return None
     try:
         envelope = decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except Exception:  # noqa: BLE001 - any failure (RecursionError too): the reference path decides
         return None
     succeeded = envelope.success is True or (
         envelope.success is None and envelope.status == "success"

@@ -13,19 +13,22 @@ so the failures are sorted by what they prove:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from ._body import AnswerTooLarge, read_body
 from ._clock import Clock
 from ._http import ApiRequest, ApiResponse
 from ._operations import RetrySafety
 from ._redact import redact
+from ._scrub import strip_tracebacks
 from ._serialization import dumps
 from ._session import SessionHolder
 from ._version import VERSION
-from .errors import ConnectError, TransportError
+from .errors import ConnectError, LoyaltyError, MalformedResponseError, TransportError
 from .errors import TimeoutError as ApiTimeoutError
 
 __all__ = ["USER_AGENT", "AiohttpTransport"]
@@ -51,7 +54,7 @@ _HEADERS = {
 class AiohttpTransport:
     """Sends one request per call over the client's shared aiohttp session."""
 
-    __slots__ = ("_base_url", "_clock", "_connect_timeout", "_sessions", "_urls")
+    __slots__ = ("_base_url", "_clock", "_connect_timeout", "_max_body", "_sessions", "_urls")
 
     def __init__(
         self,
@@ -59,12 +62,15 @@ class AiohttpTransport:
         base_url: URL,
         clock: Clock,
         connect_timeout: float,
+        *,
+        max_body: int = 32 * 1024 * 1024,
     ) -> None:
         self._sessions = sessions
         self._base_url = base_url
         self._clock = clock
         self._connect_timeout = connect_timeout
         self._urls: dict[str, URL] = {}  # operation path -> full URL, built once
+        self._max_body = max_body  # the largest answer read, in bytes after decompression
 
     async def __call__(self, request: ApiRequest) -> ApiResponse:
         context: dict[str, Any] = {
@@ -83,21 +89,10 @@ class AiohttpTransport:
             base = self._base_url
             url = self._urls[request.path] = base.with_path(base.path.rstrip("/") + request.path)
         headers = {**_HEADERS, **request.headers} if request.headers else _HEADERS
-        if request.method == "GET":
-            params = {name: str(value) for name, value in request.data.items()}
-            body = None
-        else:
-            params = None
-            body = request.body if request.body is not None else dumps(request.data)
-        trace = request.trace
-        sessions = self._sessions
-        # change goes on a connection of its own: a pooled one may be stale (see get_fresh).
-        once = request.operation.safety is RetrySafety.ONCE
-        session = sessions.get_fresh() if once else sessions.get()
-        if trace is not None:
+        if request.trace is not None:
             # Until the session says otherwise (the SDK's own sessions tell when writing really
             # starts; a borrowed one cannot), anything may be written from here on.
-            trace.writing = True
+            request.trace.writing = True
         token = (
             None
             if _otel_context is None
@@ -105,39 +100,69 @@ class AiohttpTransport:
                 _otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, value=True)
             )
         )
+        # The error is raised after the `except` blocks, so that aiohttp's exception is never
+        # its __context__, and its cause keeps no traceback: the frames of aiohttp (and of
+        # _exchange) hold the body and the URL with the secret in their local variables.
+        error: LoyaltyError
         try:
-            async with session.request(
-                request.method,
-                url,
-                params=params,
-                data=body,
-                headers=headers,
-                timeout=self._timeouts(timeout),
-                allow_redirects=False,  # a redirect must never carry the secret elsewhere
-                middlewares=(),  # a borrowed session's own middlewares could resend a change
-                raise_for_status=False,  # status codes are the errors middleware's business
-                trace_request_ctx=trace,
-            ) as response:
-                payload = await response.read()
-                return ApiResponse(status=response.status, headers=response.headers, body=payload)
+            return await self._exchange(request, url, headers, timeout)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # ConnectionTimeoutError covers the wait for a pooled connection and the connect
             # itself: in both the request was never written.
             error = _translate(ConnectError, "could not connect", exc, request, request_sent=False)
-            raise error from _shown_cause(exc, request)
+            cause = _shown_cause(exc, request)
         except asyncio.TimeoutError as exc:  # SocketTimeoutError, or the attempt's total timeout
             error = _translate(
                 ApiTimeoutError, "no answer in time", exc, request, request_sent=_sent(request)
             )
-            raise error from _shown_cause(exc, request)
+            cause = _shown_cause(exc, request)
         except (aiohttp.ClientError, OSError) as exc:
             error = _translate(
                 TransportError, "the connection failed", exc, request, request_sent=_sent(request)
             )
-            raise error from _shown_cause(exc, request)
+            cause = _shown_cause(exc, request)
+        except AnswerTooLarge as exc:
+            # No status: an answer cut short cannot prove the request was refused, so a change
+            # becomes an unknown outcome.
+            error = MalformedResponseError(
+                str(exc), operation=request.operation.name, order_id=request.order_id,
+                attempts=request.attempt,
+            )  # fmt: skip
+            cause = None
         finally:
             if token is not None:
                 _otel_context.detach(token)
+        raise error from cause
+
+    async def _exchange(
+        self, request: ApiRequest, url: URL, headers: Mapping[str, str], timeout: float | None
+    ) -> ApiResponse:
+        # The only frame of the SDK that holds the secret (the query of a GET, the body of a
+        # POST) and the answer before redaction; an error leaving it loses its traceback.
+        if request.method == "GET":
+            params = {name: str(value) for name, value in request.data.items()}
+            body = None
+        else:
+            params = None
+            body = request.body if request.body is not None else dumps(request.data)
+        # change goes on a connection of its own: a pooled one may be stale (see get_fresh).
+        sessions = self._sessions
+        once = request.operation.safety is RetrySafety.ONCE
+        session = sessions.get_fresh() if once else sessions.get()
+        async with session.request(
+            request.method,
+            url,
+            params=params,
+            data=body,
+            headers=headers,
+            timeout=self._timeouts(timeout),
+            allow_redirects=False,  # a redirect must never carry the secret elsewhere
+            middlewares=(),  # a borrowed session's own middlewares could resend a change
+            raise_for_status=False,  # status codes are the errors middleware's business
+            trace_request_ctx=request.trace,
+        ) as response:
+            payload = await read_body(response, self._max_body)
+            return ApiResponse(status=response.status, headers=response.headers, body=payload)
 
     def _timeouts(self, attempt: float | None) -> aiohttp.ClientTimeout:
         if attempt is None:
@@ -178,9 +203,13 @@ def _shown_cause(exc: BaseException, request: ApiRequest) -> BaseException | Non
 
     aiohttp puts the request URL in some exceptions (and in their ``request_info``), and the
     URL of a GET holds the secret and maybe a phone number in its query; those causes are
-    dropped, their text is in the SDK's own message, redacted.
+    dropped, their text is in the SDK's own message, redacted. A kept cause loses its
+    traceback (and so do the exceptions chained to it): its frames hold the request.
     """
     if request.method == "GET":
         return None
     text = f"{exc}{exc!r}"
-    return None if redact(text, request.secrets) != text else exc
+    if redact(text, request.secrets) != text:
+        return None
+    strip_tracebacks(exc)
+    return exc

@@ -6,16 +6,23 @@ API's own words where the API documents the rule.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import NoReturn
 
+import aiohttp
+
+from ._hooks import Hooks
+from ._policy import RetryPolicy
 from ._redact import mask_identifier
 from .errors import ValidationError
 from .models import CartItem, CheckoutRequest
 
 __all__ = [
     "checkout_request",
+    "client_options",
     "idempotency_key",
     "identifier",
     "order_id",
@@ -23,8 +30,11 @@ __all__ = [
 
 # Phone numbers as digits, country code first: 7XXXXXXXXXX in Russia, up to 15 digits (E.164)
 # for the countries the same API serves elsewhere.
-_IDENTIFIER_RE = re.compile(r"[1-9]\d{9,14}")
-_TIME_RE = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")
+# ASCII digits only: `\d` would also take Arabic-Indic or full-width digits.
+_IDENTIFIER_RE = re.compile(r"[1-9][0-9]{9,14}")
+_TIME_RE = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]")
+#: The longest text argument sent (ids, codes, payment_type, ...), in characters.
+MAX_TEXT_LENGTH = 255
 # A float carries about 15.9 significant decimal digits; up to 15 always survive the JSON
 # encoder's round trip unchanged.
 _MAX_DIGITS = 15
@@ -33,23 +43,49 @@ _LIMIT = 10**_MAX_DIGITS
 _SMALLEST = -300
 
 
-def order_id(value: object, operation: str) -> str:
-    """Check an ``order_id``: a non-empty string."""
-    if not isinstance(value, str) or not value.strip():
+def _sendable(value: str) -> bool:
+    """Whether *value* is short enough and can be written as UTF-8 (no lone surrogates).
+
+    A lone surrogate cannot be encoded: a POST would fail with a bare UnicodeEncodeError, and a
+    GET would silently drop it and ask about another order.
+    """
+    if len(value) > MAX_TEXT_LENGTH:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse_text(value: object, field: str, operation: str, *, blank: bool = False) -> NoReturn:
+    """Raise the ValidationError of a text argument that is not a sendable non-empty string."""
+    if not isinstance(value, str) or not value or (blank and not value.strip()):
+        raise ValidationError("a non-empty string is required", field=field, operation=operation)
+    if len(value) > MAX_TEXT_LENGTH:
         raise ValidationError(
-            "a non-empty string is required", field="order_id", operation=operation
+            f"at most {MAX_TEXT_LENGTH} characters are allowed, got {len(value)}",
+            field=field,
+            operation=operation,
         )
+    raise ValidationError(
+        "holds a lone surrogate, which cannot be sent as UTF-8", field=field, operation=operation
+    )
+
+
+def order_id(value: object, operation: str) -> str:
+    """Check an ``order_id``: a non-empty string of at most 255 characters."""
+    if not isinstance(value, str) or not value.strip() or not _sendable(value):
+        _refuse_text(value, "order_id", operation, blank=True)
     return value
 
 
 def idempotency_key(value: object, operation: str) -> str:
     """Check an ``idempotency_key``: a non-empty string of at most 255 characters."""
-    if not isinstance(value, str) or not value or len(value) > 255:
-        raise ValidationError(
-            "a non-empty string of at most 255 characters is required",
-            field="idempotency_key",
-            operation=operation,
-        )
+    if not isinstance(value, str) or not value or not _sendable(value):
+        _refuse_text(value, "idempotency_key", operation)
     return value
 
 
@@ -109,9 +145,9 @@ def _amount(value: object, field: str, operation: str, *, positive: bool) -> Dec
 
 
 def _text(value: object, field: str, operation: str) -> str | None:
-    if value is None or (isinstance(value, str) and value):
+    if value is None or (isinstance(value, str) and value and _sendable(value)):
         return value
-    raise ValidationError("expected a non-empty string", field=field, operation=operation)
+    _refuse_text(value, field, operation)
 
 
 def _flag(value: object, field: str, operation: str) -> bool | None:
@@ -166,6 +202,7 @@ def _line_is_valid(item: object, seen: set[str]) -> bool:
     return (
         type(product_id) is str
         and product_id != ""
+        and _sendable(product_id)
         and product_id not in seen
         and _good_amount(item.price)
         and _good_amount(item.quantity)
@@ -256,3 +293,79 @@ def checkout_request(
         current_time=time_of_sale,
         subscription=_text(subscription, "subscription", operation),
     )
+
+
+def _seconds(name: str, value: object, *, zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        bound = "0 or more" if zero else "more than 0"
+        raise ValueError(f"{name} must be a finite number of seconds, {bound}; got {value!r}")
+
+
+def _instance(name: str, value: object, kind: type | tuple[type, ...], what: str) -> None:
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(f"{name} must be {what} or None, got {type(value).__name__}")
+
+
+def client_options(
+    *,
+    base_url: object,
+    timeout: object,
+    connect_timeout: object,
+    retry: object,
+    session: object,
+    middlewares: object,
+    allow_insecure_http: object,
+    idempotency: object,
+    idempotency_wait: object,
+    hooks: object,
+    clock: object,
+    max_response_bytes: object,
+) -> None:
+    """Check the types and values of LoyaltyClient's keyword arguments.
+
+    Raises a TypeError (wrong type) or a ValueError (wrong value) that names the argument, at
+    construction rather than at the first call.
+    """
+    if not isinstance(base_url, str):
+        raise TypeError(f"base_url must be a string, got {type(base_url).__name__}")
+    _seconds("timeout", timeout)
+    _seconds("connect_timeout", connect_timeout)
+    if idempotency_wait is not None:
+        _seconds("idempotency_wait", idempotency_wait, zero=True)
+    _instance("retry", retry, RetryPolicy, "a RetryPolicy")
+    _instance("session", session, aiohttp.ClientSession, "an aiohttp.ClientSession")
+    _instance("hooks", hooks, Hooks, "a Hooks")
+    if not isinstance(allow_insecure_http, bool):
+        raise TypeError(f"allow_insecure_http must be True or False, got {allow_insecure_http!r}")
+    if isinstance(middlewares, str | bytes) or not isinstance(middlewares, Iterable):
+        raise TypeError(
+            f"middlewares must be a list of callables, got {type(middlewares).__name__}"
+        )
+    for index, middleware in enumerate(middlewares):
+        if not callable(middleware):
+            raise TypeError(
+                f"middlewares[{index}] must be a callable (request, call_next), "
+                f"got {type(middleware).__name__}"
+            )
+    if idempotency != "memory" and idempotency is not None:
+        missing = [
+            name for name in _STORE_METHODS if not callable(getattr(idempotency, name, None))
+        ]
+        if isinstance(idempotency, str) or missing or not hasattr(idempotency, "lease"):
+            raise TypeError(
+                "idempotency must be 'memory', None or an IdempotencyStore, "
+                f"got {type(idempotency).__name__}"
+            )
+    if clock is not None and not callable(getattr(clock, "monotonic", None)):
+        raise TypeError(f"clock must have a monotonic() method, got {type(clock).__name__}")
+    if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int):
+        raise TypeError(
+            f"max_response_bytes must be an int, got {type(max_response_bytes).__name__}"
+        )
+    if max_response_bytes <= 0:
+        raise ValueError(f"max_response_bytes must be more than 0, got {max_response_bytes}")
+
+
+_STORE_METHODS = ("begin", "finish", "release", "wait", "get", "forget", "close")

@@ -9,7 +9,7 @@ error text that quotes the URL.
 from __future__ import annotations
 
 from .._http import ApiRequest, ApiResponse, Handler
-from .._redact import REDACTED, secret_forms
+from .._redact import REDACTED, redact_escaped, redact_headers, secret_forms
 from .._serialization import dumps
 
 __all__ = ["AuthMiddleware"]
@@ -31,17 +31,30 @@ class AuthMiddleware:
         return f"AuthMiddleware(shop_id={self._shop_id!r}, shop_secret='{REDACTED}')"
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
-        data = {**request.data, "shop_id": self._shop_id, "shop_secret": self._shop_secret}
-        body = request.body
-        if body is not None:  # '{"shop_id":…,"shop_secret":…' + ',' + the body's own members
-            body = self._prefix + (b"}" if body == b"{}" else b"," + body[1:])
+        # No local variable here holds the secret: error trackers record the local variables of
+        # every frame a traceback passes through, and a failed call passes through this one.
         response = await call_next(
-            request.replace(data=data, body=body, secrets=(*request.secrets, self._shop_secret))
+            request.replace(
+                data={**request.data, "shop_id": self._shop_id, "shop_secret": self._shop_secret},
+                body=self._with_credentials(request.body),
+                secrets=(*request.secrets, self._shop_secret),
+            )
         )
+        # An API or a proxy that echoes the request back would hand the secret to every
+        # middleware, error message, hook and idempotency record above this one: it is cut out
+        # of the body (raw, encoded or JSON-escaped) and of the headers an error may quote.
         body = response.body
         for form in self._secret_forms:
             if form in body:
-                # An API or a proxy that echoes the request back would hand the secret to every
-                # middleware and error message above this one.
                 body = body.replace(form, REDACTED.encode())
-        return response if body is response.body else response.replace(body=body)
+        body = redact_escaped(body, (self._shop_secret,))
+        headers = redact_headers(response.headers, (self._shop_secret,))
+        if body is response.body and headers is response.headers:
+            return response
+        return response.replace(body=body, headers=headers)
+
+    def _with_credentials(self, body: bytes | None) -> bytes | None:
+        if body is None:
+            return None
+        # '{"shop_id":…,"shop_secret":…' + ',' + the body's own members
+        return self._prefix + (b"}" if body == b"{}" else b"," + body[1:])

@@ -11,7 +11,7 @@ from typing import Any
 
 from attrs import field, frozen
 
-from .._redact import identifier_repr
+from .._redact import identifier_repr, text_repr
 
 __all__ = [
     "FailedCode",
@@ -66,7 +66,8 @@ class FailedCode:
     """A promo code or certificate that the API did not apply, with its reason."""
 
     code: str
-    message: str | None = None
+    #: The API's reason, its own words; phone numbers in it are masked in the repr.
+    message: str | None = field(default=None, repr=text_repr)
 
 
 @frozen(kw_only=True)
@@ -168,6 +169,7 @@ class OrderRef:
 
     order_id: str
     identifier: str | None = field(default=None, repr=identifier_repr)
-    message: str | None = None
+    #: The API's own words; phone numbers in it are masked in the repr.
+    message: str | None = field(default=None, repr=text_repr)
     #: True when this result was replayed from the idempotency store: nothing was sent.
     replayed: bool = _replayed()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from attrs import frozen
 
@@ -30,10 +30,20 @@ class FaultKind(enum.Enum):
     #: The request is held and never processed (a stuck proxy): the client waits until it
     #: gives up or dies.
     HOLD = "hold"
+    #: The request is committed and answered with the fault's own status, headers and bytes
+    #: (a broken or hostile server or proxy).
+    RAW = "raw answer"
+    #: The request is committed and answered with a 200 whose chunked body never ends.
+    ENDLESS = "endless body"
 
 
 _AFTER_COMMIT_KINDS = frozenset(
-    {FaultKind.DROP_AFTER_COMMIT, FaultKind.TRUNCATED_BODY, FaultKind.INVALID_JSON}
+    {
+        FaultKind.DROP_AFTER_COMMIT,
+        FaultKind.TRUNCATED_BODY,
+        FaultKind.INVALID_JSON,
+        FaultKind.ENDLESS,
+    }
 )
 
 
@@ -47,6 +57,9 @@ class Fault:
     retry_after: str | None = None
     delay: float = 0.0
     after_commit: bool = False
+    #: The body of a raw answer, and its headers.
+    raw: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def commits(self) -> bool:
@@ -63,6 +76,8 @@ class Fault:
             return text + (" after commit" if self.after_commit else "")
         if self.kind is FaultKind.LATENCY:
             return f"latency {self.delay:g}s"
+        if self.kind is FaultKind.RAW:
+            return f"raw {self.status} answer of {len(self.raw)} bytes"
         return str(self.kind.value)
 
     @classmethod
@@ -114,6 +129,33 @@ class Fault:
     def hold(cls) -> Fault:
         """Hold the request without ever processing it, until the server stops."""
         return cls(kind=FaultKind.HOLD)
+
+    @classmethod
+    def raw_answer(
+        cls,
+        body: bytes,
+        *,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        after_commit: bool = True,
+    ) -> Fault:
+        """Answer with exactly *status*, *headers* and *body*: a broken or hostile server.
+
+        The request is processed first unless *after_commit* is false. Without a
+        ``Content-Type`` header the body goes out as ``application/octet-stream``.
+        """
+        return cls(
+            kind=FaultKind.RAW,
+            status=status,
+            raw=body,
+            headers=tuple((headers or {}).items()),
+            after_commit=after_commit,
+        )
+
+    @classmethod
+    def endless_body(cls) -> Fault:
+        """Commit, then answer 200 with a chunked JSON body that never ends."""
+        return cls(kind=FaultKind.ENDLESS)
 
     @classmethod
     def invalid_json(cls) -> Fault:

@@ -281,7 +281,7 @@ class FakeRees46:
             )
         )
 
-    async def _fail(
+    async def _fail(  # noqa: PLR0911 - one answer per kind of fault
         self, request: web.Request, fault: Fault, answer: bytes = b""
     ) -> web.StreamResponse:
         if fault.kind in (FaultKind.CLOSE_BEFORE_ANSWER, FaultKind.DROP_AFTER_COMMIT):
@@ -294,6 +294,10 @@ class FakeRees46:
             await response.write(answer[: len(answer) // 2])
             _hang_up(request)
             return response
+        if fault.kind is FaultKind.RAW:
+            return web.Response(status=fault.status, body=fault.raw, headers=dict(fault.headers))
+        if fault.kind is FaultKind.ENDLESS:
+            return await _endless(request)
         if fault.kind is FaultKind.INVALID_JSON:
             return web.Response(
                 status=200,
@@ -314,6 +318,19 @@ class FakeRees46:
             headers=headers,
             content_type="application/json",
         )
+
+
+async def _endless(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    chunk = b"x" * 65536
+    try:
+        await response.write(b'{"status": "success", "payload": {"message": "')
+        while True:  # until the client hangs up (or the server stops)
+            await response.write(chunk)
+    except (ConnectionError, OSError):
+        return response
 
 
 def _hang_up(request: web.Request) -> None:
