@@ -34,7 +34,7 @@ from ._policy import RetryPolicy
 from ._serialization import dumps, unstructure
 from ._session import SessionHolder
 from ._transport import AiohttpTransport
-from .errors import ConnectError
+from .errors import ConnectError, IdempotencyError, LoyaltyError, NotAnApiError
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 from .middleware import (
     AuthMiddleware,
@@ -478,8 +478,11 @@ class LoyaltyClient:
                     timeout=self._timeout,
                 )
             )
-        except ConnectError as error:
+        except (ConnectError, NotAnApiError) as error:
             _name_base_url(error, self._base_url)
+            raise
+        except IdempotencyError as error:
+            _name_unreachable_store(error)
             raise
         return cast("ResultT", response.result)
 
@@ -510,10 +513,30 @@ class _LoopGuard:
             )
 
 
-def _name_base_url(error: ConnectError, base_url: URL) -> None:
+def _name_base_url(error: LoyaltyError, base_url: URL) -> None:
     """Add to *error*'s message the base URL that could not be reached (once)."""
     if _BASE_URL_HINT not in error.message:
         error.message = f"{error.message}; is {str(base_url)!r} the API's address? {_BASE_URL_HINT}"
+        error.args = (error.message,)
+
+
+def _name_unreachable_store(error: IdempotencyError) -> None:
+    """Add where the store is to the message of a store that could not be reached.
+
+    redis-py's connection errors name the host and port ("Error 111 connecting to
+    127.0.0.1:6379. Connection refused."); never a password.
+    """
+    cause = error.__cause__
+    if (
+        cause is not None
+        and type(cause).__module__.startswith("redis.")
+        and type(cause).__name__ in ("ConnectionError", "TimeoutError")
+        and str(cause) not in error.message
+    ):
+        error.message = (
+            f"{error.message}: {cause} (is the Redis URL of the idempotency store right, "
+            "and is Redis running?)"
+        )
         error.args = (error.message,)
 
 
