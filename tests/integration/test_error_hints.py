@@ -7,6 +7,7 @@ import io
 import socket
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -95,24 +96,26 @@ async def test_a_second_cancel_says_the_order_is_probably_cancelled(sdk: Loyalty
     assert caught.value.hint in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    ("item", "advice"),
-    [
-        (CartItem(product_id="A", price=Decimal(10), quantity=2.5), "write Decimal('2.5')"),
-        (CartItem(product_id="A", price=99.9, quantity=1), "write Decimal('99.9')"),
-        (
-            CartItem(product_id="A", price=Decimal(99.90), quantity=1),
-            "the float 99.9, so it was most likely made with Decimal(99.9): write Decimal('99.9')",
-        ),
-        (CartItem(product_id="A", price="99.90", quantity=1), "write Decimal('99.90')"),
-    ],
-)
+# What users write by mistake (hence the type: ignore: mypy would catch these first).
+FROM_A_FLOAT = Decimal(99.90)  # noqa: RUF032 - the mistake under test
+MISTAKES: list[tuple[dict[str, Any], str]] = [
+    ({"price": Decimal(10), "quantity": 2.5}, "write Decimal('2.5')"),
+    ({"price": 99.9, "quantity": 1}, "write Decimal('99.9')"),
+    (
+        {"price": FROM_A_FLOAT, "quantity": 1},
+        "the float 99.9, so it was most likely made with Decimal(99.9): write Decimal('99.9')",
+    ),
+    ({"price": "99.90", "quantity": 1}, "write Decimal('99.90')"),
+]
+
+
+@pytest.mark.parametrize(("amounts", "advice"), MISTAKES)
 async def test_amounts_of_the_wrong_kind_say_what_to_write(
-    sdk: LoyaltyClient, item: CartItem, advice: str
+    sdk: LoyaltyClient, amounts: dict[str, Any], advice: str
 ) -> None:
     """A float, a Decimal made from a float, a string: the error says what to write."""
     with pytest.raises(ValidationError) as caught:
-        await sdk.estimate(cart_items=[item])
+        await sdk.estimate(cart_items=[CartItem(product_id="A", **amounts)])
     assert advice in str(caught.value)
 
 
