@@ -306,11 +306,21 @@ class SyncLoyaltyClient:
         view._client = self._client.with_options(timeout=timeout, retry=retry)
         return view
 
+    # The operations, made from the async client's methods (their signatures and docstrings;
+    # the strings below are what the API reference shows).
     estimate = _blocking(LoyaltyClient.estimate)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.estimate`."""
     apply = _blocking(LoyaltyClient.apply)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.apply`."""
     confirm = _blocking(LoyaltyClient.confirm)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.confirm`."""
     cancel = _blocking(LoyaltyClient.cancel)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.cancel`."""
     change = _blocking(LoyaltyClient.change)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.change`."""
     details = _blocking(LoyaltyClient.details)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.details`."""
     history = _blocking(LoyaltyClient.history)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.history`."""
     clear_idempotency = _blocking(LoyaltyClient.clear_idempotency)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.clear_idempotency`."""
