@@ -4,9 +4,14 @@ the ledger however often a task is delivered."""
 
 from __future__ import annotations
 
+import os
+import queue
+import subprocess
+import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from queue import Empty
 from types import ModuleType
 from typing import Any
 
@@ -18,6 +23,7 @@ from celery.worker import WorkController
 
 from rees46_loyalty import CartItem, OutcomeUnknownError, SyncLoyaltyClient
 from rees46_loyalty.testing import FakeRees46, Fault
+from tests.integration.examples.conftest import EXAMPLES
 
 pytestmark = pytest.mark.integration
 
@@ -132,5 +138,77 @@ def test_a_lost_answer_fails_every_delivery_without_resending(
         tasks.refund.apply_async((order, KEPT), task_id=task_id)
         _, failure = runs.wait_for(delivery)[-1]
         assert isinstance(failure, OutcomeUnknownError)
+    assert threaded_shop.received("change") == 1
+    assert len(threaded_shop.ledger.effects_for("change", order)) == 1
+
+
+def test_a_prefork_worker_process_runs_a_task_delivered_twice_once(
+    tasks: ModuleType, threaded_shop: FakeRees46, redis_url: str
+) -> None:
+    """``celery -A celery_tasks worker`` with its default prefork pool (2 processes), as a
+    subprocess: each child makes its own client after the fork, and the same task id sent
+    twice is run twice, returns the same refund twice, and is one change."""
+    order = confirmed_order(threaded_shop)
+    refunds = f"refunds-{uuid.uuid4().hex}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")]),
+    }
+    worker = subprocess.Popen(  # noqa: S603 - the test's own interpreter
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_tasks",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=2",
+            f"--queues={refunds}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel=INFO",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stream = worker.stderr
+
+    def pump() -> None:
+        with stream:
+            for line in stream:
+                lines.put(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    log: list[str] = []
+
+    def read_until(done: Callable[[], bool]) -> None:
+        while not done():
+            log.append(next_line())
+
+    def next_line() -> str:
+        try:  # bounded: a stuck worker fails the test instead of hanging it
+            return lines.get(timeout=60)
+        except Empty:
+            pytest.fail("the worker said nothing for 60 s:\n" + "".join(log))
+
+    try:
+        read_until(lambda: any(" ready." in line for line in log))
+        task_id = f"refund:{uuid.uuid4().hex}"
+        for _ in range(2):
+            tasks.refund.apply_async((order, KEPT), task_id=task_id, queue=refunds)
+        read_until(lambda: sum("succeeded in" in line for line in log) >= 2)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        reader.join(timeout=60)
+    done = [line for line in log if "succeeded in" in line]
+    assert all(task_id in line and "'1000'" in line for line in done)
     assert threaded_shop.received("change") == 1
     assert len(threaded_shop.ledger.effects_for("change", order)) == 1
