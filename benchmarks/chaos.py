@@ -127,7 +127,7 @@ async def _reconcile(client: LoyaltyClient, order: str, key: str) -> dict[str, A
         details = await client.details(order_id=order)
         if details.order_total == PRICE + 350:  # the server has the new cart: it happened
             return {"status": "unknown-applied"}
-        await client.clear_idempotency(idempotency_key=key)
+        await client.clear_idempotency(order_id=order, idempotency_key=key)
     except LoyaltyError as error:  # details() met a fault too: look again later
         return {"status": "requeue", "why": f"reconcile: {type(error).__name__}"}
     return {"status": "requeue", "why": "unknown outcome, not applied"}

@@ -35,7 +35,7 @@ from ._serialization import dumps, unstructure
 from ._session import SessionHolder
 from ._transport import AiohttpTransport
 from .errors import ConnectError, IdempotencyError, LoyaltyError, NotAnApiError
-from .idempotency import IdempotencyStore, MemoryIdempotencyStore
+from .idempotency import IdempotencyStore, MemoryIdempotencyStore, Outcome
 from .middleware import (
     AuthMiddleware,
     LoggingMiddleware,
@@ -173,10 +173,11 @@ class LoyaltyClient:
             AuthMiddleware(shop_id, shop_secret),
         ]
         self._transport = AiohttpTransport(
-            self._sessions.get, self._base_url, clock, float(connect_timeout)
+            self._sessions, self._base_url, clock, float(connect_timeout)
         )
         self._chain = compose([*self._outer, self._retry_middleware, *self._inner], self._transport)
         self._loop = _LoopGuard()
+        self._owns_session = session is None
         self._view = False
 
     @classmethod
@@ -218,7 +219,9 @@ class LoyaltyClient:
             await self._sessions.close()
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
-        if getattr(self, "_view", True) or not self._sessions.owns_open_session:
+        if getattr(self, "_view", True) or not self._owns_session or self._sessions.closed:
+            return
+        if not self._loop.used:  # never called: no connection pool was made
             return
         _warn(
             f"unclosed {self!r}: close it with 'await client.close()' or use "
@@ -273,23 +276,32 @@ class LoyaltyClient:
         return self._idempotency
 
     async def clear_idempotency(
-        self, *, order_id: str | None = None, idempotency_key: str | None = None
-    ) -> None:
-        """Forget the idempotency record of an order (or of an explicit key).
+        self, *, order_id: str, idempotency_key: str | None = None
+    ) -> list[Outcome]:
+        """Forget an order's unknown outcomes and terminal failures, and return what was forgotten.
 
         Call it after reconciling an :class:`~rees46_loyalty.errors.OutcomeUnknownError` with
-        :meth:`details`, to allow the same request to be sent again. Only an unknown outcome or
-        a terminal failure is forgotten: a success or a call in flight stays, so that two
-        workers reconciling the same job cannot let it go twice.
+        :meth:`details`, to let calls on the order be sent again; with ``idempotency_key``, only
+        that key's record goes. Successes and a call in flight stay, so that two workers
+        reconciling the same job cannot let it go twice.
         """
+        order_id = check.order_id(order_id, "clear_idempotency")
+        if idempotency_key is not None:
+            check.idempotency_key(idempotency_key, "clear_idempotency")
         if self._idempotency is None:
-            return
+            return []
         self._loop.check()
-        if idempotency_key is None:
-            order_id = check.order_id(order_id, "clear_idempotency")
-        await self._idempotency.forget(
-            record_key(self._shop_id, order_id=order_id, idempotency_key=idempotency_key)
-        )
+        try:
+            return await self._idempotency.forget(
+                record_key(self._shop_id, order_id), idempotency_key
+            )
+        except Exception as exc:
+            raise IdempotencyError(
+                f"the idempotency store could not clear order {order_id!r}: {type(exc).__name__}",
+                operation="clear_idempotency",
+                order_id=order_id,
+                retryable=True,
+            ) from exc
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -500,7 +512,13 @@ class _LoopGuard:
     def __init__(self) -> None:
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
+    @property
+    def used(self) -> bool:
+        """Whether a call ran (and so a connection pool may be open)."""
+        return self._loop is not None
+
     def check(self) -> None:
+        """Remember the running loop on first use; refuse any other after it."""
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = weakref.ref(loop)

@@ -16,19 +16,32 @@ __all__ = ["ApiRequest", "ApiResponse", "Handler", "Middleware", "SendTrace"]
 class SendTrace:
     """What happened to one call so far, for the layers outside the one that knows.
 
-    The transport sets ``maybe_sent`` as it starts writing the request; after that the server
-    may have processed it, and an outer layer tells "nothing was sent" from "unknown" by it.
-    ``attempts`` counts the attempts begun (the retry middleware keeps it); ``idempotency`` is
-    what the idempotency layer did with the call (``"sent"``, ``"replayed"`` or ``"waited"``).
-    Logs, hooks and spans read them.
+    ``writing`` is set by the transport as the current attempt starts writing its request (and
+    cleared when an attempt ends in a failure that proves nothing was processed); ``unknown`` is
+    set by the retry middleware when a finished attempt may have been processed. An outer layer
+    tells "nothing was processed" from "unknown" by :attr:`maybe_processed`, also when the call
+    is cancelled half-way. ``attempts`` counts the attempts begun (the retry middleware keeps
+    it); ``idempotency`` is what the idempotency layer did with the call (``"sent"``,
+    ``"replayed"`` or ``"waited"``). Logs, hooks and spans read them.
     """
 
-    __slots__ = ("attempts", "idempotency", "maybe_sent")
+    __slots__ = ("attempts", "idempotency", "unknown", "writing")
 
     def __init__(self) -> None:
-        self.maybe_sent = False
+        self.writing = False
+        self.unknown = False
         self.attempts = 0
         self.idempotency: str | None = None
+
+    @property
+    def maybe_processed(self) -> bool:
+        """Whether any attempt of the call, the current one included, may have been processed."""
+        return self.writing or self.unknown
+
+    def attempt_failed(self, maybe_processed: bool) -> None:
+        """An attempt ended in a failure; *maybe_processed* says whether it may have had effect."""
+        self.unknown = self.unknown or maybe_processed
+        self.writing = False
 
 
 @frozen(kw_only=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import aiohttp
 
 __all__ = ["SessionHolder"]
@@ -9,18 +11,53 @@ __all__ = ["SessionHolder"]
 _CONNECTION_LIMIT = 100
 
 
-class SessionHolder:
-    """Hands out the one ClientSession of a client.
+async def _request_starts(
+    session: aiohttp.ClientSession,  # noqa: ARG001 - the signal's signature
+    context: SimpleNamespace,
+    params: aiohttp.TraceRequestStartParams,  # noqa: ARG001
+) -> None:
+    # Proof that this request is traced: from here until the headers go, nothing is written.
+    # Without it (a session without these signals, a test double of aiohttp) the transport's
+    # assumption stands: anything may have been written.
+    trace = context.trace_request_ctx
+    if trace is not None:
+        trace.writing = False
 
-    A session passed in is borrowed: it is used, never closed. Otherwise the session is created
-    on first use (inside the running event loop, where aiohttp wants it) and closed by
-    :meth:`close`.
+
+async def _writing_starts(
+    session: aiohttp.ClientSession,  # noqa: ARG001 - the signal's signature
+    context: SimpleNamespace,
+    params: aiohttp.TraceRequestHeadersSentParams,  # noqa: ARG001
+) -> None:
+    # aiohttp calls this just before it writes the request's first byte: until then the server
+    # cannot have processed anything, whatever happens to the attempt (a wait for a pooled
+    # connection, a connect, a cancellation).
+    trace = context.trace_request_ctx
+    if trace is not None:
+        trace.writing = True
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_request_start.append(_request_starts)
+    config.on_request_headers_sent.append(_writing_starts)
+    return config
+
+
+class SessionHolder:
+    """Hands out the ClientSessions of a client.
+
+    A session passed in is borrowed: it is used, never closed. Otherwise the sessions are
+    created on first use (inside the running event loop, where aiohttp wants them) and closed by
+    :meth:`close`: a pooled one for every call, and one that opens a fresh connection for every
+    request, for ``change``.
     """
 
-    __slots__ = ("_closed", "_owned", "_session")
+    __slots__ = ("_closed", "_fresh", "_owned", "_session")
 
     def __init__(self, session: aiohttp.ClientSession | None) -> None:
         self._session = session
+        self._fresh: aiohttp.ClientSession | None = None
         self._owned = session is None
         self._closed = False
 
@@ -29,25 +66,44 @@ class SessionHolder:
         """Whether :meth:`close` was called."""
         return self._closed
 
-    @property
-    def owns_open_session(self) -> bool:
-        """Whether a session created here is still open."""
-        return self._owned and self._session is not None and not self._session.closed
-
     def get(self) -> aiohttp.ClientSession:
-        """The session; created now if this is the first use."""
+        """The pooled session; created now if this is the first use."""
         if self._closed:
             raise RuntimeError("this LoyaltyClient is closed; create a new one")
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=_CONNECTION_LIMIT),
-                raise_for_status=False,
-            )
+            self._session = self._create(force_close=False)
         return self._session
 
+    def get_fresh(self) -> aiohttp.ClientSession:
+        """A session that sends each request on a new connection (a borrowed one: itself).
+
+        A pooled keep-alive connection may have been closed by the server (or a load balancer)
+        while it sat idle; a request written to it fails as "disconnected" although nothing was
+        processed, which for ``change`` would be an unknown outcome. A new connection cannot
+        be stale.
+        """
+        if not self._owned:
+            return self.get()
+        if self._closed:
+            raise RuntimeError("this LoyaltyClient is closed; create a new one")
+        if self._fresh is None:
+            self._fresh = self._create(force_close=True)
+        return self._fresh
+
+    @staticmethod
+    def _create(*, force_close: bool) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=_CONNECTION_LIMIT, force_close=force_close),
+            raise_for_status=False,
+            trace_configs=[_trace_config()],
+        )
+
     async def close(self) -> None:
-        """Close the session if it was created here; idempotent."""
+        """Close the sessions created here; idempotent."""
         self._closed = True
-        session, self._session = self._session, None
-        if self._owned and session is not None:
-            await session.close()
+        sessions = (self._session, self._fresh)
+        self._session = self._fresh = None
+        if self._owned:
+            for session in sessions:
+                if session is not None:
+                    await session.close()

@@ -13,7 +13,6 @@ so the failures are sorted by what they prove:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -21,8 +20,10 @@ from yarl import URL
 
 from ._clock import Clock
 from ._http import ApiRequest, ApiResponse
+from ._operations import RetrySafety
 from ._redact import redact
 from ._serialization import dumps
+from ._session import SessionHolder
 from ._version import VERSION
 from .errors import ConnectError, TransportError
 from .errors import TimeoutError as ApiTimeoutError
@@ -50,16 +51,16 @@ _HEADERS = {
 class AiohttpTransport:
     """Sends one request per call over the client's shared aiohttp session."""
 
-    __slots__ = ("_base_url", "_clock", "_connect_timeout", "_session", "_urls")
+    __slots__ = ("_base_url", "_clock", "_connect_timeout", "_sessions", "_urls")
 
     def __init__(
         self,
-        session: Callable[[], aiohttp.ClientSession],
+        sessions: SessionHolder,
         base_url: URL,
         clock: Clock,
         connect_timeout: float,
     ) -> None:
-        self._session = session
+        self._sessions = sessions
         self._base_url = base_url
         self._clock = clock
         self._connect_timeout = connect_timeout
@@ -88,8 +89,15 @@ class AiohttpTransport:
         else:
             params = None
             body = request.body if request.body is not None else dumps(request.data)
-        if request.trace is not None:
-            request.trace.maybe_sent = True
+        trace = request.trace
+        sessions = self._sessions
+        # change goes on a connection of its own: a pooled one may be stale (see get_fresh).
+        once = request.operation.safety is RetrySafety.ONCE
+        session = sessions.get_fresh() if once else sessions.get()
+        if trace is not None:
+            # Until the session says otherwise (the SDK's own sessions tell when writing really
+            # starts; a borrowed one cannot), anything may be written from here on.
+            trace.writing = True
         token = (
             None
             if _otel_context is None
@@ -98,7 +106,7 @@ class AiohttpTransport:
             )
         )
         try:
-            async with self._session().request(
+            async with session.request(
                 request.method,
                 url,
                 params=params,
@@ -108,6 +116,7 @@ class AiohttpTransport:
                 allow_redirects=False,  # a redirect must never carry the secret elsewhere
                 middlewares=(),  # a borrowed session's own middlewares could resend a change
                 raise_for_status=False,  # status codes are the errors middleware's business
+                trace_request_ctx=trace,
             ) as response:
                 payload = await response.read()
                 return ApiResponse(status=response.status, headers=response.headers, body=payload)
@@ -118,12 +127,12 @@ class AiohttpTransport:
             raise error from _shown_cause(exc, request)
         except asyncio.TimeoutError as exc:  # SocketTimeoutError, or the attempt's total timeout
             error = _translate(
-                ApiTimeoutError, "no answer in time", exc, request, request_sent=True
+                ApiTimeoutError, "no answer in time", exc, request, request_sent=_sent(request)
             )
             raise error from _shown_cause(exc, request)
         except (aiohttp.ClientError, OSError) as exc:
             error = _translate(
-                TransportError, "the connection failed", exc, request, request_sent=True
+                TransportError, "the connection failed", exc, request, request_sent=_sent(request)
             )
             raise error from _shown_cause(exc, request)
         finally:
@@ -138,6 +147,11 @@ class AiohttpTransport:
         # the attempt does, and a slow connect surfaces as ConnectError, which change may retry.
         connect = min(self._connect_timeout, attempt * 0.9)
         return aiohttp.ClientTimeout(total=attempt, connect=connect)
+
+
+def _sent(request: ApiRequest) -> bool:
+    """Whether the failed attempt may have written anything: unknown without a trace."""
+    return request.trace is None or request.trace.writing
 
 
 def _translate(

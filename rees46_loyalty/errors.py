@@ -21,8 +21,12 @@ Every exception the SDK raises on purpose is a :class:`LoyaltyError`::
 
 Each carries the operation name, the order id where there is one, the number of requests sent
 (``attempts``), whether retrying later could help (``retryable``), the HTTP status where there was
-an answer, and the underlying cause as ``__cause__``. Neither ``str()`` nor ``repr()`` ever holds
-the shop secret, and member phone numbers in them are masked (``7999***1122``).
+an answer, and the underlying cause as ``__cause__``. Whether the server may have processed the
+request is decided here and nowhere else: :attr:`LoyaltyError.maybe_processed` for the failure
+itself, :attr:`LoyaltyError.previous_outcome_unknown` for an earlier attempt of the same call,
+and :attr:`LoyaltyError.outcome_unknown` for the call as a whole. Neither ``str()`` nor
+``repr()`` ever holds the shop secret, and member phone numbers in them are masked
+(``7999***1122``).
 """
 
 from __future__ import annotations
@@ -74,7 +78,26 @@ class LoyaltyError(Exception):
         self.attempts = attempts
         self.status = status
         self.retryable = self.default_retryable if retryable is None else retryable
+        #: Whether an earlier attempt of the same call may have been processed by the server.
+        self.previous_outcome_unknown = False
         super().__init__(self.message)
+
+    @property
+    def maybe_processed(self) -> bool:
+        """Whether the server may have processed the request that failed with this error.
+
+        False only where the failure proves it was not: nothing was sent (a local check, no
+        connection), or the answer says so (429, 503, the API's own error message).
+        """
+        return False
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """Whether the call may have had its effect although it failed.
+
+        True when this attempt, or an earlier one of the same call, may have been processed.
+        """
+        return self.maybe_processed or self.previous_outcome_unknown
 
     def _context(self) -> dict[str, object]:
         context: dict[str, object] = {
@@ -83,7 +106,10 @@ class LoyaltyError(Exception):
             "status": self.status,
             "attempts": self.attempts,
         }
-        return {name: value for name, value in context.items() if value is not None}
+        shown = {name: value for name, value in context.items() if value is not None}
+        if self.previous_outcome_unknown:
+            shown["previous_outcome_unknown"] = True
+        return shown
 
     def __str__(self) -> str:
         context = ", ".join(f"{name}={value!r}" for name, value in self._context().items())
@@ -96,7 +122,9 @@ class LoyaltyError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only constructors do not survive the default pickling of exceptions, and task
         # queues pickle the exceptions of failed jobs.
-        return (_rebuild, (type(self), self.__dict__.copy()))
+        # The raw answer an API error may keep for the idempotency store stays in this process.
+        state = {name: value for name, value in self.__dict__.items() if name != "_api_answer"}
+        return (_rebuild, (type(self), state))
 
 
 def _rebuild(cls: type[LoyaltyError], state: dict[str, Any]) -> LoyaltyError:
@@ -157,14 +185,8 @@ class OrderStatusError(APIError):
     def __init__(
         self, message: str, *, previous_outcome_unknown: bool = False, **context: Any
     ) -> None:
-        self.previous_outcome_unknown = previous_outcome_unknown
         super().__init__(message, **context)
-
-    def _context(self) -> dict[str, object]:
-        context = super()._context()
-        if self.previous_outcome_unknown:
-            context["previous_outcome_unknown"] = True
-        return context
+        self.previous_outcome_unknown = previous_outcome_unknown
 
     @property
     def hint(self) -> str | None:
@@ -210,6 +232,11 @@ class ServerError(APIError):
 
     default_retryable = True
 
+    @property
+    def maybe_processed(self) -> bool:
+        """True but for a 503 ("temporarily offline for maintenance": nothing was processed)."""
+        return self.status != 503
+
 
 class TransportError(LoyaltyError):
     """No usable answer arrived.
@@ -223,6 +250,11 @@ class TransportError(LoyaltyError):
     def __init__(self, message: str, *, request_sent: bool, **context: Any) -> None:
         self.request_sent = request_sent
         super().__init__(message, **context)
+
+    @property
+    def maybe_processed(self) -> bool:
+        """Whether any of the request may have left this process (``request_sent``)."""
+        return self.request_sent
 
 
 class ConnectError(TransportError):
@@ -245,6 +277,11 @@ class MalformedResponseError(LoyaltyError):
     ) -> None:
         self.payload = payload
         super().__init__(message, **context)
+
+    @property
+    def maybe_processed(self) -> bool:
+        """True for an unreadable 2xx (it was processed) or an answer without a status."""
+        return self.status is None or 200 <= self.status < 300
 
 
 class NotAnApiError(MalformedResponseError):
@@ -272,6 +309,11 @@ class OutcomeUnknownError(LoyaltyError):
     ) -> None:
         self.payload = payload
         super().__init__(message, **context)
+
+    @property
+    def maybe_processed(self) -> bool:
+        """Always true: that is what this error says."""
+        return True
 
 
 class IdempotencyError(LoyaltyError):

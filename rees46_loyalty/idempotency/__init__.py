@@ -5,15 +5,28 @@ See ``rees46_loyalty.middleware.idempotency`` for what is done with the records,
 """
 
 from ._memory import MemoryIdempotencyStore
-from ._records import Decision, IdempotencyStore, Intent, Record, State, Verdict
+from ._records import (
+    Book,
+    Decision,
+    Finish,
+    IdempotencyStore,
+    Intent,
+    Lease,
+    Outcome,
+    State,
+    Verdict,
+)
 from ._redis import RedisIdempotencyStore
 
 __all__ = [
+    "Book",
     "Decision",
+    "Finish",
     "IdempotencyStore",
     "Intent",
+    "Lease",
     "MemoryIdempotencyStore",
-    "Record",
+    "Outcome",
     "RedisIdempotencyStore",
     "State",
     "Verdict",

@@ -1,32 +1,57 @@
-"""MemoryIdempotencyStore: records in this process, bounded by a TTL and a count."""
+"""MemoryIdempotencyStore: books in this process, bounded by a TTL and by bytes."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import zlib
 from collections import OrderedDict
 
 from attrs import evolve
 
 from .._clock import Clock, SystemClock
-from ._records import Decision, Intent, Record, State, decide
+from ._records import (
+    Book,
+    Decision,
+    Finish,
+    Intent,
+    Outcome,
+    State,
+    decide,
+    finish,
+    forget,
+    release,
+)
 
 __all__ = ["MemoryIdempotencyStore"]
+
+logger = logging.getLogger("rees46_loyalty")
+
+#: Answers longer than this are kept compressed: a 200-line change answers ~180 KB of JSON that
+#: compresses 10 to 60 times, and a long-running worker keeps thousands of them.
+_COMPRESS_ABOVE = 4096
+#: What one kept outcome costs beside its answer's bytes (its objects and the book's), roughly.
+_OUTCOME_OVERHEAD = 600
 
 
 class MemoryIdempotencyStore:
     """Idempotency records in memory: the default store of :class:`LoyaltyClient`.
 
-    It protects the calls of one process (all tasks on its event loop). Workers in several
-    processes or on several machines need :class:`RedisIdempotencyStore`.
+    It protects the calls of one process (all tasks on its event loop), and forgets everything
+    when the process ends. Workers in several processes or on several machines need
+    :class:`RedisIdempotencyStore`.
 
     Args:
-        ttl: Seconds a finished record is kept (default 24 h). An unknown outcome is kept
-            until it is cleared.
-        lease: Seconds a call may hold a key before another call may take it over (default
+        ttl: Seconds a finished outcome is kept (default 24 h). An unknown outcome of a
+            ``change`` or ``cancel`` is kept until it is cleared.
+        lease: Seconds a call may hold an order before another call may take it over (default
             60 s; longer than a call's retry deadline).
-        max_records: Finished records kept at most; the oldest go first. Records of calls in
-            flight and of unknown outcomes are never evicted.
+        max_bytes: Bytes of kept answers at most (default 64 MiB; answers over 4 KiB are kept
+            compressed, so this holds about 10,000 200-line changes). Past it the oldest
+            finished outcomes go first: a job redelivered after its outcome was dropped is
+            sent again. Calls in flight and unknown outcomes are never dropped.
+        max_records: Finished outcomes kept at most (default 100,000), whatever their size.
         clock: The clock of leases and TTLs (tests pass a fake one).
     """
 
@@ -38,59 +63,83 @@ class MemoryIdempotencyStore:
         *,
         ttl: float = 24 * 3600,
         lease: float = 60.0,
-        max_records: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_records: int = 100_000,
         clock: Clock | None = None,
     ) -> None:
-        if ttl <= 0 or lease <= 0 or max_records < 1:
-            raise ValueError("ttl and lease must be positive and max_records at least 1")
-        self.ttl = ttl
-        self.lease = lease
+        if not (_positive(ttl) and _positive(lease)):
+            raise ValueError(f"ttl and lease must be positive numbers, got {ttl!r} and {lease!r}")
+        if ttl < lease:
+            # A book outlives its lease by design; a TTL shorter than a lease would let a
+            # finished outcome go while a redelivery of its job may still be on its way.
+            raise ValueError(f"ttl ({ttl:g}s) must not be shorter than lease ({lease:g}s)")
+        if max_records < 1 or max_bytes < 1:
+            raise ValueError("max_records and max_bytes must be at least 1")
+        self.ttl = float(ttl)
+        self.lease = float(lease)
+        self.max_bytes = max_bytes
         self.max_records = max_records
         self.clock: Clock = SystemClock() if clock is None else clock
-        self._records: OrderedDict[str, tuple[Record, float]] = OrderedDict()
+        self._books: dict[str, Book] = {}
+        # Finished outcomes, oldest first, with the bytes each holds: what may be dropped.
+        self._finished: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._bytes = 0
+        self._warned_full = False
         self._changed: dict[str, asyncio.Event] = {}
 
+    def __repr__(self) -> str:
+        return (
+            f"MemoryIdempotencyStore(orders={len(self._books)}, kept_bytes={self._bytes}, "
+            f"max_bytes={self.max_bytes})"
+        )
+
     def __len__(self) -> int:
-        return len(self._records)
+        """The number of orders with a book."""
+        return len(self._books)
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes the kept answers take, as counted against ``max_bytes``."""
+        return self._bytes
 
     async def begin(self, key: str, intent: Intent, owner: str) -> Decision:
-        """Decide what a call with *intent* does under *key*, taking the lease if it may send."""
-        now = self.clock.monotonic()
-        decision, record = decide(
-            self._get(key, now), intent, owner=owner, now=now, lease=self.lease
+        """Decide what a call with *intent* does on the order *key*, taking the lease if it may."""
+        book = self._books.get(key)
+        decision, stored, changed = decide(
+            book, intent, owner=owner, now=self.clock.monotonic(), lease=self.lease, ttl=self.ttl
         )
-        if record is not None:
-            self._put(key, record, now)
+        if changed:
+            self._put(key, book, stored)
+        outcome = decision.outcome
+        if (
+            outcome is not None
+            and outcome.answer is not None
+            and outcome.state is not State.UNKNOWN
+        ):
+            decision = evolve(decision, outcome=evolve(outcome, answer=_expand(outcome.answer)))
         return decision
 
-    async def finish(self, key: str, owner: str, record: Record) -> bool:
-        """Store the outcome of *owner*'s call; False when *owner* no longer holds the lease."""
-        now = self.clock.monotonic()
-        if not self._held_by(key, owner, now):
-            return False
-        if record.owner is not None or record.lease_expires is not None:
-            record = evolve(record, owner=None, lease_expires=None)
-        self._put(key, record, now)
+    async def finish(self, key: str, owner: str, outcome: Outcome) -> Finish:
+        """Record *owner*'s outcome and release its lease (see :class:`Finish`)."""
+        if outcome.answer is not None and len(outcome.answer) > _COMPRESS_ABOVE:
+            outcome = evolve(outcome, answer=_shrink(outcome.answer))
+        book = self._books.get(key)
+        done, stored = finish(book, owner, outcome, now=self.clock.monotonic(), ttl=self.ttl)
+        if stored is not book:
+            self._put(key, book, stored)
         self._notify(key)
-        return True
+        return done
 
-    def _held_by(self, key: str, owner: str, now: float) -> bool:
-        """Whether *owner* holds *key*: its lease, or the unknown outcome its lease became."""
-        current = self._get(key, now)
-        return (
-            current is not None
-            and current.owner == owner
-            and current.state in (State.IN_FLIGHT, State.UNKNOWN)
-        )
-
-    async def release(self, key: str, owner: str) -> None:
-        """Drop *owner*'s lease and its record: the call left nothing worth remembering."""
-        if self._held_by(key, owner, self.clock.monotonic()):
-            del self._records[key]
-            self._notify(key)
+    async def release(self, key: str, owner: str, intent: Intent) -> None:
+        """Drop *owner*'s lease: its call provably changed nothing."""
+        book = self._books.get(key)
+        stored = release(book, owner, intent, now=self.clock.monotonic(), ttl=self.ttl)
+        if stored is not book:
+            self._put(key, book, stored)
+        self._notify(key)
 
     async def wait(self, key: str, timeout: float) -> None:
-        """Return when the record under *key* changes, or after *timeout* clock seconds."""
+        """Return when the book of *key* changes, or after *timeout* clock seconds."""
         changed = asyncio.ensure_future(self._changed.setdefault(key, asyncio.Event()).wait())
         timer = asyncio.ensure_future(self.clock.sleep(timeout))
         try:
@@ -99,58 +148,118 @@ class MemoryIdempotencyStore:
             changed.cancel()
             timer.cancel()
 
-    async def get(self, key: str) -> Record | None:
-        """The record under *key*, if any."""
-        return self._get(key, self.clock.monotonic())
+    async def get(self, key: str) -> Book | None:
+        """The book of the order *key*, as the rules read it now (answers expanded)."""
+        book = self._books.get(key)
+        if book is None:
+            return None
+        outcomes = {
+            name: evolve(o, answer=None if o.answer is None else _expand(o.answer))
+            for name, o in book.outcomes.items()
+        }
+        return evolve(book, outcomes=outcomes)
 
-    async def forget(self, key: str) -> None:
-        """Remove the record under *key* if it is an unknown outcome or a terminal failure.
-
-        A call in flight and a success are kept: clearing them could let a request go twice.
-        """
-        now = self.clock.monotonic()
-        record = self._get(key, now)
-        if record is None:
-            return
-        expired = record.state is State.IN_FLIGHT and (record.lease_expires or 0.0) <= now
-        if expired or record.state in (State.UNKNOWN, State.FAILED):
-            del self._records[key]
+    async def forget(self, key: str, idempotency_key: str | None = None) -> list[Outcome]:
+        """Drop the order's unknown outcomes and terminal failures (only *idempotency_key*'s)."""
+        book = self._books.get(key)
+        dropped, stored = forget(book, idempotency_key, now=self.clock.monotonic(), ttl=self.ttl)
+        if stored is not book:
+            self._put(key, book, stored)
             self._notify(key)
+        return dropped
 
     async def close(self) -> None:
         """Nothing to close; here for the store protocol."""
 
-    def _get(self, key: str, now: float) -> Record | None:
-        entry = self._records.get(key)
-        if entry is None:
-            return None
-        record, expires = entry
-        if expires <= now:
-            del self._records[key]
-            return None
-        return record
+    # -- bookkeeping ----------------------------------------------------------------------------
 
-    def _put(self, key: str, record: Record, now: float) -> None:
-        # An unknown outcome waits for a person, however long that takes.
-        expires = math.inf if record.state is State.UNKNOWN else now + self.ttl
-        self._records[key] = (record, expires)
-        self._records.move_to_end(key)
-        if len(self._records) > self.max_records:
-            self._evict()
+    def _put(self, key: str, old: Book | None, new: Book | None) -> None:
+        """Store *new* as the book of *key* (``None``: delete) and account for what changed."""
+        before = old.outcomes if old is not None else {}
+        after = new.outcomes if new is not None else {}
+        for name, outcome in before.items():
+            if after.get(name) is not outcome and outcome.state is not State.UNKNOWN:
+                self._bytes -= self._finished.pop((key, name), 0)
+        for name, outcome in after.items():
+            if before.get(name) is not outcome and outcome.state is not State.UNKNOWN:
+                size = _OUTCOME_OVERHEAD + (len(outcome.answer) if outcome.answer else 0)
+                self._finished[(key, name)] = size
+                self._bytes += size
+        if new is None:
+            self._books.pop(key, None)
+        else:
+            self._books[key] = new
+        self._drop_expired()
+        if self._bytes > self.max_bytes or len(self._finished) > self.max_records:
+            self._drop_oldest()
 
-    def _evict(self) -> None:
-        # Oldest first, in O(1) per record: a record that must stay (a call in flight, an unknown
-        # outcome: what keeps a change from going twice) moves to the back instead.
-        protected = 0
-        while len(self._records) > self.max_records and protected < len(self._records):
-            key, (record, _) = next(iter(self._records.items()))
-            if record.state in (State.IN_FLIGHT, State.UNKNOWN):
-                self._records.move_to_end(key)
-                protected += 1
-            else:
-                del self._records[key]
+    def _drop_expired(self) -> None:
+        # Outcomes finish in about the order they expire (one TTL for all), so a look at the
+        # oldest two per write keeps the store free of expired ones without a sweep.
+        now = self.clock.monotonic()
+        for _ in range(2):
+            if not self._finished:
+                return
+            key, name = next(iter(self._finished))
+            outcome = self._books[key].outcomes[name]
+            if outcome.expires is None or outcome.expires > now:
+                return
+            self._remove(key, name)
+
+    def _remove(self, key: str, name: str) -> Outcome:
+        self._bytes -= self._finished.pop((key, name))
+        book = self._books[key]
+        outcome = book.outcomes[name]
+        left = Book(
+            lease=book.lease, outcomes={n: o for n, o in book.outcomes.items() if n != name}
+        )
+        if left.empty:
+            del self._books[key]
+        else:
+            self._books[key] = left
+        return outcome
+
+    def _drop_oldest(self) -> None:
+        # Only finished outcomes are ever dropped: a lease or an unknown outcome is what keeps
+        # a change from going twice, so they stay whatever the bound says.
+        now = self.clock.monotonic()
+        dropped = 0
+        while self._finished and (
+            self._bytes > self.max_bytes or len(self._finished) > self.max_records
+        ):
+            outcome = self._remove(*next(iter(self._finished)))
+            if outcome.expires is not None and outcome.expires > now:
+                dropped += 1
+        if dropped and not self._warned_full:
+            self._warned_full = True
+            logger.warning(
+                "the idempotency memory store is full (max_bytes=%d, max_records=%d): its "
+                "oldest finished outcomes are dropped before their TTL, and a job redelivered "
+                "after that is sent again; raise the bounds or use a shared store",
+                self.max_bytes,
+                self.max_records,
+            )
 
     def _notify(self, key: str) -> None:
         event = self._changed.pop(key, None)
         if event is not None:
             event.set()
+
+
+def _positive(value: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+
+
+# A one-byte tag tells a compressed answer from a plain one: every JSON answer starts with
+# something else.
+_ZLIB_TAG = b"\x00"
+
+
+def _shrink(answer: bytes) -> bytes:
+    return _ZLIB_TAG + zlib.compress(answer, 1)
+
+
+def _expand(answer: bytes) -> bytes:
+    if answer[:1] == _ZLIB_TAG:
+        return zlib.decompress(answer[1:])
+    return answer

@@ -1,31 +1,66 @@
-"""Idempotency records and the rules that decide what a new call does with them.
+"""Idempotency records: their format, and the rules that decide what a new call does.
 
-A record remembers the last mutating intent under a key (an order, or an explicit key):
+Every store keeps one *book* per order, in this format, and follows :func:`decide` (the Redis
+store runs the same rules in Lua, over the same JSON document; a shared table of cases in the
+tests runs against every store). A book holds:
 
-* ``in_flight``: a call holds the lease until ``lease_expires``;
-* ``succeeded``: its result is kept, and the same intent is answered from it;
-* ``failed``: it ended in a terminal API error (the order's state refused it), kept likewise;
-* ``unknown``: the outcome is unknown. The same ``change`` is never sent again until someone
-  reconciles and clears the record; the same apply / confirm / cancel is sent again, and told
-  that an earlier attempt may have done it (``OrderStatusError.previous_outcome_unknown``).
+* ``lease``: the one call allowed to send on the order right now (its owner, its intent, and
+  when the lease runs out). Calls on one order are serialised through it. A book with a lease
+  never expires: a lease that ran out is read as an unknown outcome by whoever looks next, however
+  late that is.
+* ``outcomes``: every finished intent on the order, by intent id, until its TTL:
 
-Both stores follow :func:`decide`; the Redis store runs the same rules in a Lua script.
+  * ``succeeded``: the answer's bytes, replayed for the same intent without sending;
+  * ``failed``: the API's own JSON error answer (the order's state refused the request), replayed
+    the same way;
+  * ``unknown``: the request may have been processed. An unknown ``change`` blocks every later
+    mutating call on the order until it is reconciled or cleared; an unknown ``apply``,
+    ``confirm`` or ``cancel`` is sent again when repeated, and the caller is told that an earlier
+    attempt may have done it (``previous_outcome_unknown``). Unknown outcomes of ``change`` and
+    ``cancel`` never expire by themselves.
+
+An intent is an operation and a canonical fingerprint of its request, or the caller's own
+``idempotency_key`` (then a different request under the same key is a conflict).
 """
 
 from __future__ import annotations
 
 import enum
+import json
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from attrs import evolve, field, frozen
 
-__all__ = ["Decision", "IdempotencyStore", "Intent", "Record", "State", "Verdict", "decide"]
+__all__ = [
+    "Book",
+    "CorruptRecordError",
+    "Decision",
+    "Finish",
+    "IdempotencyStore",
+    "Intent",
+    "Lease",
+    "Outcome",
+    "State",
+    "Verdict",
+    "book_from_json",
+    "book_to_json",
+    "decide",
+    "finish",
+    "forget",
+    "intent_to_json",
+    "outcome_from_json",
+    "release",
+]
+
+
+class CorruptRecordError(ValueError):
+    """A stored record is not in the format of this module."""
 
 
 class State(str, enum.Enum):
-    """The state of a record."""
+    """The state of a recorded intent."""
 
-    IN_FLIGHT = "in_flight"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     UNKNOWN = "unknown"
@@ -34,147 +69,452 @@ class State(str, enum.Enum):
 class Verdict(enum.Enum):
     """What a new call must do."""
 
-    #: Send: the caller now holds the lease.
+    #: Send: the caller now holds the order's lease.
     ACQUIRED = "acquired"
-    #: Answer from the record without sending.
+    #: Answer from the recorded outcome without sending.
     REPLAY = "replay"
-    #: Another call holds the lease: wait, then ask again.
+    #: Another call holds the order's lease: wait, then ask again.
     BUSY = "busy"
     #: An explicit key was reused with another request.
     CONFLICT = "conflict"
-    #: The same change already ran with an unknown outcome: never send it again.
+    #: A ``change`` on the order has an unknown outcome: nothing is sent until it is reconciled.
     UNKNOWN = "unknown"
+
+
+class Finish(enum.Enum):
+    """What a store did with a call's outcome (:meth:`IdempotencyStore.finish`)."""
+
+    #: Recorded; the caller's lease is released.
+    RECORDED = "recorded"
+    #: Recorded, although the store had lost the call's lease (a restart or a flush of Redis,
+    #: an eviction): nobody else held the order, so the outcome is kept all the same.
+    RECORDED_AFTER_LOSS = "recorded after loss"
+    #: Not recorded: another call holds the order's lease now.
+    TAKEN = "taken"
+    #: Not recorded: the same intent already has an outcome written by another call.
+    SUPERSEDED = "superseded"
+
+
+#: The retry-safety classes whose unknown outcomes never expire by themselves.
+_DURABLE_UNKNOWN = frozenset({"once", "cancel"})
 
 
 @frozen(kw_only=True)
 class Intent:
-    """What a call wants to do: its operation, a fingerprint of its request, and how to treat it.
+    """What a call wants to do.
 
-    ``explicit`` is true for a caller's own idempotency key; ``once`` for an operation that must
-    never be sent twice (``change``).
+    ``fingerprint`` is a canonical digest of the request (the same cart in another line order is
+    the same intent); ``key`` the caller's ``idempotency_key``, if any; ``safety`` the
+    operation's retry-safety class (``"safe"``, ``"cancel"`` or ``"once"``).
     """
 
     operation: str
     fingerprint: str
-    explicit: bool = False
-    once: bool = False
+    key: str | None = None
+    safety: str = "safe"
+
+    @property
+    def id(self) -> str:
+        """The name of this intent in its order's book."""
+        if self.key is not None:
+            return "k:" + self.key
+        return f"{self.operation}:{self.fingerprint}"
+
+    @property
+    def once(self) -> bool:
+        """Whether the operation must never be sent twice (``change``)."""
+        return self.safety == "once"
 
 
 @frozen(kw_only=True)
-class Record:
-    """What a store keeps under a key.
+class Lease:
+    """The call that may send on an order now, until ``expires`` (the store's clock, seconds)."""
 
-    ``result`` is the result model of a success; ``error`` describes a terminal error.
+    owner: str
+    intent: Intent
+    expires: float
+
+
+@frozen(kw_only=True)
+class Outcome:
+    """A finished (or unknown) intent.
+
+    ``status`` and ``answer`` are the HTTP status and body of the answer to replay (a success,
+    or the API's own JSON error); ``owner`` is the call whose outcome it is, while it is unknown
+    (that call may still record what really happened); ``expires`` is when it is dropped
+    (the store's clock, seconds), ``None`` for never.
     """
 
     state: State
-    operation: str
-    fingerprint: str
-    once: bool = False
-    owner: str | None = None
-    lease_expires: float | None = None
-    result: Any = None
-    #: The answer's body, from which a store that serialises (Redis) rebuilds ``result``.
+    intent: Intent
+    status: int | None = None
     answer: bytes | None = field(default=None, repr=False)
-    error: dict[str, Any] | None = None
+    previous_unknown: bool = False
+    owner: str | None = None
+    expires: float | None = None
 
-    def same_intent(self, intent: Intent) -> bool:
-        """Whether *intent* is the request this record is about."""
-        return self.operation == intent.operation and self.fingerprint == intent.fingerprint
+    @property
+    def blocks(self) -> bool:
+        """Whether this outcome keeps every mutating call on its order from being sent."""
+        return self.state is State.UNKNOWN and self.intent.once
+
+    def same_request(self, intent: Intent) -> bool:
+        """Whether *intent* asks for what this outcome is about."""
+        return (
+            self.intent.operation == intent.operation
+            and self.intent.fingerprint == intent.fingerprint
+        )
+
+
+@frozen(kw_only=True)
+class Book:
+    """Everything a store keeps about one order."""
+
+    lease: Lease | None = None
+    outcomes: Mapping[str, Outcome] = field(factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing is left worth keeping."""
+        return self.lease is None and not self.outcomes
+
+    @property
+    def durable(self) -> bool:
+        """Whether the book must outlive every TTL: a lease, or an unknown change or cancel."""
+        return self.lease is not None or any(
+            outcome.expires is None for outcome in self.outcomes.values()
+        )
+
+    @property
+    def expires(self) -> float | None:
+        """When the whole book may go (its last outcome's expiry), ``None`` for never."""
+        if self.durable or not self.outcomes:
+            return None
+        return max(outcome.expires or 0.0 for outcome in self.outcomes.values())
+
+    @property
+    def blocker(self) -> Outcome | None:
+        """The unknown ``change`` that blocks the order, if any."""
+        for outcome in self.outcomes.values():
+            if outcome.blocks:
+                return outcome
+        return None
 
 
 @frozen(kw_only=True)
 class Decision:
-    """A store's answer to :meth:`begin`.
+    """A store's answer to :meth:`IdempotencyStore.begin`.
 
-    ``record`` is the record to replay (REPLAY) or the one in the way (BUSY, CONFLICT, UNKNOWN);
-    ``wait`` the seconds left on another holder's lease (BUSY); ``previous_unknown`` tells an
-    ACQUIRED caller that an earlier holder of the same key died without a result.
+    ``outcome`` is the outcome to replay (REPLAY) or the one in the way (CONFLICT, UNKNOWN);
+    ``wait`` the seconds left on another call's lease (BUSY); ``previous_unknown`` tells an
+    ACQUIRED caller that an earlier call of the same intent has an unknown outcome.
     """
 
     verdict: Verdict
-    record: Record | None = None
+    outcome: Outcome | None = None
     wait: float = 0.0
     previous_unknown: bool = False
 
 
-# Decisions without a record are all alike: built once.
+# Decisions without an outcome are all alike: built once.
 _ACQUIRED = Decision(verdict=Verdict.ACQUIRED)
 _ACQUIRED_AFTER_UNKNOWN = Decision(verdict=Verdict.ACQUIRED, previous_unknown=True)
 
 
-def decide(
-    existing: Record | None, intent: Intent, *, owner: str, now: float, lease: float
-) -> tuple[Decision, Record | None]:
-    """Apply the rules to *existing*; return the decision and the record to store, if changed."""
-    taken = Record(
-        state=State.IN_FLIGHT,
-        operation=intent.operation,
-        fingerprint=intent.fingerprint,
-        once=intent.once,
-        owner=owner,
-        lease_expires=now + lease,
+def _unknown_of(lease: Lease, now: float, ttl: float) -> Outcome:
+    # The holder died or stalled: whatever it sent may have been processed. It stays the owner,
+    # so that a holder that was only slow can still record what really happened.
+    durable = lease.intent.safety in _DURABLE_UNKNOWN
+    return Outcome(
+        state=State.UNKNOWN,
+        intent=lease.intent,
+        owner=lease.owner,
+        expires=None if durable else now + ttl,
     )
-    if existing is None:
-        return _ACQUIRED, taken
-    replacement: Record | None = None
-    if existing.state is State.IN_FLIGHT:
-        if existing.lease_expires is not None and existing.lease_expires > now:
-            wait = existing.lease_expires - now
-            return Decision(verdict=Verdict.BUSY, record=existing, wait=wait), None
-        # The holder died (or stalled) without a result: its outcome is unknown. It stays the
-        # owner, so that a holder that was only slow can still record what really happened.
-        existing = replacement = evolve(existing, state=State.UNKNOWN)
-    return _after(existing, intent, taken, replacement)
 
 
-def _after(
-    existing: Record, intent: Intent, taken: Record, replacement: Record | None
-) -> tuple[Decision, Record | None]:
-    """The rules for a key whose record is finished (or unknown)."""
-    if not existing.same_intent(intent):
-        if intent.explicit:
-            return Decision(verdict=Verdict.CONFLICT, record=existing), replacement
-        return _ACQUIRED, taken  # a new intent on the order
-    if existing.state is not State.UNKNOWN:
-        return Decision(verdict=Verdict.REPLAY, record=existing), replacement
-    if existing.once:
-        return Decision(verdict=Verdict.UNKNOWN, record=existing), replacement
-    # apply / confirm / cancel are safe to send again; the caller learns why.
-    return _ACQUIRED_AFTER_UNKNOWN, taken
+def _current(book: Book | None, now: float, ttl: float) -> Book | None:
+    """*book* with expired outcomes dropped and a lease that ran out turned into an outcome."""
+    if book is None:
+        return None
+    outcomes = book.outcomes
+    if any(o.expires is not None and o.expires <= now for o in outcomes.values()):
+        outcomes = {name: o for name, o in outcomes.items() if o.expires is None or o.expires > now}
+    lease = book.lease
+    if lease is not None and lease.expires <= now:
+        outcomes = {**outcomes, lease.intent.id: _unknown_of(lease, now, ttl)}
+        lease = None
+    if lease is book.lease and outcomes is book.outcomes:
+        return book
+    current = Book(lease=lease, outcomes=outcomes)
+    return None if current.empty else current
+
+
+def decide(
+    book: Book | None, intent: Intent, *, owner: str, now: float, lease: float, ttl: float
+) -> tuple[Decision, Book | None, bool]:
+    """Apply the rules to an order's *book* for a call with *intent*.
+
+    Returns the decision, the book to store, and whether it differs from *book* (a store writes
+    it back only then; ``None`` means delete).
+    """
+    current = _current(book, now, ttl)
+    changed = current is not book
+    outcomes = current.outcomes if current is not None else {}
+    mine = outcomes.get(intent.id)
+    if mine is not None and not mine.same_request(intent):
+        return Decision(verdict=Verdict.CONFLICT, outcome=mine), current, changed
+    if mine is not None and mine.state is not State.UNKNOWN:
+        return Decision(verdict=Verdict.REPLAY, outcome=mine), current, changed
+    if current is not None and current.lease is not None:
+        held = current.lease
+        if held.owner == owner:  # a begin repeated by the same call: it holds the lease already
+            return _ACQUIRED, current, changed
+        return Decision(verdict=Verdict.BUSY, wait=held.expires - now), current, changed
+    blocker = current.blocker if current is not None else None
+    if blocker is not None:
+        return Decision(verdict=Verdict.UNKNOWN, outcome=blocker), current, changed
+    taken = Book(lease=Lease(owner=owner, intent=intent, expires=now + lease), outcomes=outcomes)
+    return (_ACQUIRED_AFTER_UNKNOWN if mine is not None else _ACQUIRED), taken, True
+
+
+def finish(
+    book: Book | None, owner: str, outcome: Outcome, *, now: float, ttl: float
+) -> tuple[Finish, Book | None]:
+    """Record *owner*'s *outcome* in *book*; returns what was done and the book to store."""
+    current = _current(book, now, ttl)
+    lease = current.lease if current is not None else None
+    if lease is not None and lease.owner != owner:
+        return Finish.TAKEN, current
+    outcomes = dict(current.outcomes) if current is not None else {}
+    intent = outcome.intent
+    existing = outcomes.get(intent.id)
+    if lease is None and existing is not None and existing.state is not State.UNKNOWN:
+        return Finish.SUPERSEDED, current
+    kept_by_me = lease is not None or (existing is not None and existing.owner == owner)
+    if outcome.state is State.UNKNOWN:
+        durable = intent.safety in _DURABLE_UNKNOWN
+        outcome = evolve(outcome, owner=owner, expires=None if durable else now + ttl)
+    else:
+        outcome = evolve(outcome, owner=None, expires=now + ttl)
+    outcomes[intent.id] = outcome
+    done = Finish.RECORDED if kept_by_me else Finish.RECORDED_AFTER_LOSS
+    return done, Book(lease=None, outcomes=outcomes)
+
+
+def release(
+    book: Book | None, owner: str, intent: Intent, *, now: float, ttl: float
+) -> Book | None:
+    """Drop *owner*'s lease: its call provably changed nothing, so nothing is recorded.
+
+    An unknown outcome that *owner*'s own lease became (it ran out while the call was still
+    going) goes too: the call has since learned that nothing was processed.
+    """
+    current = _current(book, now, ttl)
+    if current is None:
+        return None
+    lease = current.lease
+    if lease is not None and lease.owner == owner:
+        lease = None
+    outcomes = current.outcomes
+    mine = outcomes.get(intent.id)
+    if mine is not None and mine.state is State.UNKNOWN and mine.owner == owner:
+        outcomes = {name: o for name, o in outcomes.items() if name != intent.id}
+    released = Book(lease=lease, outcomes=outcomes)
+    return None if released.empty else released
+
+
+def forget(
+    book: Book | None, key: str | None, *, now: float, ttl: float
+) -> tuple[list[Outcome], Book | None]:
+    """Drop the unknown outcomes and terminal failures of *book* (only *key*'s, if given).
+
+    Returns what was dropped and the book to store. Successes and a live lease stay: clearing
+    them could let a request go twice.
+    """
+    current = _current(book, now, ttl)
+    if current is None:
+        return [], None
+    wanted = None if key is None else "k:" + key
+    dropped = [
+        outcome
+        for name, outcome in current.outcomes.items()
+        if outcome.state is not State.SUCCEEDED and (wanted is None or name == wanted)
+    ]
+    if not dropped:
+        return [], current
+    gone = {outcome.intent.id for outcome in dropped}
+    kept = {name: o for name, o in current.outcomes.items() if name not in gone}
+    left = Book(lease=current.lease, outcomes=kept)
+    return dropped, None if left.empty else left
+
+
+# -- the JSON document every serialising store keeps ------------------------------------------
+#
+# Times are whole milliseconds on the store's clock; answers are kept apart from the document
+# (the Redis store keeps each in a hash field of its own, so that deciding never reads them).
+
+
+def intent_to_json(intent: Intent) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "operation": intent.operation,
+        "fingerprint": intent.fingerprint,
+        "safety": intent.safety,
+    }
+    if intent.key is not None:
+        document["key"] = intent.key
+    return document
+
+
+def _intent_of(document: Mapping[str, Any]) -> Intent:
+    return Intent(
+        operation=_text(document, "operation"),
+        fingerprint=_text(document, "fingerprint"),
+        key=document.get("key") if isinstance(document.get("key"), str) else None,
+        safety=_text(document, "safety"),
+    )
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
+def _seconds(document: Mapping[str, Any], name: str) -> float | None:
+    value = document.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CorruptRecordError(f"{name} is not a number")
+    return value / 1000
+
+
+def _text(document: Mapping[str, Any], name: str) -> str:
+    value = document.get(name)
+    if not isinstance(value, str):
+        raise CorruptRecordError(f"{name} is not a string")
+    return value
+
+
+def book_to_json(book: Book) -> tuple[str, dict[str, bytes]]:
+    """The document of *book*, and its answers by intent id."""
+    document: dict[str, Any] = {}
+    if book.lease is not None:
+        document["lease"] = {
+            "owner": book.lease.owner,
+            "intent": intent_to_json(book.lease.intent),
+            "expires": _ms(book.lease.expires),
+        }
+    outcomes: dict[str, Any] = {}
+    answers: dict[str, bytes] = {}
+    for name, outcome in book.outcomes.items():
+        entry: dict[str, Any] = {
+            "state": outcome.state.value,
+            "intent": intent_to_json(outcome.intent),
+        }
+        if outcome.status is not None:
+            entry["status"] = outcome.status
+        if outcome.previous_unknown:
+            entry["previous_unknown"] = True
+        if outcome.owner is not None:
+            entry["owner"] = outcome.owner
+        if outcome.expires is not None:
+            entry["expires"] = _ms(outcome.expires)
+        if outcome.answer is not None:
+            answers[name] = outcome.answer
+        outcomes[name] = entry
+    document["outcomes"] = outcomes
+    return json.dumps(document, separators=(",", ":")), answers
+
+
+def book_from_json(raw: str | bytes, answers: Mapping[str, bytes] | None = None) -> Book:
+    """Read a book written by :func:`book_to_json` (or the Redis store's scripts).
+
+    Raises :class:`CorruptRecordError` when the document is not a book.
+    """
+    document = json.loads(raw)
+    if not isinstance(document, dict):
+        raise CorruptRecordError("a book is a JSON object")
+    lease = None
+    held = document.get("lease")
+    if isinstance(held, dict):
+        expires = _seconds(held, "expires")
+        if expires is None:
+            raise CorruptRecordError("a lease has no expiry")
+        lease = Lease(
+            owner=_text(held, "owner"), intent=_intent_of(held["intent"]), expires=expires
+        )
+    outcomes: dict[str, Outcome] = {}
+    entries = document.get("outcomes") or {}
+    if not isinstance(entries, dict):
+        raise CorruptRecordError("outcomes is not an object")
+    for name, entry in entries.items():
+        outcomes[name] = _outcome_of(entry, (answers or {}).get(name))
+    return Book(lease=lease, outcomes=outcomes)
+
+
+def _outcome_of(entry: object, answer: bytes | None) -> Outcome:
+    if not isinstance(entry, dict) or not isinstance(entry.get("intent"), dict):
+        raise CorruptRecordError("an outcome is an object with an intent")
+    status = entry.get("status")
+    owner = entry.get("owner")
+    return Outcome(
+        state=State(entry.get("state")),
+        intent=_intent_of(entry["intent"]),
+        status=status if isinstance(status, int) and not isinstance(status, bool) else None,
+        answer=answer,
+        previous_unknown=entry.get("previous_unknown") is True,
+        owner=owner if isinstance(owner, str) else None,
+        expires=_seconds(entry, "expires"),
+    )
+
+
+def outcome_from_json(raw: str | bytes, answer: bytes | None) -> Outcome:
+    """Read one outcome of a book's document, with its *answer*.
+
+    Raises :class:`CorruptRecordError` when it is not one.
+    """
+    return _outcome_of(json.loads(raw), answer)
 
 
 class IdempotencyStore(Protocol):
-    """Where idempotency records live. See MemoryIdempotencyStore and RedisIdempotencyStore."""
+    """Where idempotency records live: one book per order (see the module docstring).
 
-    #: Seconds a call may hold a key before another call may take it over.
+    The memory and Redis stores of this package implement it; every store follows :func:`decide`.
+    """
+
+    #: Seconds a call may hold an order before another call may take it over.
     lease: float
+    #: Seconds a finished outcome is kept.
+    ttl: float
     #: Whether the store's methods may suspend (talk to a server). A store whose methods never
     #: suspend cannot be cancelled half-way through one, and needs no shielding.
     suspends: bool
 
     async def begin(self, key: str, intent: Intent, owner: str) -> Decision:
-        """Decide what a call with *intent* does under *key*; take the lease if it may send."""
+        """Decide what a call with *intent* does on the order *key*; take the lease if it may send.
+
+        Repeated by the same *owner* while it holds the lease, it answers ACQUIRED again.
+        """
         ...
 
-    async def finish(self, key: str, owner: str, record: Record) -> bool:
-        """Store the outcome of *owner*'s call, if *owner* still holds the lease."""
+    async def finish(self, key: str, owner: str, outcome: Outcome) -> Finish:
+        """Record the *outcome* of *owner*'s call and release its lease (see :class:`Finish`)."""
         ...
 
-    async def release(self, key: str, owner: str) -> None:
-        """Drop *owner*'s lease and record."""
+    async def release(self, key: str, owner: str, intent: Intent) -> None:
+        """Drop *owner*'s lease: its call provably changed nothing."""
         ...
 
     async def wait(self, key: str, timeout: float) -> None:
-        """Return when the record may have changed, or after *timeout* seconds."""
+        """Return when the book may have changed, or after *timeout* seconds."""
         ...
 
-    async def get(self, key: str) -> Record | None:
-        """The record under *key*."""
+    async def get(self, key: str) -> Book | None:
+        """The book of the order *key*, as the rules read it now."""
         ...
 
-    async def forget(self, key: str) -> None:
-        """Remove the record under *key* if it is an unknown outcome or a terminal failure."""
+    async def forget(self, key: str, idempotency_key: str | None = None) -> list[Outcome]:
+        """Drop the order's unknown outcomes and terminal failures (only *idempotency_key*'s)."""
         ...
 
     async def close(self) -> None:

@@ -1,100 +1,259 @@
-"""RedisIdempotencyStore: records shared by every process and machine that uses one Redis."""
+"""RedisIdempotencyStore: books shared by every process and machine that uses one Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 from typing import TYPE_CHECKING, Any
 
-from .._operations import OPERATIONS
-from .._serialization import dump_result, load_answer
-from ._records import Decision, Intent, Record, State, Verdict
+from ._records import (
+    Book,
+    Decision,
+    Finish,
+    Intent,
+    Outcome,
+    Verdict,
+    book_from_json,
+    intent_to_json,
+    outcome_from_json,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from redis.asyncio import Redis
 
 __all__ = ["RedisIdempotencyStore"]
 
-# The rules of _records.decide, run inside Redis so that reading a record and taking the lease
-# are one atomic step, timed by the Redis server's clock (the same for every worker).
-_BEGIN = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function take(previous_unknown)
-  local taken = {state = 'in_flight', operation = ARGV[1], fingerprint = ARGV[2],
-                 once = (ARGV[4] == '1'), owner = ARGV[5],
-                 lease_expires = now + tonumber(ARGV[6])}
-  redis.call('SET', KEYS[1], cjson.encode(taken), 'EX', ARGV[7])
-  return {'acquired', previous_unknown, ''}
-end
-local raw = redis.call('GET', KEYS[1])
-if not raw then return take('0') end
-local record = cjson.decode(raw)
-if record.state == 'in_flight' then
-  if record.lease_expires > now then
-    return {'busy', tostring(record.lease_expires - now), raw}
-  end
-  -- Unknown outcomes wait for a person: no expiry. The holder stays the owner.
-  record.state = 'unknown'
-  raw = cjson.encode(record)
-  redis.call('SET', KEYS[1], raw)
-end
-if record.operation ~= ARGV[1] or record.fingerprint ~= ARGV[2] then
-  if ARGV[3] == '1' then return {'conflict', '0', raw} end
-  return take('0')
-end
-if record.state ~= 'unknown' then return {'replay', '0', raw} end
-if record.once then return {'unknown', '0', raw} end
-return take('1')
-"""
+logger = logging.getLogger("rees46_loyalty")
 
-# Remove a record only when it is an unknown outcome, a terminal failure, or a lease whose
-# holder is gone.
-_FORGET = """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local record = cjson.decode(raw)
-if record.state == 'unknown' or record.state == 'failed' then return redis.call('DEL', KEYS[1]) end
-if record.state == 'in_flight' then
+# The rules of _records (decide, finish, release, forget), run inside Redis so that reading a
+# book and writing it back are one atomic step, timed by the Redis server's clock (the same for
+# every worker). A book is a hash: field `book` holds the JSON document of _records (times in
+# milliseconds), field `a:<intent id>` the answer of that intent. Deciding reads the document
+# only; an answer travels back only to be replayed.
+_LIBRARY = """
+local DURABLE = {once = true, cancel = true}
+local function now_ms()
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if record.lease_expires <= now then return redis.call('DEL', KEYS[1]) end
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-return 0
+local function id_of(intent)
+  if intent.key then return 'k:' .. intent.key end
+  return intent.operation .. ':' .. intent.fingerprint
+end
+local function load(key)
+  local raw = redis.call('HGET', key, 'book')
+  if not raw then return nil end
+  local book = cjson.decode(raw)
+  if type(book.outcomes) ~= 'table' then book.outcomes = {} end
+  return book
+end
+-- Expired outcomes dropped; a lease that ran out turned into an unknown outcome (its holder
+-- stays the owner, so that a holder that was only slow can still record what happened).
+local function current(key, book, now, ttl)
+  if not book then return nil, false end
+  local changed = false
+  for name, o in pairs(book.outcomes) do
+    if o.expires and o.expires <= now then
+      book.outcomes[name] = nil
+      redis.call('HDEL', key, 'a:' .. name)
+      changed = true
+    end
+  end
+  local lease = book.lease
+  if lease and lease.expires <= now then
+    local o = {state = 'unknown', intent = lease.intent, owner = lease.owner}
+    if not DURABLE[lease.intent.safety] then o.expires = now + ttl end
+    book.outcomes[id_of(lease.intent)] = o
+    book.lease = nil
+    changed = true
+  end
+  return book, changed
+end
+-- Write the book back; a lease or an unknown change / cancel keeps it from expiring.
+local function save(key, book, now)
+  if not book.lease and next(book.outcomes) == nil then
+    redis.call('DEL', key)
+    return
+  end
+  redis.call('HSET', key, 'book', cjson.encode(book))
+  local durable, last = book.lease ~= nil, 0
+  for _, o in pairs(book.outcomes) do
+    if not o.expires then durable = true elseif o.expires > last then last = o.expires end
+  end
+  if durable then
+    redis.call('PERSIST', key)
+  else
+    redis.call('PEXPIRE', key, math.max(1, math.floor(last - now)))
+  end
+end
 """
 
-# Write the outcome (or, with an empty one, drop the record) only while the caller holds the
-# key: its lease, or the unknown outcome its expired lease became. ARGV[3] = 0: no expiry.
-_FINISH = """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local record = cjson.decode(raw)
-if record.owner ~= ARGV[1] then return 0 end
-if record.state ~= 'in_flight' and record.state ~= 'unknown' then return 0 end
-if ARGV[2] == '' then
-  redis.call('DEL', KEYS[1])
-elseif ARGV[3] == '0' then
-  redis.call('SET', KEYS[1], ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+_BEGIN = (
+    _LIBRARY
+    + """
+local key, owner = KEYS[1], ARGV[2]
+local intent = cjson.decode(ARGV[1])
+local lease_ms, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+local book, changed = current(key, load(key), now, ttl)
+local function answer(verdict, a, b)
+  if changed then save(key, book, now) end
+  return {verdict, a, b}
 end
+local outcomes = book and book.outcomes or {}
+local id = id_of(intent)
+local mine = outcomes[id]
+if mine then
+  if mine.intent.operation ~= intent.operation or mine.intent.fingerprint ~= intent.fingerprint then
+    return answer('conflict', cjson.encode(mine), '')
+  end
+  if mine.state ~= 'unknown' then
+    return answer('replay', cjson.encode(mine), redis.call('HGET', key, 'a:' .. id) or '')
+  end
+end
+if book and book.lease then
+  if book.lease.owner == owner then return answer('acquired', '0', '') end
+  return answer('busy', tostring(book.lease.expires - now), '')
+end
+for _, o in pairs(outcomes) do
+  if o.state == 'unknown' and o.intent.safety == 'once' then
+    return answer('unknown', cjson.encode(o), '')
+  end
+end
+if not book then book = {outcomes = {}} end
+book.lease = {owner = owner, intent = intent, expires = now + lease_ms}
+save(key, book, now)
+if mine then return {'acquired', '1', ''} end
+return {'acquired', '0', ''}
+"""
+)
+
+_FINISH = (
+    _LIBRARY
+    + """
+local key, owner = KEYS[1], ARGV[1]
+local outcome = cjson.decode(ARGV[2])
+local ttl = tonumber(ARGV[5])
+local now = now_ms()
+local book, changed = current(key, load(key), now, ttl)
+local lease = book and book.lease
+local id = id_of(outcome.intent)
+local existing = book and book.outcomes[id]
+local function refuse(why)
+  if changed then save(key, book, now) end
+  return why
+end
+if lease and lease.owner ~= owner then return refuse('taken') end
+if not lease and existing and existing.state ~= 'unknown' then return refuse('superseded') end
+local mine = lease ~= nil or (existing ~= nil and existing.owner == owner)
+if outcome.state == 'unknown' then
+  outcome.owner = owner
+  if not DURABLE[outcome.intent.safety] then outcome.expires = now + ttl end
+else
+  outcome.owner = nil
+  outcome.expires = now + ttl
+end
+if not book then book = {outcomes = {}} end
+book.lease = nil
+book.outcomes[id] = outcome
+if ARGV[3] == '1' then
+  redis.call('HSET', key, 'a:' .. id, ARGV[4])
+else
+  redis.call('HDEL', key, 'a:' .. id)
+end
+save(key, book, now)
+if mine then return 'recorded' end
+return 'recorded after loss'
+"""
+)
+
+_RELEASE = (
+    _LIBRARY
+    + """
+local key, owner = KEYS[1], ARGV[1]
+local intent = cjson.decode(ARGV[2])
+local now = now_ms()
+local book, changed = current(key, load(key), now, tonumber(ARGV[3]))
+if not book then return 0 end
+if book.lease and book.lease.owner == owner then
+  book.lease = nil
+  changed = true
+end
+local id = id_of(intent)
+local mine = book.outcomes[id]
+if mine and mine.state == 'unknown' and mine.owner == owner then
+  book.outcomes[id] = nil
+  changed = true
+end
+if changed then save(key, book, now) end
 return 1
 """
+)
+
+_FORGET = (
+    _LIBRARY
+    + """
+local key, wanted = KEYS[1], ARGV[1]
+local now = now_ms()
+local book, changed = current(key, load(key), now, tonumber(ARGV[2]))
+if not book then return {} end
+local dropped = {}
+for name, o in pairs(book.outcomes) do
+  if o.state ~= 'succeeded' and (wanted == '' or name == wanted) then
+    table.insert(dropped, cjson.encode(o))
+    book.outcomes[name] = nil
+    redis.call('HDEL', key, 'a:' .. name)
+    changed = true
+  end
+end
+if changed then save(key, book, now) end
+return dropped
+"""
+)
+
+# The book as the rules read it now (a lease that ran out is an unknown outcome), with answers.
+_GET = (
+    _LIBRARY
+    + """
+local key = KEYS[1]
+local now = now_ms()
+local book, changed = current(key, load(key), now, tonumber(ARGV[1]))
+if not book then return {} end
+if changed then save(key, book, now) end
+local reply = {cjson.encode(book)}
+for name, _ in pairs(book.outcomes) do
+  local answer = redis.call('HGET', key, 'a:' .. name)
+  if answer then
+    table.insert(reply, name)
+    table.insert(reply, answer)
+  end
+end
+return reply
+"""
+)
 
 
 class RedisIdempotencyStore:
     """Idempotency records in Redis, for workers in several processes or on several machines.
 
     Needs the ``redis`` extra (``pip install 'rees46-loyalty[redis]'``). One round trip before
-    a call (an atomic script that reads the record and takes the lease) and one after it.
+    a call (an atomic script that reads the order's book and takes its lease) and one after it.
+
+    The guarantees hold while Redis keeps what it was told: run it with persistence (AOF,
+    ``appendfsync everysec`` or ``always``) and ``maxmemory-policy noeviction``. The store
+    checks both on its first call and logs a warning when they are missing. What a Redis that
+    loses its data still keeps is on the "Idempotency" page of the docs.
 
     Args:
         redis: A ``redis://`` URL, or a ``redis.asyncio.Redis`` client of your own (left open).
-        ttl: Seconds a record is kept (default 24 h).
-        lease: Seconds a call may hold a key before another may take it over (default 60 s).
-            A worker that dies holding it blocks the key this long at most.
+        ttl: Seconds a finished outcome is kept (default 24 h); at least ``lease``.
+        lease: Seconds a call may hold an order before another may take it over (default 60 s).
+            A worker that dies holding it blocks the order this long at most; what it was doing
+            then counts as an unknown outcome.
         namespace: Prefix of every key; the client adds its shop id after it.
-        poll_interval: Seconds between two looks at a busy key.
+        poll_interval: Seconds between two looks at a busy order.
         max_connections: Connections to Redis at most, for a store made from a URL; past it,
             calls wait for a free one. (A client of your own: give it a
             ``BlockingConnectionPool``, or it fails past its pool's size.)
@@ -113,8 +272,15 @@ class RedisIdempotencyStore:
         poll_interval: float = 0.02,
         max_connections: int = 100,
     ) -> None:
-        if ttl <= 0 or lease <= 0 or poll_interval <= 0:
-            raise ValueError("ttl, lease and poll_interval must be positive")
+        for name, value in (("ttl", ttl), ("lease", lease), ("poll_interval", poll_interval)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+            if not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if ttl < lease:
+            # A lease that runs out is an unknown outcome; a TTL shorter than the lease would
+            # let an order's book go before anyone could read it so.
+            raise ValueError(f"ttl ({ttl:g}s) must not be shorter than lease ({lease:g}s)")
         try:
             from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415 - optional
         except ImportError as exc:  # pragma: no cover - the extra is installed in tests
@@ -127,13 +293,18 @@ class RedisIdempotencyStore:
             self._redis: Redis = Redis(connection_pool=pool)
         else:
             self._redis = redis
-        self.ttl = ttl
-        self.lease = lease
+        self.ttl = float(ttl)
+        self.lease = float(lease)
         self._namespace = namespace
         self._poll = poll_interval
+        self._ttl_ms = max(1, int(self.ttl * 1000))
+        self._lease_ms = max(1, int(self.lease * 1000))
         self._begin = self._redis.register_script(_BEGIN)
         self._finish = self._redis.register_script(_FINISH)
+        self._release = self._redis.register_script(_RELEASE)
         self._forget = self._redis.register_script(_FORGET)
+        self._get = self._redis.register_script(_GET)
+        self._checked = False
 
     def __repr__(self) -> str:
         return f"RedisIdempotencyStore(namespace={self._namespace!r}, lease={self.lease:g})"
@@ -142,51 +313,113 @@ class RedisIdempotencyStore:
         return f"{self._namespace}:{key}"
 
     async def begin(self, key: str, intent: Intent, owner: str) -> Decision:
-        """Decide what a call with *intent* does under *key*, taking the lease if it may send."""
-        verdict, extra, raw = await self._begin(
+        """Decide what a call with *intent* does on the order *key*, taking the lease if it may."""
+        if not self._checked:
+            self._checked = True
+            await self.check()
+        verdict_text, extra, answer = await self._begin(
             keys=[self._key(key)],
-            args=[
-                intent.operation,
-                intent.fingerprint,
-                int(intent.explicit),
-                int(intent.once),
-                owner,
-                int(self.lease * 1000),
-                max(1, int(self.ttl)),
-            ],
+            args=[json.dumps(intent_to_json(intent)), owner, self._lease_ms, self._ttl_ms],
         )
-        verdict = Verdict(_text(verdict))
+        verdict = Verdict(_text(verdict_text))
         if verdict is Verdict.ACQUIRED:
             return Decision(verdict=verdict, previous_unknown=_text(extra) == "1")
-        record = _decode(raw)
-        wait = int(extra) / 1000 if verdict is Verdict.BUSY else 0.0
-        return Decision(verdict=verdict, record=record, wait=wait)
+        if verdict is Verdict.BUSY:
+            return Decision(verdict=verdict, wait=int(float(_text(extra))) / 1000)
+        raw_answer = answer if isinstance(answer, bytes) else _text(answer).encode()
+        outcome = outcome_from_json(_text(extra), raw_answer or None)
+        return Decision(verdict=verdict, outcome=outcome)
 
-    async def finish(self, key: str, owner: str, record: Record) -> bool:
-        """Store the outcome of *owner*'s call; False when *owner* no longer holds the lease."""
-        ttl = 0 if record.state is State.UNKNOWN else max(1, int(self.ttl))
-        written = await self._finish(keys=[self._key(key)], args=[owner, _encode(record), ttl])
-        return bool(written)
+    async def finish(self, key: str, owner: str, outcome: Outcome) -> Finish:
+        """Record *owner*'s outcome and release its lease (see :class:`Finish`)."""
+        document: dict[str, Any] = {
+            "state": outcome.state.value,
+            "intent": intent_to_json(outcome.intent),
+        }
+        if outcome.status is not None:
+            document["status"] = outcome.status
+        if outcome.previous_unknown:
+            document["previous_unknown"] = True
+        answer = outcome.answer
+        done = await self._finish(
+            keys=[self._key(key)],
+            args=[
+                owner,
+                json.dumps(document),
+                "0" if answer is None else "1",
+                b"" if answer is None else answer,
+                self._ttl_ms,
+            ],
+        )
+        return Finish(_text(done))
 
-    async def release(self, key: str, owner: str) -> None:
-        """Drop *owner*'s lease and its record."""
-        await self._finish(keys=[self._key(key)], args=[owner, "", 1])
+    async def release(self, key: str, owner: str, intent: Intent) -> None:
+        """Drop *owner*'s lease: its call provably changed nothing."""
+        await self._release(
+            keys=[self._key(key)], args=[owner, json.dumps(intent_to_json(intent)), self._ttl_ms]
+        )
 
     async def wait(self, key: str, timeout: float) -> None:  # noqa: ARG002 - polled, not watched
         """Sleep a poll interval (at most *timeout*): the caller then looks again."""
         await asyncio.sleep(min(timeout, self._poll))
 
-    async def get(self, key: str) -> Record | None:
-        """The record under *key*, if any."""
-        raw = await self._redis.get(self._key(key))
-        return None if raw is None else _decode(raw)
+    async def get(self, key: str) -> Book | None:
+        """The book of the order *key*, as the rules read it now."""
+        reply = await self._get(keys=[self._key(key)], args=[self._ttl_ms])
+        if not reply:
+            return None
+        answers = {
+            _text(reply[i]): bytes(reply[i + 1])
+            if not isinstance(reply[i + 1], str)
+            else reply[i + 1].encode()
+            for i in range(1, len(reply) - 1, 2)
+        }
+        return book_from_json(reply[0], answers)
 
-    async def forget(self, key: str) -> None:
-        """Remove the record under *key* if it is an unknown outcome or a terminal failure.
+    async def forget(self, key: str, idempotency_key: str | None = None) -> list[Outcome]:
+        """Drop the order's unknown outcomes and terminal failures (only *idempotency_key*'s).
 
         A call in flight and a success are kept: clearing them could let a request go twice.
         """
-        await self._forget(keys=[self._key(key)], args=[])
+        wanted = "" if idempotency_key is None else "k:" + idempotency_key
+        dropped = await self._forget(keys=[self._key(key)], args=[wanted, self._ttl_ms])
+        return [outcome_from_json(_text(raw), None) for raw in dropped]
+
+    async def check(self) -> list[str]:
+        """What in this Redis's settings weakens the guarantees; each also logged as a warning.
+
+        Run by the store's first call. A Redis that refuses ``CONFIG GET`` (some managed ones
+        do) cannot be checked: that is logged at INFO.
+        """
+        try:
+            policy = await self._redis.config_get("maxmemory-policy")
+            persistence = await self._redis.config_get("appendonly")
+            snapshots = await self._redis.config_get("save")
+        except Exception as exc:  # noqa: BLE001 - any refusal means "cannot check", said below
+            logger.info(
+                "could not read the Redis settings of the idempotency store (%s): make sure "
+                "it persists its data and never evicts keys",
+                type(exc).__name__,
+            )
+            return []
+        problems = []
+        evicts = _text(policy.get("maxmemory-policy", "noeviction"))
+        if evicts != "noeviction":
+            problems.append(
+                f"Redis evicts keys under memory pressure (maxmemory-policy {evicts}): an "
+                "evicted record lets a redelivered change go twice; set noeviction"
+            )
+        if (
+            _text(persistence.get("appendonly", "no")) != "yes"
+            and not _text(snapshots.get("save", "")).strip()
+        ):
+            problems.append(
+                "Redis persists nothing (appendonly no, no save points): a restart loses every "
+                "idempotency record, and redelivered changes go twice; turn on appendonly"
+            )
+        for problem in problems:
+            logger.warning("idempotency store: %s", problem)
+        return problems
 
     async def close(self) -> None:
         """Close the Redis client if the store created it."""
@@ -197,41 +430,3 @@ class RedisIdempotencyStore:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _encode(record: Record) -> str:
-    # A success keeps the answer's own bytes: decoding them again gives an equal result, to the
-    # last digit, whatever fields the models hold.
-    answer = record.answer
-    if answer is None and record.result is not None:
-        answer = dump_result(record.result)
-    document: dict[str, Any] = {
-        "state": record.state.value,
-        "operation": record.operation,
-        "fingerprint": record.fingerprint,
-        "once": record.once,
-        "owner": None,
-        "answer": None if answer is None else answer.decode(),
-        "error": record.error,
-    }
-    # An error payload was read with Decimals: kept as their exact text.
-    return json.dumps(document, default=str)
-
-
-def _decode(raw: bytes | str) -> Record:
-    document = json.loads(raw)
-    answer = document.get("answer")
-    result = None
-    if isinstance(answer, str):
-        result = load_answer(answer.encode(), OPERATIONS[document["operation"]].result_type)
-    expires = document.get("lease_expires")
-    return Record(
-        state=State(document["state"]),
-        operation=document["operation"],
-        fingerprint=document["fingerprint"],
-        once=bool(document.get("once")),
-        owner=document.get("owner"),
-        lease_expires=None if expires is None else expires / 1000,
-        result=result,
-        error=document.get("error") or None,
-    )

@@ -35,7 +35,11 @@ from ..errors import (
     ServerError,
 )
 
-__all__ = ["errors_middleware", "parse_retry_after"]
+__all__ = ["decode_response", "errors_middleware", "parse_retry_after", "recorded_answer"]
+
+# Where an APIError built from the API's own JSON envelope keeps that answer's body, for the
+# idempotency layer to record a terminal error and replay it exactly (Decimals and all).
+_ANSWER = "_api_answer"
 
 _ORDER_STATUS_RE = re.compile(r"^Could not \w+ order in its current status", re.IGNORECASE)
 _NOT_FOUND_RE = re.compile(r"\bnot found\b", re.IGNORECASE)
@@ -78,7 +82,7 @@ def decode_response(request: ApiRequest, response: ApiResponse) -> ApiResponse:
                 "does not serve it",
                 **context,
             )
-        raise _status_error(response, message, payload, context)
+        raise _kept(_status_error(response, message, payload, context), response, payload)
     if not 200 <= response.status < 300:
         raise MalformedResponseError(f"unexpected HTTP status {response.status}", **context)
     if decode_problem is not None:
@@ -92,7 +96,8 @@ def decode_response(request: ApiRequest, response: ApiResponse) -> ApiResponse:
         raise MalformedResponseError("the envelope has neither `success` nor `status`", **context)
     result_type = request.operation.result_type
     if not succeeded or (message is not None and not _has_result_fields(payload, result_type)):
-        raise _message_error(message or "the API reported an error", payload, context)
+        error = _message_error(message or "the API reported an error", payload, context)
+        raise _kept(error, response, payload)
     try:
         result = structure(payload, result_type)
     except PayloadShapeError as exc:
@@ -110,6 +115,18 @@ def _not_the_api(response: ApiResponse) -> bool:
     """
     status = response.status
     return status != 429 and status < 500 and (status == 404 or bool(response.body))
+
+
+def _kept(error: APIError, response: ApiResponse, payload: Mapping[str, Any] | None) -> APIError:
+    if payload is not None:  # the API's own envelope, not a proxy's page
+        setattr(error, _ANSWER, response.body)
+    return error
+
+
+def recorded_answer(error: APIError) -> bytes | None:
+    """The body of the API's own JSON answer that *error* was built from, if it was."""
+    answer = error.__dict__.get(_ANSWER)
+    return answer if isinstance(answer, bytes) else None
 
 
 def _payload_of(document: object) -> Mapping[str, Any] | None:

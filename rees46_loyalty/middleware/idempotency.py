@@ -1,16 +1,20 @@
 """The idempotency middleware: a mutating call is sent at most once per intent.
 
-The REES46 API takes no idempotency key, so the SDK keeps its own record of apply, confirm,
-cancel and change in a store (memory or Redis), under the order id or the caller's
-``idempotency_key``. Outermost in the chain, it decides before anything is sent:
+The REES46 API takes no idempotency key, so the SDK keeps its own book of every order's apply,
+confirm, cancel and change calls in a store (memory or Redis; see
+``rees46_loyalty.idempotency._records`` for the format and the rules). Outermost in the chain, it
+decides before anything is sent:
 
-* the same request as a finished record: answer from the record (``result.replayed`` is true),
-  or raise its terminal error again, without sending;
-* a call in flight on the same key: wait for it (bounded), then decide again;
+* the same intent as a finished one (the same operation and request, or the same explicit
+  ``idempotency_key``): answer from the record (``result.replayed`` is true), or raise its
+  terminal error again, without sending;
+* another call in flight on the same order: wait for it (bounded), then decide again — calls on
+  one order are serialised;
 * an explicit key reused with another request: :class:`IdempotencyError`;
-* a ``change`` whose earlier run has an unknown outcome: :class:`OutcomeUnknownError`, again,
-  until the record is cleared with ``LoyaltyClient.clear_idempotency``;
-* anything else: send, then record the outcome. Transient failures leave no record.
+* a ``change`` on the order with an unknown outcome: :class:`OutcomeUnknownError` for every
+  mutating call on the order, until it is reconciled or cleared;
+* anything else: send, then record the outcome. A failure that provably changed nothing
+  leaves no record.
 """
 
 from __future__ import annotations
@@ -19,14 +23,15 @@ import asyncio
 import hashlib
 import logging
 import secrets
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
+from operator import itemgetter
 from typing import Any
 
 import attrs
 
-from .. import errors
 from .._clock import Clock
 from .._http import ApiRequest, ApiResponse, Handler, SendTrace
-from .._operations import RetrySafety
 from .._serialization import dumps
 from ..errors import (
     APIError,
@@ -37,32 +42,57 @@ from ..errors import (
     OrderStatusError,
     OutcomeUnknownError,
 )
-from ..idempotency._records import Decision, IdempotencyStore, Intent, Record, State, Verdict
-from .retry import outcome_unknown
+from ..idempotency._records import (
+    Decision,
+    Finish,
+    IdempotencyStore,
+    Intent,
+    Outcome,
+    State,
+    Verdict,
+)
+from .errors import decode_response, recorded_answer
 
-__all__ = ["IdempotencyMiddleware", "IdempotencyStore", "record_key"]
+__all__ = ["IdempotencyMiddleware", "IdempotencyStore", "fingerprint", "record_key"]
 
 logger = logging.getLogger("rees46_loyalty")
 
 # Errors that say the order's state refused the request: the same request gets the same answer,
-# so it is kept and replayed. Authentication, rate limits and server errors are not.
+# so it is kept and replayed — when it is the API's own JSON answer (a proxy's HTML 404 is not).
+# Authentication, rate limits and server errors are never kept.
 _TERMINAL_ERRORS = (OrderStatusError, BadRequestError, NotFoundError)
+_by_product = itemgetter("product_id")
 
 
-def record_key(shop_id: str, *, order_id: str | None, idempotency_key: str | None) -> str:
-    """The store key of a call: the caller's key if given, else its order."""
-    if idempotency_key is not None:
-        return f"{shop_id}:key:{idempotency_key}"
-    return f"{shop_id}:order:{order_id}"
+def record_key(shop_id: str, order_id: str) -> str:
+    """The store key of an order's book: the shop's id is length-prefixed, so no two collide."""
+    return f"{len(shop_id)}:{shop_id}:{order_id}"
 
 
 def fingerprint(request: ApiRequest) -> str:
-    """A digest of what the request asks for (the secret is not in it yet)."""
-    body = request.body if request.body is not None else dumps(request.data)
+    """A canonical digest of what *request* asks for (the secret is not in it yet).
+
+    The cart's lines count in no particular order (the API keys them by ``product_id``): the
+    same cart listed in another order is the same intent. Amounts are already in their wire form
+    (``1000`` for ``Decimal("1000.00")``).
+    """
+    body = request.body
+    lines = request.data.get("cart_items")
+    if isinstance(lines, Sequence) and not _sorted(lines):
+        body = dumps({**request.data, "cart_items": sorted(lines, key=_by_product)})
+    elif body is None:
+        body = dumps(request.data)
     digest = hashlib.blake2b(request.operation.name.encode(), digest_size=16)
     digest.update(b"\0")
     digest.update(body)
     return digest.hexdigest()
+
+
+def _sorted(lines: Sequence[Any]) -> bool:
+    return all(
+        isinstance(a, Mapping) and isinstance(b, Mapping) and a["product_id"] <= b["product_id"]
+        for a, b in pairwise(lines)
+    )
 
 
 class IdempotencyMiddleware:
@@ -79,16 +109,14 @@ class IdempotencyMiddleware:
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         operation = request.operation
-        if not operation.mutating:
+        if not operation.mutating or request.order_id is None:
             return await call_next(request)
-        key = record_key(
-            self._shop_id, order_id=request.order_id, idempotency_key=request.idempotency_key
-        )
+        key = record_key(self._shop_id, request.order_id)
         intent = Intent(
             operation=operation.name,
             fingerprint=fingerprint(request),
-            explicit=request.idempotency_key is not None,
-            once=operation.safety is RetrySafety.ONCE,
+            key=request.idempotency_key,
+            safety=operation.safety.value,
         )
         # Random per call: a client made before a fork (gunicorn --preload) lives on in every
         # child, so nothing derived from the client alone tells their leases apart.
@@ -98,7 +126,7 @@ class IdempotencyMiddleware:
         if isinstance(decision, ApiResponse):  # replayed
             return decision
         # The call must be over before its lease is: once the lease runs out another caller may
-        # take the key over. A tenth of the lease is kept as a margin.
+        # take the order over. A tenth of the lease is kept as a margin.
         lease_ends = self._clock.monotonic() + self.store.lease * 0.9
         request = request.replace(
             deadline=lease_ends if request.deadline is None else min(request.deadline, lease_ends),
@@ -107,67 +135,56 @@ class IdempotencyMiddleware:
         try:
             response = await call_next(request)
         except BaseException as failure:
-            if isinstance(failure, OrderStatusError) and decision.previous_unknown:
+            if decision.previous_unknown and isinstance(failure, LoyaltyError):
                 failure.previous_outcome_unknown = True
-            # Shielded: a cancelled caller must still leave the key settled, not blocked.
-            settle = self._settle(key, owner, intent, failure, trace)
+            # Shielded: a cancelled caller must still leave the order settled, not blocked.
+            settle = self._settle(
+                request, key=key, owner=owner, intent=intent, failure=failure, trace=trace
+            )
             try:
                 await (asyncio.shield(settle) if self.store.suspends else settle)
             except Exception:  # the call's own failure is what the caller must see
                 logger.exception(
-                    "%s failed and the idempotency store could not record it; the key is "
-                    "held until its lease runs out",
+                    "%s failed and the idempotency store could not record it; the order is "
+                    "held until its lease runs out, and then counts as an unknown outcome",
                     request.operation.name,
-                    extra={"operation": request.operation.name, "order_id": request.order_id},
+                    extra=_extra(request, "sent"),
                 )
             raise
-        record = Record(
-            state=State.SUCCEEDED,
-            operation=intent.operation,
-            fingerprint=intent.fingerprint,
-            once=intent.once,
-            result=response.result,
-            answer=response.body,
+        outcome = Outcome(
+            state=State.SUCCEEDED, intent=intent, status=response.status, answer=response.body
         )
-        await self._record_success(request, key, owner, record)
+        await self._record(request, key, owner, outcome)
         return response
 
-    async def _record_success(
-        self, request: ApiRequest, key: str, owner: str, record: Record
-    ) -> None:
+    async def _record(self, request: ApiRequest, key: str, owner: str, outcome: Outcome) -> None:
         """Store a success, shielded, and never fail the call over it.
 
         The API has applied it: the caller gets its result whatever the store does, and a
         cancelled caller still gets it recorded.
         """
-        extra = {"operation": request.operation.name, "order_id": request.order_id}
-        finish = self.store.finish(key, owner, record)
+        name = request.operation.name
+        finish = self.store.finish(key, owner, outcome)
         try:
-            written = await (asyncio.shield(finish) if self.store.suspends else finish)
+            done = await (asyncio.shield(finish) if self.store.suspends else finish)
         except Exception:
             logger.exception(
-                "%s succeeded but its result could not be recorded: a repeat of this request "
-                "will be refused as an unknown outcome once the lease runs out",
-                request.operation.name,
-                extra=extra,
+                "%s succeeded but its result could not be recorded: the order counts as an "
+                "unknown outcome once the lease runs out",
+                name,
+                extra=_extra(request, "sent"),
             )
             return
-        if not written:
-            logger.error(
-                "%s succeeded after its lease ran out: another call may have taken the key",
-                request.operation.name,
-                extra=extra,
-            )
+        _log_finish(request, done, "succeeded")
 
     async def _acquire(
         self, request: ApiRequest, key: str, intent: Intent, owner: str, trace: SendTrace
     ) -> Decision | ApiResponse:
-        """Wait while the key is busy; then take the lease, replay, or raise what the record says.
+        """Wait while the order is busy; then take the lease, replay, or raise what the book says.
 
         Returns the ACQUIRED decision or a replayed response; tells *trace* which it was.
         """
-        started = self._clock.monotonic()
-        give_up_at = started + self._wait_timeout
+        give_up_at = self._clock.monotonic() + self._wait_timeout
         waited = False
         while True:
             decision = await self._begin(key, intent, owner)
@@ -179,15 +196,15 @@ class IdempotencyMiddleware:
                 if not waited:
                     waited = True
                     logger.debug(
-                        "%s waits for another call on the same key",
+                        "%s waits for another call on the same order",
                         request.operation.name,
                         extra=_extra(request, "waiting"),
                     )
                 left = give_up_at - self._clock.monotonic()
                 if left <= 0:
                     raise IdempotencyError(
-                        f"waited {self._wait_timeout:g}s for another {request.operation.name} "
-                        "call on the same key to finish",
+                        f"waited {self._wait_timeout:g}s for another call on order "
+                        f"{request.order_id!r} to finish; nothing was sent",
                         operation=request.operation.name,
                         order_id=request.order_id,
                         retryable=True,
@@ -201,9 +218,10 @@ class IdempotencyMiddleware:
             raise answer
 
     async def _begin(self, key: str, intent: Intent, owner: str) -> Decision:
-        """``store.begin``, shielded.
+        """``store.begin``, shielded; whatever it may have taken is released if it fails.
 
-        A caller cancelled while the store answers must not leave behind a lease that nobody
+        A caller cancelled while the store answers, or a store that answered too late for its
+        client (a Redis timeout after the script ran), must not leave behind a lease that nobody
         will release.
         """
         try:
@@ -213,111 +231,179 @@ class IdempotencyMiddleware:
             try:
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
-                task.add_done_callback(lambda done: self._release_if_taken(done, key, owner))
+                task.add_done_callback(
+                    lambda done: self._release_if_taken(done, key, owner, intent)
+                )
                 raise
         except Exception as exc:
             # Without its record the SDK cannot promise "at most once": nothing is sent.
+            self._release_later(key, owner, intent)
             raise IdempotencyError(
                 f"the idempotency store failed, so nothing was sent: {type(exc).__name__}",
                 operation=intent.operation,
                 retryable=True,
             ) from exc
 
-    def _release_if_taken(self, done: asyncio.Future[Decision], key: str, owner: str) -> None:
-        if done.cancelled() or done.exception() is not None:
-            return
-        if done.result().verdict is Verdict.ACQUIRED:
-            release = asyncio.ensure_future(self.store.release(key, owner))
-            self._background.add(release)
-            release.add_done_callback(self._background.discard)
+    def _release_if_taken(
+        self, done: asyncio.Future[Decision], key: str, owner: str, intent: Intent
+    ) -> None:
+        taken = (
+            done.cancelled()
+            or done.exception() is not None
+            or done.result().verdict is Verdict.ACQUIRED
+        )
+        if taken:
+            self._release_later(key, owner, intent)
+
+    def _release_later(self, key: str, owner: str, intent: Intent) -> None:
+        """Release *owner*'s lease in the background (a no-op if it holds none)."""
+        release = asyncio.ensure_future(self.store.release(key, owner, intent))
+        self._background.add(release)
+        release.add_done_callback(self._released)
+
+    def _released(self, release: asyncio.Future[None]) -> None:
+        self._background.discard(release)
+        if not release.cancelled() and release.exception() is not None:
+            logger.warning(
+                "a lease taken by a call that sent nothing could not be released (%s); the "
+                "order is held until the lease runs out, then counts as an unknown outcome",
+                type(release.exception()).__name__,
+            )
 
     def _answer_from(
-        self, request: ApiRequest, decision: Decision, outcome: str
+        self, request: ApiRequest, decision: Decision, outcome_name: str
     ) -> ApiResponse | LoyaltyError:
         """The answer of a call decided without sending: a replayed response or an error."""
-        record = decision.record
-        assert record is not None  # noqa: S101 - every verdict but ACQUIRED carries its record
+        outcome = decision.outcome
+        assert outcome is not None  # noqa: S101 - every verdict but ACQUIRED and BUSY has one
         name = request.operation.name
         if decision.verdict is Verdict.CONFLICT:
             return IdempotencyError(
                 f"idempotency key {request.idempotency_key!r} was used for another request "
-                f"({record.operation} with different arguments)",
+                f"({outcome.intent.operation} with different arguments); nothing was sent",
                 operation=name,
                 order_id=request.order_id,
             )
         if decision.verdict is Verdict.UNKNOWN:
+            blocked = outcome.intent
+            same = blocked.operation == name and blocked.fingerprint == fingerprint(request)
+            what = "the same change" if same else "a change"
             return OutcomeUnknownError(
-                f"an earlier {name} with the same request may have been applied and its outcome "
-                "is unknown, so it is not sent again; reconcile with details(), then call "
-                "clear_idempotency()",
+                f"{what} on order {request.order_id!r} may have been applied and its outcome "
+                f"is unknown, so no {name} is sent on this order until it is reconciled: check "
+                f"details(order_id={request.order_id!r}), then clear_idempotency(order_id="
+                f"{request.order_id!r})",
                 operation=name,
                 order_id=request.order_id,
             )
-        if record.state is State.FAILED and record.error is not None:
-            return _rebuild_error(record.error, request)
-        result = record.result
+        return self._replay(request, outcome, outcome_name)
+
+    def _replay(
+        self, request: ApiRequest, outcome: Outcome, outcome_name: str
+    ) -> ApiResponse | LoyaltyError:
+        """The recorded answer of *outcome*, decoded again: the result, or the terminal error."""
+        recorded = ApiResponse(status=outcome.status or 200, headers={}, body=outcome.answer or b"")
+        try:
+            replayed = decode_response(request, recorded)
+        except APIError as error:
+            if outcome.state is not State.FAILED:
+                return _corrupt(request, error)
+            error.previous_outcome_unknown = outcome.previous_unknown
+            error.attempts = 0
+            return error
+        except LoyaltyError as error:
+            return _corrupt(request, error)
+        if outcome.state is not State.SUCCEEDED:
+            return _corrupt(request, None)
+        result = replayed.result
         if attrs.has(type(result)) and "replayed" in attrs.fields_dict(type(result)):
             result = attrs.evolve(result, replayed=True)
         logger.debug(
             "%s answered from the idempotency store (%s)",
-            name,
-            outcome,
-            extra=_extra(request, outcome),
+            request.operation.name,
+            outcome_name,
+            extra=_extra(request, outcome_name),
         )
         return ApiResponse(status=200, headers={}, body=b"", result=result)
 
     async def _settle(
-        self, key: str, owner: str, intent: Intent, failure: BaseException, trace: SendTrace
+        self,
+        request: ApiRequest,
+        *,
+        key: str,
+        owner: str,
+        intent: Intent,
+        failure: BaseException,
+        trace: SendTrace,
     ) -> None:
-        state: State | None = None
-        error: dict[str, Any] | None = None
-        if isinstance(failure, OutcomeUnknownError):
-            state = State.UNKNOWN
-        elif isinstance(failure, _TERMINAL_ERRORS):
-            state, error = State.FAILED, _describe_error(failure)
-        elif isinstance(failure, errors.LoyaltyError):
-            if outcome_unknown(failure):  # e.g. a cancel whose last answer was a 504
-                state = State.UNKNOWN
-        elif trace.maybe_sent:
-            # Cancelled (or broken) after a request may have left this process.
-            state = State.UNKNOWN
-        if state is None:
-            await self.store.release(key, owner)
+        """Record what a failed call leaves behind.
+
+        A terminal error, an unknown outcome, or nothing at all (its lease released).
+        """
+        outcome: Outcome | None = None
+        if isinstance(failure, LoyaltyError):
+            if failure.outcome_unknown:
+                outcome = Outcome(state=State.UNKNOWN, intent=intent)
+            elif isinstance(failure, _TERMINAL_ERRORS):
+                answer = recorded_answer(failure)
+                if answer is not None:
+                    outcome = Outcome(
+                        state=State.FAILED,
+                        intent=intent,
+                        status=failure.status,
+                        answer=answer,
+                        previous_unknown=failure.previous_outcome_unknown,
+                    )
+        elif trace.maybe_processed:
+            # Cancelled (or broken) after an attempt started writing its request.
+            outcome = Outcome(state=State.UNKNOWN, intent=intent)
+        if outcome is None:
+            await self.store.release(key, owner, intent)
             return
-        record = Record(
-            state=state,
-            operation=intent.operation,
-            fingerprint=intent.fingerprint,
-            once=intent.once,
-            error=error,
+        done = await self.store.finish(key, owner, outcome)
+        _log_finish(request, done, outcome.state.value)
+
+
+def _log_finish(request: ApiRequest, done: Finish, what: str) -> None:
+    """Say what the store really did with a call's outcome, when it is not the usual."""
+    name = request.operation.name
+    extra = _extra(request, "sent")
+    if done is Finish.RECORDED_AFTER_LOSS:
+        logger.warning(
+            "%s %s; the idempotency store had lost the call's lease (a restart, flush or "
+            "eviction of Redis?) and recorded the outcome anew",
+            name,
+            what,
+            extra=extra,
         )
-        await self.store.finish(key, owner, record)
+    elif done is Finish.TAKEN:
+        logger.error(
+            "%s %s after its lease ran out, and another call holds the order now: the outcome "
+            "was not recorded, and a repeat of this request may be sent again",
+            name,
+            what,
+            extra=extra,
+        )
+    elif done is Finish.SUPERSEDED:
+        logger.error(
+            "%s %s, and another call had already recorded the same request: it was sent more "
+            "than once (the store lost its record in between?)",
+            name,
+            what,
+            extra=extra,
+        )
+
+
+def _corrupt(request: ApiRequest, cause: LoyaltyError | None) -> IdempotencyError:
+    error = IdempotencyError(
+        f"the idempotency record of this {request.operation.name} cannot be read; nothing was "
+        "sent (clear it with clear_idempotency once the order is checked with details())",
+        operation=request.operation.name,
+        order_id=request.order_id,
+    )
+    error.__cause__ = cause
+    return error
 
 
 def _extra(request: ApiRequest, outcome: str) -> dict[str, Any]:
     return {**request.shown_fields(), "idempotency": outcome}
-
-
-def _describe_error(error: APIError) -> dict[str, Any]:
-    return {
-        "type": type(error).__name__,
-        "message": error.message,
-        "status": error.status,
-        "payload": dict(error.payload) if error.payload is not None else None,
-        "previous_outcome_unknown": getattr(error, "previous_outcome_unknown", False),
-    }
-
-
-def _rebuild_error(data: dict[str, Any], request: ApiRequest) -> APIError:
-    error_type = getattr(errors, data["type"])
-    error: APIError = error_type(
-        data["message"],
-        payload=data.get("payload"),
-        operation=request.operation.name,
-        order_id=request.order_id,
-        status=data.get("status"),
-        attempts=0,
-    )
-    if data.get("previous_outcome_unknown"):
-        error.previous_outcome_unknown = True  # type: ignore[attr-defined]
-    return error

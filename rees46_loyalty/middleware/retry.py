@@ -8,7 +8,14 @@ What may be resent depends on the operation's retry-safety class:
   after an attempt whose outcome was unknown, the error says so (``previous_outcome_unknown``);
 * ``ONCE`` (change): only failures that prove the server never processed the request (no
   connection, 429, 503). Any other failure leaves the outcome unknown and becomes
-  :class:`~rees46_loyalty.errors.OutcomeUnknownError` at once.
+  :class:`~rees46_loyalty.errors.OutcomeUnknownError` at once. A retry of a change never starts
+  with less than its per-attempt timeout left before the deadline: the last failure (which
+  proved nothing was processed) is raised instead.
+
+Whatever the class, a call that fails after an attempt that may have been processed says so on
+its error (``previous_outcome_unknown``), and the call's trace keeps it for the idempotency layer.
+Whether a failure may have been processed is the error's own business
+(:attr:`~rees46_loyalty.errors.LoyaltyError.maybe_processed`).
 
 tenacity runs the loop; it is imported here and nowhere else.
 """
@@ -30,8 +37,6 @@ from .._policy import RetryPolicy
 from ..errors import (
     APIError,
     LoyaltyError,
-    MalformedResponseError,
-    OrderStatusError,
     OutcomeUnknownError,
     RateLimitError,
     ServerError,
@@ -44,8 +49,6 @@ __all__ = ["RetryBudget", "RetryMiddleware"]
 logger = logging.getLogger("rees46_loyalty")
 
 _RETRIED_STATUSES = frozenset({500, 502, 503, 504})
-# 503 is "temporarily offline for maintenance": the request was not processed.
-_NOT_PROCESSED_STATUSES = frozenset({503})
 _RETRY_COST = 5
 _TIMEOUT_RETRY_COST = 10
 
@@ -73,18 +76,6 @@ class RetryBudget:
     def release(self, amount: int) -> None:
         """Give *amount* tokens back, up to the capacity."""
         self.tokens = min(self.capacity, self.tokens + amount)
-
-
-def outcome_unknown(error: LoyaltyError) -> bool:
-    """Whether the server may have processed the request that failed with *error*."""
-    if isinstance(error, TransportError):
-        return error.request_sent
-    if isinstance(error, ServerError):
-        return error.status not in _NOT_PROCESSED_STATUSES
-    if isinstance(error, MalformedResponseError):
-        # A 2xx that cannot be read was processed; a redirect (3xx) was not.
-        return error.status is None or 200 <= error.status < 300
-    return False
 
 
 class _Call:
@@ -133,6 +124,8 @@ class RetryMiddleware:
         try:
             response = await call_next(request)
         except LoyaltyError as first:
+            if request.trace is not None:
+                request.trace.attempt_failed(first.maybe_processed)
             return await self._retry(request, call_next, first, started)
         if self._budget is not None:
             self._budget.release(1)
@@ -161,6 +154,8 @@ class RetryMiddleware:
                             request.trace.attempts = number
                         response = await call_next(request.replace(attempt=number))
                     except LoyaltyError as error:
+                        if request.trace is not None:
+                            request.trace.attempt_failed(error.maybe_processed)
                         replacement = self._classify(request, call, error)
                         if replacement is not error:
                             raise replacement from error
@@ -183,9 +178,8 @@ class RetryMiddleware:
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
     def _classify(self, request: ApiRequest, call: _Call, error: LoyaltyError) -> LoyaltyError:
-        safety = request.operation.safety
-        unknown = outcome_unknown(error)
-        if safety is RetrySafety.ONCE and unknown:
+        unknown = error.maybe_processed
+        if request.operation.safety is RetrySafety.ONCE and unknown:
             return OutcomeUnknownError(
                 f"{request.operation.name} may have been applied and was not sent again "
                 f"({type(error).__name__}: {error.message}); call details() to reconcile",
@@ -195,7 +189,9 @@ class RetryMiddleware:
                 status=error.status,
                 payload=getattr(error, "payload", None),
             )
-        if isinstance(error, OrderStatusError) and call.outcome_unknown:
+        if call.outcome_unknown:
+            # An earlier attempt may have done what this one failed to: the caller must know,
+            # whatever this failure says (a cancel's "Could not cancel", a 503, ...).
             error.previous_outcome_unknown = True
         call.outcome_unknown = call.outcome_unknown or unknown
         return error
@@ -225,8 +221,18 @@ class RetryMiddleware:
         if state.attempt_number >= self._policy.max_attempts:
             return True
         resumes_at = self._clock.monotonic() + (state.upcoming_sleep or 0.0)
-        if request.deadline is not None and resumes_at >= request.deadline:
-            return True
+        if request.deadline is not None:
+            if resumes_at >= request.deadline:
+                return True
+            # A change squeezed against the deadline would time out while the server may be
+            # committing it: an unknown outcome made by the SDK itself. Every failure that
+            # reaches this point proved that nothing was processed, so raising it is safe.
+            if (
+                request.operation.safety is RetrySafety.ONCE
+                and request.timeout is not None
+                and resumes_at + request.timeout > request.deadline
+            ):
+                return True
         if self._budget is not None:
             cost = (
                 _TIMEOUT_RETRY_COST

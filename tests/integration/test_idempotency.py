@@ -27,6 +27,7 @@ from rees46_loyalty.idempotency import (
     RedisIdempotencyStore,
     State,
 )
+from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
 from tests.conftest import PHONE, SHOP_ID
 
@@ -64,6 +65,11 @@ async def confirmed(client: LoyaltyClient, order_id: str = "1") -> None:
     await client.confirm(order_id=order_id)
 
 
+def key_of(order_id: str) -> str:
+    """The store key of an order's book, as the client makes it."""
+    return record_key(SHOP_ID, order_id)
+
+
 def sent(fake: FakeRees46, operation: str) -> int:
     return len(fake.ledger.requests_for(operation))
 
@@ -94,19 +100,65 @@ async def test_a_repeated_cancel_replays_the_first_success(
     assert sent(fake, "cancel") == 1
 
 
-async def test_different_intents_are_all_sent(fake: FakeRees46, client: LoyaltyClient) -> None:
-    """change X, change Y, change X: three changes reach the server."""
+async def test_every_finished_intent_on_an_order_is_kept(
+    fake: FakeRees46, client: LoyaltyClient
+) -> None:
+    """change X, change Y, then X redelivered: X is replayed with its own refund, not sent."""
     await confirmed(client)
     x1 = await client.change(order_id="1", cart_items=SMALLER)
     y = await client.change(order_id="1", cart_items=SMALLEST)
     x2 = await client.change(order_id="1", cart_items=SMALLER)
-    assert sent(fake, "change") == 3
+    assert sent(fake, "change") == 2
     assert (x1.order_total_change, y.order_total_change, x2.order_total_change) == (
         Decimal(-1000),
         Decimal(-2000),
-        Decimal(2000),
+        Decimal(-1000),
     )
-    assert not any(r.replayed for r in (x1, y, x2))
+    assert (x1.replayed, y.replayed, x2.replayed) == (False, False, True)
+
+
+async def test_a_redelivered_change_is_replayed_after_other_jobs_on_its_order(
+    fake: FakeRees46, client: LoyaltyClient
+) -> None:
+    """change A, the order's confirm redelivered, then change A redelivered: A is replayed.
+
+    One record per order kept only the last intent, so the confirm in between made the
+    redelivered change go again and answer 0.
+    """
+    await confirmed(client)
+    first = await client.change(order_id="1", cart_items=SMALLER)
+    await client.confirm(order_id="1")  # the confirm job, redelivered after a crash
+    again = await client.change(order_id="1", cart_items=SMALLER)
+    assert again.replayed is True
+    assert again.order_total_change == first.order_total_change == Decimal(-1000)
+    assert sent(fake, "change") == 1
+
+
+async def test_the_same_cart_in_another_line_order_is_the_same_intent(
+    fake: FakeRees46, client: LoyaltyClient
+) -> None:
+    """A job that rebuilds its cart in another order of lines is replayed, not sent again."""
+    two_lines = [*SMALLER, CartItem(product_id="B", price=Decimal("500"), quantity=1)]
+    await client.apply(order_id="1", cart_items=[*CART, two_lines[1]], identifier=PHONE)
+    await client.confirm(order_id="1")
+    first = await client.change(order_id="1", cart_items=two_lines)
+    again = await client.change(order_id="1", cart_items=list(reversed(two_lines)))
+    assert again.replayed is True
+    assert again.order_total_change == first.order_total_change
+    assert sent(fake, "change") == 1
+
+
+async def test_explicit_keys_make_a_genuine_repeat_possible(
+    fake: FakeRees46, client: LoyaltyClient
+) -> None:
+    """Return 1, return 2, return 1 again under their own job ids: three changes are sent."""
+    await confirmed(client)
+    await client.change(order_id="1", cart_items=SMALLER, idempotency_key="return-1")
+    await client.change(order_id="1", cart_items=SMALLEST, idempotency_key="return-2")
+    third = await client.change(order_id="1", cart_items=SMALLER, idempotency_key="return-3")
+    assert third.replayed is False
+    assert third.order_total_change == Decimal(2000)
+    assert sent(fake, "change") == 3
 
 
 async def test_an_explicit_key_reused_with_another_request_is_refused(
@@ -140,7 +192,10 @@ async def test_transient_failures_leave_no_record(
     fake.faults.on("change", Fault.unavailable(), times=3)
     with pytest.raises(ServerError):
         await client.change(order_id="1", cart_items=SMALLER)
-    assert await store.get(f"{SHOP_ID}:order:1") is None
+    book = await store.get(key_of("1"))
+    assert book is not None
+    assert book.lease is None
+    assert [o.intent.operation for o in book.outcomes.values()] == ["apply", "confirm"]
     changed = await client.change(order_id="1", cart_items=SMALLER)
     assert changed.order_total_change == Decimal(-1000)
     assert sent(fake, "change") == 4
@@ -172,14 +227,25 @@ async def test_an_unknown_change_is_never_resent_until_cleared(
     with pytest.raises(OutcomeUnknownError, match="clear_idempotency") as again:
         await client.change(order_id="1", cart_items=SMALLER)
     assert again.value.attempts == 0
-    assert sent(fake, "change") == 1
-    record = await store.get(f"{SHOP_ID}:order:1")
-    assert record is not None
-    assert record.state is State.UNKNOWN
+    # Every mutating call on the order is blocked, identical or not (a finished one, like the
+    # order's confirm, is still replayed: that sends nothing).
+    with pytest.raises(OutcomeUnknownError, match="a change on order '1'"):
+        await client.change(order_id="1", cart_items=SMALLEST)
+    with pytest.raises(OutcomeUnknownError):
+        await client.cancel(order_id="1")
+    assert (await client.confirm(order_id="1")).replayed is True
+    assert (sent(fake, "change"), sent(fake, "cancel")) == (1, 0)
+    book = await store.get(key_of("1"))
+    assert book is not None
+    assert book.blocker is not None
+    assert book.blocker.state is State.UNKNOWN
     details = await client.details(order_id="1")  # reconcile: the change did happen
     assert details.order_total == Decimal(3000)
-    await client.clear_idempotency(order_id="1")
-    assert await store.get(f"{SHOP_ID}:order:1") is None
+    forgotten = await client.clear_idempotency(order_id="1")
+    assert [o.intent.operation for o in forgotten] == ["change"]
+    book = await store.get(key_of("1"))
+    assert book is not None
+    assert book.blocker is None
 
 
 async def test_fifty_concurrent_changes_send_one(fake: FakeRees46, store: IdempotencyStore) -> None:
@@ -205,14 +271,14 @@ async def test_waiting_for_a_busy_key_is_bounded(
     The memory store waits on the fake clock; Redis leases run on Redis time, so that client
     waits a real tenth of a second.
     """
-    intent = Intent(operation="cancel", fingerprint="other", once=False)
-    await store.begin(f"{SHOP_ID}:order:1", intent, owner="someone-else")
+    intent = Intent(operation="cancel", fingerprint="other", safety="cancel")
+    await store.begin(key_of("1"), intent, owner="someone-else")
     redis = isinstance(store, RedisIdempotencyStore)
     limit = 0.1 if redis else 5
     async with fake.client(
         clock=None if redis else clock, idempotency=store, idempotency_wait=limit
     ) as client:
-        with pytest.raises(IdempotencyError, match=f"waited {limit:g}s") as caught:
+        with pytest.raises(IdempotencyError, match=f"waited {limit:g}s for another call") as caught:
             await client.cancel(order_id="1")
     assert caught.value.retryable is True
     assert sent(fake, "cancel") == 0
@@ -273,9 +339,12 @@ async def test_a_cancelled_caller_leaves_an_unknown_outcome(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        record = await store.get(f"{SHOP_ID}:order:1")
-        assert record is not None
-        assert record.state is State.UNKNOWN
+        book = await store.get(key_of("1"))
+        assert book is not None
+        assert book.lease is None
+        assert [o.state for o in book.outcomes.values() if o.intent.operation == operation] == [
+            State.UNKNOWN
+        ]
         if operation == "change":
             with pytest.raises(OutcomeUnknownError):
                 await client.change(order_id="1", cart_items=SMALLER)
@@ -321,9 +390,9 @@ async def _take_lease_like_a_dead_worker(
     intent = Intent(
         operation=request.operation.name,
         fingerprint=fingerprint(request),
-        once=cart is not None,
+        safety=request.operation.safety.value,
     )
-    key = f"{SHOP_ID}:order:{order_id}"
+    key = key_of(order_id)
     decision = await store.begin(key, intent, owner="dead-worker")
     assert decision.verdict.value == "acquired"
     return key
@@ -331,8 +400,8 @@ async def _take_lease_like_a_dead_worker(
 
 async def _until_lease_expired(store: IdempotencyStore, key: str) -> None:
     """Wait (on the store's own terms) until the dead holder's lease is over."""
-    record = await store.get(key)
-    assert record is not None
+    book = await store.get(key)
+    assert book is not None
     if isinstance(store, RedisIdempotencyStore):  # Redis time: poll past the lease
         for _ in range(int(store.lease / 0.02) + 5):
             await store.wait(key, 1.0)

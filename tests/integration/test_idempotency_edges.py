@@ -27,14 +27,17 @@ from rees46_loyalty import (
     ServerError,
 )
 from rees46_loyalty.idempotency import (
+    Book,
     Decision,
+    Finish,
     Intent,
     MemoryIdempotencyStore,
-    Record,
+    Outcome,
     RedisIdempotencyStore,
     State,
     Verdict,
 )
+from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
 from tests.conftest import SHOP_ID, SHOP_SECRET
 from tests.payloads import CHANGE, status_envelope
@@ -44,7 +47,14 @@ pytestmark = pytest.mark.integration
 
 CART = [CartItem(product_id="A", price=Decimal("1000"), quantity=4)]
 SMALLER = [CartItem(product_id="A", price=Decimal("1000"), quantity=3)]
-CHANGE_X = Intent(operation="change", fingerprint="x", once=True)
+CHANGE_X = Intent(operation="change", fingerprint="x", safety="once")
+
+
+def operations(book: Book | None) -> list[str]:
+    """The operations with an outcome in *book* (after checking it holds no lease)."""
+    assert book is not None
+    assert book.lease is None
+    return [outcome.intent.operation for outcome in book.outcomes.values()]
 
 
 class _Gated(MemoryIdempotencyStore):
@@ -66,13 +76,13 @@ class _Gated(MemoryIdempotencyStore):
             await self.begin_gate.wait()
         return await super().begin(key, intent, owner)
 
-    async def finish(self, key: str, owner: str, record: Record) -> bool:
+    async def finish(self, key: str, owner: str, outcome: Outcome) -> Finish:
         if self.fail_finish:
             raise ConnectionError("the store is down")
         if self.finish_gate is not None:
             self.finish_entered.set()
             await self.finish_gate.wait()
-        return await super().finish(key, owner, record)
+        return await super().finish(key, owner, outcome)
 
 
 async def _confirmed(client: LoyaltyClient, order_id: str = "1") -> None:
@@ -147,7 +157,7 @@ async def test_a_caller_cancelled_before_sending_leaves_nothing(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await store.get(f"{fake.shop_id}:order:1") is None
+        assert operations(await store.get(record_key(fake.shop_id, "1"))) == ["apply", "confirm"]
         hold.set()
         change = await client.change(order_id="1", cart_items=SMALLER)
     assert change.replayed is False
@@ -169,20 +179,21 @@ async def test_a_caller_cancelled_while_the_store_answers_leaves_no_lease(
         store.begin_gate.set()
         for _ in range(10):  # the release runs in a task scheduled when begin completes
             await asyncio.sleep(0)
-        assert await store.get(f"{fake.shop_id}:order:1") is None
+        assert await store.get(record_key(fake.shop_id, "1")) is None
 
 
 async def test_a_call_never_outlives_its_lease(fake: FakeRees46, clock: FakeClock) -> None:
     """With a 2 s lease, retries stop before 1.8 s: a second caller can never find the holder
     still running after its lease."""
     store = MemoryIdempotencyStore(clock=clock, lease=2)
-    async with fake.client(clock=clock, idempotency=store) as client:
+    async with fake.client(clock=clock, idempotency=store, timeout=0.1) as client:
         await _confirmed(client)
         fake.faults.on("change", Fault.rate_limited(retry_after="1.5"), times=3)
         with pytest.raises(RateLimitError):
             await client.change(order_id="1", cart_items=SMALLER)
     assert clock.sleeps == [1.5]  # a second wait would end at 3 s, past the lease
-    assert await store.get(f"{fake.shop_id}:order:1") is None  # 429s processed nothing
+    # 429s processed nothing: no lease, no outcome of the change
+    assert operations(await store.get(record_key(fake.shop_id, "1"))) == ["apply", "confirm"]
 
 
 async def test_a_slow_holder_still_records_its_real_outcome(clock: FakeClock) -> None:
@@ -191,19 +202,19 @@ async def test_a_slow_holder_still_records_its_real_outcome(clock: FakeClock) ->
     await store.begin("k", CHANGE_X, "slow")
     clock.advance(2)
     assert (await store.begin("k", CHANGE_X, "other")).verdict is Verdict.UNKNOWN
-    done = Record(state=State.SUCCEEDED, operation="change", fingerprint="x", once=True)
-    assert await store.finish("k", "slow", done)
+    done = Outcome(state=State.SUCCEEDED, intent=CHANGE_X, status=200, answer=b"{}")
+    assert await store.finish("k", "slow", done) is Finish.RECORDED
     assert (await store.begin("k", CHANGE_X, "third")).verdict is Verdict.REPLAY
 
 
 async def test_unknown_outcomes_never_expire(clock: FakeClock, redis_url: str) -> None:
     """An unknown change waits for a person past any TTL, in both stores."""
-    memory = MemoryIdempotencyStore(clock=clock, ttl=10)
-    redis = RedisIdempotencyStore(redis_url, namespace=f"ttl-{uuid.uuid4().hex}", ttl=10)
-    unknown = Record(state=State.UNKNOWN, operation="change", fingerprint="x", once=True)
+    memory = MemoryIdempotencyStore(clock=clock, ttl=10, lease=5)
+    redis = RedisIdempotencyStore(redis_url, namespace=f"ttl-{uuid.uuid4().hex}", ttl=10, lease=5)
+    unknown = Outcome(state=State.UNKNOWN, intent=CHANGE_X)
     for store in (memory, redis):
         await store.begin("k", CHANGE_X, "a")
-        assert await store.finish("k", "a", unknown)
+        assert await store.finish("k", "a", unknown) is Finish.RECORDED
     clock.advance(11)
     assert (await memory.begin("k", CHANGE_X, "b")).verdict is Verdict.UNKNOWN
     assert await redis._redis.ttl(redis._key("k")) == -1  # no expiry
@@ -310,10 +321,10 @@ class _Broken(MemoryIdempotencyStore):
             raise ConnectionError("the store is down")
         return await super().begin(key, intent, owner)
 
-    async def release(self, key: str, owner: str) -> None:
+    async def release(self, key: str, owner: str, intent: Intent) -> None:
         if self.fail == "release":
             raise ConnectionError("the store is down")
-        await super().release(key, owner)
+        await super().release(key, owner, intent)
 
 
 async def test_a_store_down_before_the_call_sends_nothing(

@@ -50,7 +50,7 @@ async def test_a_closed_client_refuses_calls(mocked: AioResponses) -> None:
 def test_a_client_that_was_never_used_needs_no_event_loop() -> None:
     """Construction creates no session, so a module-level client warns about nothing."""
     client = LoyaltyClient(SHOP_ID, SHOP_SECRET)
-    assert client._sessions.owns_open_session is False
+    assert client._sessions._session is None
     assert client.retry_policy == RetryPolicy()
 
 

@@ -22,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from rees46_loyalty import CartItem, LoyaltyClient, RetryPolicy
-from rees46_loyalty.idempotency import RedisIdempotencyStore
+from rees46_loyalty.idempotency import Finish, RedisIdempotencyStore
 from rees46_loyalty.testing import FakeRees46
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
 
@@ -160,10 +160,10 @@ class RedeliveryGate:
 def redelivery_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedeliveryGate]:
     """Wrap the real Redis store's finish and wait with the gate (Redis itself stays real)."""
     gate = RedeliveryGate()
-    finish: Callable[..., Awaitable[bool]] = RedisIdempotencyStore.finish
+    finish: Callable[..., Awaitable[Finish]] = RedisIdempotencyStore.finish
     wait: Callable[..., Awaitable[None]] = RedisIdempotencyStore.wait
 
-    async def held_finish(self: RedisIdempotencyStore, *args: Any) -> bool:
+    async def held_finish(self: RedisIdempotencyStore, *args: Any) -> Finish:
         if not gate.holding.is_set():
             gate.holding.set()
             await gate._open.wait()
