@@ -35,6 +35,7 @@ def bench(session: nox.Session) -> None:
     calls = ["--calls", "500", "--rounds", "3"] if quick else []
     session.run("python", "-m", "benchmarks.idempotency_overhead", *calls)
     session.run("python", "-m", "benchmarks.inflight", *(["--calls", "2000"] if quick else []))
+    session.run("python", "-m", "benchmarks.sync_overhead", *calls)
 
 
 @nox.session

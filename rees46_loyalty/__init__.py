@@ -15,6 +15,8 @@ from ._hooks import Hooks, RequestRecord, ResponseRecord, RetryRecord
 from ._http import ApiRequest, ApiResponse, Handler, Middleware
 from ._operations import Operation, RetrySafety
 from ._policy import RetryPolicy
+from ._sync import SyncLoyaltyClient
+from ._version import VERSION
 from .errors import (
     APIError,
     AuthenticationError,
@@ -23,6 +25,7 @@ from .errors import (
     IdempotencyError,
     LoyaltyError,
     MalformedResponseError,
+    NotAnApiError,
     NotFoundError,
     OrderStatusError,
     OutcomeUnknownError,
@@ -69,6 +72,7 @@ __all__ = [
     "LoyaltyError",
     "MalformedResponseError",
     "Middleware",
+    "NotAnApiError",
     "NotFoundError",
     "Operation",
     "OrderCalculation",
@@ -86,11 +90,15 @@ __all__ = [
     "RetrySafety",
     "RewardShare",
     "ServerError",
+    "SyncLoyaltyClient",
     "SystemClock",
     "TimeoutError",
     "TransportError",
     "ValidationError",
 ]
+
+#: The installed version of the SDK (``"0"`` in a source tree that is not installed).
+__version__ = VERSION
 
 # A library's loggers print nothing until the application configures logging (Python's
 # logging HOWTO): without this, Python's last-resort handler would write WARNINGs to stderr.

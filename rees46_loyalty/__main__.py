@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import signal
 import sys
 import textwrap
@@ -127,7 +128,16 @@ def main(
         from ._demo import main as demo  # noqa: PLC0415 - the fake server only when asked
 
         return demo(out)
-    asyncio.run(_serve(args, out))
+    try:
+        asyncio.run(_serve(args, out))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        (sys.stderr if err is None else err).write(
+            f"serve-fake: port {args.port} is already in use (a serve-fake still running?); "
+            "stop it, or pick another port with --port N (--port 0: any free port)\n"
+        )
+        return 2
     return 0
 
 

@@ -32,9 +32,11 @@ from ._redact import REDACTED, mask_identifier, secret_forms
 from .errors import (
     AuthenticationError,
     BadRequestError,
+    ConnectError,
     IdempotencyError,
     LoyaltyError,
     MalformedResponseError,
+    NotAnApiError,
     NotFoundError,
     OrderStatusError,
     OutcomeUnknownError,
@@ -273,6 +275,7 @@ _EXIT_CODES: tuple[tuple[type[LoyaltyError] | tuple[type[LoyaltyError], ...], Ex
     (NotFoundError, ExitCode.NOT_FOUND),
     (AuthenticationError, ExitCode.AUTHENTICATION),
     ((ValidationError, BadRequestError), ExitCode.VALIDATION),
+    (NotAnApiError, ExitCode.CONFIGURATION),  # REES46_BASE_URL does not serve the API
     (MalformedResponseError, ExitCode.MALFORMED_ANSWER),
 )
 
@@ -300,6 +303,8 @@ def _classify(error: LoyaltyError, args: argparse.Namespace) -> tuple[ExitCode, 
         hint = "; an earlier attempt of this call most likely did it: check history"
     elif code is ExitCode.AUTHENTICATION:
         hint = "; check REES46_SHOP_ID and REES46_SHOP_SECRET"
+    elif isinstance(error, ConnectError):
+        hint = ""  # its message names the base URL and REES46_BASE_URL
     elif code is ExitCode.TRANSIENT:
         hint = "; try again later"
     return code, hint

@@ -39,6 +39,7 @@ exit codes:
   1    unexpected error (a bug: please report it)
   2    usage: a wrong or missing argument
   3    configuration: REES46_SHOP_ID / REES46_SHOP_SECRET not set, or a bad REES46_BASE_URL
+       (also one that answers, but not as the REES46 API)
   4    validation: the request was refused as invalid, here (nothing sent) or by the API;
        also an idempotency key reused for another request
   5    not found: no such order or no such member

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
+import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from types import TracebackType
@@ -32,7 +35,7 @@ from ._scrub import scrubbed
 from ._serialization import dumps, unstructure
 from ._session import SessionHolder
 from ._transport import AiohttpTransport
-from .errors import IdempotencyError
+from .errors import ConnectError, IdempotencyError, LoyaltyError, NotAnApiError
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore, Outcome
 from .middleware import (
     AuthMiddleware,
@@ -183,24 +186,27 @@ class LoyaltyClient:
             outer.append(
                 IdempotencyMiddleware(idempotency, shop_id=shop_id, clock=clock, wait_timeout=wait)
             )
-        self._chain = compose(
-            [
-                *outer,
-                self._retry_middleware,
-                *per_attempt,
-                *middlewares,
-                LoggingMiddleware(clock, on_request, on_response),
-                errors_middleware,
-                AuthMiddleware(shop_id, shop_secret),
-            ],
-            AiohttpTransport(
-                self._sessions,
-                self._base_url,
-                clock,
-                float(connect_timeout),
-                max_body=max_response_bytes,
-            ),
+        self._clock = clock
+        self._on_retry = on_retry
+        self._outer = outer
+        self._inner: list[Middleware] = [
+            *per_attempt,
+            *middlewares,
+            LoggingMiddleware(clock, on_request, on_response),
+            errors_middleware,
+            AuthMiddleware(shop_id, shop_secret),
+        ]
+        self._transport = AiohttpTransport(
+            self._sessions,
+            self._base_url,
+            clock,
+            float(connect_timeout),
+            max_body=max_response_bytes,
         )
+        self._chain = compose([*self._outer, self._retry_middleware, *self._inner], self._transport)
+        self._loop = _LoopGuard()
+        self._owns_session = session is None
+        self._view = False
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> LoyaltyClient:
@@ -233,8 +239,59 @@ class LoyaltyClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the client's own connection pool (a borrowed session is left open)."""
-        await self._sessions.close()
+        """Close the client's own connection pool (a borrowed session is left open).
+
+        On a view made by :meth:`with_options` it does nothing: close the client it came from.
+        """
+        if not self._view:
+            await self._sessions.close()
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if getattr(self, "_view", True) or not self._owns_session or self._sessions.closed:
+            return
+        if not self._loop.used:  # never called: no connection pool was made
+            return
+        _warn(
+            f"unclosed {self!r}: close it with 'await client.close()' or use "
+            "'async with LoyaltyClient(...) as client:'",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
+
+    def with_options(
+        self, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> LoyaltyClient:
+        """A view of this client with other options, for some calls.
+
+        The view shares this client's connection pool, idempotency store, hooks, middlewares
+        and event loop; it is cheap to make (one per call is fine) and needs no closing. Only
+        the options given change::
+
+            await client.with_options(timeout=2, retry=RetryPolicy.disabled()).details(
+                order_id="1001"
+            )
+
+        Args:
+            timeout: Seconds one attempt may take.
+            retry: How failed calls are retried; see :class:`RetryPolicy`.
+        """
+        view = object.__new__(LoyaltyClient)
+        view.__dict__.update(self.__dict__)
+        view._view = True
+        if timeout is not None:
+            if not timeout > 0:
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+            view._timeout = float(timeout)
+        if retry is not None:
+            view._retry = retry
+            view._retry_middleware = RetryMiddleware(
+                retry, clock=self._clock, on_retry=self._on_retry
+            )
+            view._chain = compose(
+                [*self._outer, view._retry_middleware, *self._inner], self._transport
+            )
+        return view
 
     @property
     def closed(self) -> bool:
@@ -262,6 +319,7 @@ class LoyaltyClient:
             check.idempotency_key(idempotency_key, "clear_idempotency")
         if self._idempotency is None:
             return []
+        self._loop.check()
         try:
             return await self._idempotency.forget(
                 record_key(self._shop_id, order_id), idempotency_key
@@ -452,21 +510,91 @@ class LoyaltyClient:
     ) -> ResultT:
         if self._sessions.closed:
             raise RuntimeError("this LoyaltyClient is closed; create a new one")
+        self._loop.check()
         if idempotency_key is not None:
             check.idempotency_key(idempotency_key, operation.name)
         data = unstructure(request)
-        response = await self._chain(
-            ApiRequest(
-                operation=operation,
-                data=data,
-                body=dumps(data) if operation.method == "POST" else None,
-                order_id=order_id,
-                identifier=identifier,
-                idempotency_key=idempotency_key,
-                timeout=self._timeout,
+        try:
+            response = await self._chain(
+                ApiRequest(
+                    operation=operation,
+                    data=data,
+                    body=dumps(data) if operation.method == "POST" else None,
+                    order_id=order_id,
+                    identifier=identifier,
+                    idempotency_key=idempotency_key,
+                    timeout=self._timeout,
+                )
             )
-        )
+        except (ConnectError, NotAnApiError) as error:
+            _name_base_url(error, self._base_url)
+            raise
+        except IdempotencyError as error:
+            _name_unreachable_store(error)
+            raise
         return cast("ResultT", response.result)
+
+
+class _LoopGuard:
+    """Remembers the event loop a client first ran on, and refuses any other.
+
+    The connection pool (and a Redis store's connections) belong to that loop: used from
+    another one they fail deep inside aiohttp ("Event loop is closed", "attached to a
+    different loop"). Shared by a client and its views.
+    """
+
+    __slots__ = ("_loop",)
+
+    def __init__(self) -> None:
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+
+    @property
+    def used(self) -> bool:
+        """Whether a call ran (and so a connection pool may be open)."""
+        return self._loop is not None
+
+    def check(self) -> None:
+        """Remember the running loop on first use; refuse any other after it."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = weakref.ref(loop)
+        elif self._loop() is not loop:
+            raise RuntimeError(
+                "this LoyaltyClient was first used on another event loop, and its connection "
+                "pool belongs to that loop: one client per event loop. Create the client inside "
+                "the loop that uses it (in each asyncio.run(), in each thread), or call the API "
+                "from synchronous code with rees46_loyalty.SyncLoyaltyClient"
+            )
+
+
+def _name_base_url(error: LoyaltyError, base_url: URL) -> None:
+    """Add to *error*'s message the base URL that could not be reached (once)."""
+    if _BASE_URL_HINT not in error.message:
+        error.message = f"{error.message}; is {str(base_url)!r} the API's address? {_BASE_URL_HINT}"
+        error.args = (error.message,)
+
+
+def _name_unreachable_store(error: IdempotencyError) -> None:
+    """Add where the store is to the message of a store that could not be reached.
+
+    redis-py's connection errors name the host and port ("Error 111 connecting to
+    127.0.0.1:6379. Connection refused."); never a password.
+    """
+    cause = error.__cause__
+    if (
+        cause is not None
+        and type(cause).__module__.startswith("redis.")
+        and type(cause).__name__ in ("ConnectionError", "TimeoutError")
+        and str(cause) not in error.message
+    ):
+        error.message = (
+            f"{error.message}: {cause} (is the Redis URL of the idempotency store right, "
+            "and is Redis running?)"
+        )
+        error.args = (error.message,)
+
+
+_BASE_URL_HINT = "Check base_url (REES46_BASE_URL for from_env() and the command line)"
 
 
 def _checked_base_url(base_url: str, allow_insecure_http: bool) -> URL:

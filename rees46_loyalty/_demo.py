@@ -170,6 +170,7 @@ async def run_demo(out: TextIO, clock: Clock | None = None) -> bool:
         out.write(f"\n{total} requests reached the server, {faults} of them met a fault.\n")
     passed = all(held for _, held in checks)
     out.write("All checks hold.\n" if passed else "Some checks FAILED.\n")
+    out.write("\nNext: the quick start against `serve-fake` (README.md, docs/quickstart.md).\n")
     return passed
 
 

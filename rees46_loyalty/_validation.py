@@ -119,10 +119,8 @@ def _travels_exactly(value: Decimal) -> bool:
 
 def _amount(value: object, field: str, operation: str, *, positive: bool) -> Decimal | int:
     if isinstance(value, bool) or not isinstance(value, Decimal | int):
-        hint = " (use Decimal('99.90'): a float cannot hold kopecks exactly)"
         raise ValidationError(
-            f"expected a Decimal or an int, got {type(value).__name__}"
-            + (hint if isinstance(value, float) else ""),
+            f"expected a Decimal or an int, got {type(value).__name__}{_amount_hint(value)}",
             field=field,
             operation=operation,
         )
@@ -134,7 +132,8 @@ def _amount(value: object, field: str, operation: str, *, positive: bool) -> Dec
         )
     if isinstance(value, Decimal) and not _travels_exactly(value):
         raise ValidationError(
-            f"more than {_MAX_DIGITS} significant digits cannot be sent exactly",
+            f"more than {_MAX_DIGITS} significant digits cannot be sent exactly"
+            + _float_origin_hint(value),
             field=field,
             operation=operation,
         )
@@ -142,6 +141,35 @@ def _amount(value: object, field: str, operation: str, *, positive: bool) -> Dec
         bound = "greater than 0" if positive else "0 or more"
         raise ValidationError(f"must be {bound}, got {value}", field=field, operation=operation)
     return value
+
+
+def _amount_hint(value: object) -> str:
+    """What to write instead of an amount of the wrong type, when the mistake is a common one."""
+    if isinstance(value, float):
+        return f" (write Decimal('{value!r}'): a float cannot hold it exactly)"
+    if isinstance(value, str):
+        try:
+            Decimal(value)
+        except ArithmeticError:
+            return " (amounts are Decimal('99.90') or int)"
+        if len(value) <= 32:
+            return f" (write Decimal({value!r}): the SDK does not read amounts from text)"
+        return " (write Decimal(text): the SDK does not read amounts from text)"
+    return ""
+
+
+def _float_origin_hint(value: Decimal) -> str:
+    """Name the float a long Decimal was made from: ``Decimal(99.90)`` is not ``99.90``."""
+    try:
+        as_float = float(value)
+    except OverflowError:  # pragma: no cover - refused earlier as too large
+        return ""
+    if Decimal(as_float) != value:
+        return ""
+    return (
+        f"; it is the exact value of the float {as_float!r}, so it was most likely made "
+        f"with Decimal({as_float!r}): write Decimal('{as_float!r}'), from a string"
+    )
 
 
 def _text(value: object, field: str, operation: str) -> str | None:

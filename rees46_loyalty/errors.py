@@ -15,6 +15,7 @@ Every exception the SDK raises on purpose is a :class:`LoyaltyError`::
     │   ├── ConnectError
     │   └── TimeoutError
     ├── MalformedResponseError   an answer that is not the documented envelope
+    │   └── NotAnApiError        not the API's answer at all (an HTML 404): a wrong base URL
     ├── OutcomeUnknownError      a ``change`` may or may not have been applied: reconcile first
     └── IdempotencyError         explicit key reused with another request, or a lease wait ran out
 
@@ -44,6 +45,7 @@ __all__ = [
     "IdempotencyError",
     "LoyaltyError",
     "MalformedResponseError",
+    "NotAnApiError",
     "NotFoundError",
     "OrderStatusError",
     "OutcomeUnknownError",
@@ -186,6 +188,38 @@ class OrderStatusError(APIError):
         super().__init__(message, **context)
         self.previous_outcome_unknown = previous_outcome_unknown
 
+    @property
+    def hint(self) -> str | None:
+        """The likely cause, and where to look; ``str()`` shows it after the API's message."""
+        if self.previous_outcome_unknown:
+            return (
+                "an earlier attempt of this same call was most likely processed: check details() "
+                "before treating this as a failure"
+            )
+        return _ORDER_STATUS_HINTS.get(self.operation or "")
+
+    def __str__(self) -> str:
+        shown = super().__str__()
+        hint = self.hint
+        return f"{shown}; {hint}" if hint else shown
+
+
+_ORDER_STATUS_HINTS = {
+    "change": (
+        "change needs a confirmed order: confirm it first (a cancelled order cannot be "
+        "changed); see details()"
+    ),
+    "cancel": (
+        "the order is most likely cancelled already (a cancel is final); see details() or the "
+        "member's history()"
+    ),
+    "confirm": "confirm needs an applied order that is not cancelled; see details()",
+    "apply": (
+        "apply replaces the cart only while the order is 'created'; a confirmed order's cart "
+        "changes with change(); see details()"
+    ),
+}
+
 
 class RateLimitError(APIError):
     """Too many requests (429). ``retry_after`` is the server's wait in seconds, if it sent one."""
@@ -248,6 +282,16 @@ class MalformedResponseError(LoyaltyError):
     def maybe_processed(self) -> bool:
         """True for an unreadable 2xx (it was processed) or an answer without a status."""
         return self.status is None or 200 <= self.status < 300
+
+
+class NotAnApiError(MalformedResponseError):
+    """The answer is not one of the REES46 API's: most likely the base URL is wrong.
+
+    An HTML or empty 404, a 4xx that is not the API's JSON envelope: whatever answered does not
+    serve the API (another site, a proxy's page, a path missing from ``base_url``). It is never
+    a :class:`NotFoundError`, which means that the API has no such order or member. Not
+    retryable: check ``base_url`` (``REES46_BASE_URL`` for ``from_env()`` and the command line).
+    """
 
 
 class OutcomeUnknownError(LoyaltyError):

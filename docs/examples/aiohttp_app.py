@@ -59,6 +59,11 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         """``REES46_SHOP_ID``, ``REES46_SHOP_SECRET`` and, optionally, ``REES46_BASE_URL``."""
+        missing = [
+            name for name in ("REES46_SHOP_ID", "REES46_SHOP_SECRET") if not os.environ.get(name)
+        ]
+        if missing:
+            raise SystemExit(f"set {' and '.join(missing)} in the environment (see the README)")
         return cls(
             shop_id=os.environ["REES46_SHOP_ID"],
             shop_secret=os.environ["REES46_SHOP_SECRET"],
@@ -69,9 +74,15 @@ class Settings:
 # -- reading requests, writing answers -------------------------------------------------------
 
 
-def refused(status: type[web.HTTPClientError], detail: str) -> web.HTTPClientError:
-    """An error answer for a request the app cannot read, in JSON like every other answer."""
-    return status(text=json.dumps({"detail": detail}), content_type="application/json")
+def refused(
+    status: type[web.HTTPClientError], detail: str, field: str | None = None
+) -> web.HTTPClientError:
+    """An error answer for a request the app cannot read, in JSON like every other answer.
+
+    ``field`` is the path in the request body of the value refused (``lines[0].price``).
+    """
+    body = {"detail": detail} if field is None else {"detail": detail, "field": field}
+    return status(text=json.dumps(body), content_type="application/json")
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -85,21 +96,46 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return document
 
 
-def cart_items(document: dict[str, Any]) -> list[CartItem]:
-    """The ``lines`` of a request as the SDK takes them; the SDK checks the values."""
+def amount(value: object, where: str) -> Decimal:
+    """An amount of the request: a string such as "99.90", a whole number or a JSON decimal.
+
+    ``true`` is refused (Python would take it for 1), and so is anything not a finite number.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise refused(web.HTTPUnprocessableEntity, 'expected an amount such as "99.90"', where)
     try:
-        return [
+        number = Decimal(value)
+    except ArithmeticError:
+        raise refused(web.HTTPUnprocessableEntity, "not a number", where) from None
+    if not number.is_finite():
+        raise refused(web.HTTPUnprocessableEntity, "not a finite number", where)
+    return number
+
+
+def cart_items(document: dict[str, Any]) -> list[CartItem]:
+    """The ``lines`` of a request as the SDK takes them; the SDK checks the values further."""
+    lines = document.get("lines")
+    if not isinstance(lines, list) or not lines:
+        raise refused(
+            web.HTTPUnprocessableEntity,
+            "a non-empty list of {product_id, price, quantity}",
+            "lines",
+        )
+    items = []
+    for index, line in enumerate(lines):
+        where = f"lines[{index}]"
+        if not isinstance(line, dict) or not isinstance(line.get("product_id"), str):
+            raise refused(
+                web.HTTPUnprocessableEntity, "expected {product_id, price, quantity}", where
+            )
+        items.append(
             CartItem(
                 product_id=line["product_id"],
-                price=Decimal(line["price"]),
-                quantity=Decimal(line["quantity"]),
+                price=amount(line.get("price"), f"{where}.price"),
+                quantity=amount(line.get("quantity"), f"{where}.quantity"),
             )
-            for line in document["lines"]
-        ]
-    except (KeyError, TypeError, ValueError, ArithmeticError):
-        raise refused(
-            web.HTTPUnprocessableEntity, "lines must be a list of {product_id, price, quantity}"
-        ) from None
+        )
+    return items
 
 
 def quote(calculation: OrderCalculation) -> dict[str, str]:
@@ -210,7 +246,8 @@ def http_answer(error: LoyaltyError) -> tuple[int, dict[str, Any], dict[str, str
     headers: dict[str, str] = {}
     if isinstance(error, ValidationError):
         status = 422  # rejected before anything was sent
-        body["field"] = error.field
+        # The SDK names its own argument (cart_items[0].price); the client sent `lines`.
+        body["field"] = error.field.replace("cart_items", "lines", 1)
     elif isinstance(error, NotFoundError):
         status = 404
     elif isinstance(error, OrderStatusError):

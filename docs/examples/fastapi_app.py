@@ -55,6 +55,11 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         """``REES46_SHOP_ID``, ``REES46_SHOP_SECRET`` and, optionally, ``REES46_BASE_URL``."""
+        missing = [
+            name for name in ("REES46_SHOP_ID", "REES46_SHOP_SECRET") if not os.environ.get(name)
+        ]
+        if missing:
+            raise SystemExit(f"set {' and '.join(missing)} in the environment (see the README)")
         return cls(
             shop_id=os.environ["REES46_SHOP_ID"],
             shop_secret=os.environ["REES46_SHOP_SECRET"],
@@ -228,7 +233,8 @@ def http_answer(error: LoyaltyError) -> tuple[int, dict[str, Any], dict[str, str
     headers: dict[str, str] = {}
     if isinstance(error, ValidationError):
         status = 422  # rejected before anything was sent
-        body["field"] = error.field
+        # The SDK names its own argument (cart_items[0].price); the client sent `lines`.
+        body["field"] = error.field.replace("cart_items", "lines", 1)
     elif isinstance(error, NotFoundError):
         status = 404
     elif isinstance(error, OrderStatusError):

@@ -28,6 +28,7 @@ from ..errors import (
     AuthenticationError,
     BadRequestError,
     MalformedResponseError,
+    NotAnApiError,
     NotFoundError,
     OrderStatusError,
     RateLimitError,
@@ -75,6 +76,12 @@ def decode_response(request: ApiRequest, response: ApiResponse) -> ApiResponse:
     message = _message_of(payload)
 
     if response.status >= 400:
+        if payload is None and _not_the_api(response):
+            raise NotAnApiError(
+                f"{_describe_status(response)}, not an answer of the REES46 API: the base URL "
+                "does not serve it",
+                **context,
+            )
         raise _kept(_status_error(response, message, payload, context), response, payload)
     if not 200 <= response.status < 300:
         raise MalformedResponseError(f"unexpected HTTP status {response.status}", **context)
@@ -98,6 +105,16 @@ def decode_response(request: ApiRequest, response: ApiResponse) -> ApiResponse:
             f"the payload does not match {result_type.__name__}: {exc}", payload=payload, **context
         ) from exc
     return response.replace(result=result)
+
+
+def _not_the_api(response: ApiResponse) -> bool:
+    """Whether a 4xx without the API's envelope comes from something else than the API.
+
+    A 429 or a 5xx without it is a proxy's passing trouble, and answered as such; an empty
+    4xx other than a 404 may be the API refusing a method.
+    """
+    status = response.status
+    return status != 429 and status < 500 and (status == 404 or bool(response.body))
 
 
 def _kept(error: APIError, response: ApiResponse, payload: Mapping[str, Any] | None) -> APIError:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -37,3 +41,34 @@ def redis_url() -> Iterator[str]:
     """A real redis-server process on a free loopback port, for the whole session."""
     with redis_server() as url:
         yield url
+
+
+@contextmanager
+def serving_in_a_thread(**options: Any) -> Iterator[FakeRees46]:
+    """The fake server on an event loop of its own, in a background thread.
+
+    For the tests of synchronous code (the sync client, Django, Celery), whose calls block the
+    thread they run in: the server must not share that thread.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-rees46", daemon=True)
+    thread.start()
+    fake = FakeRees46(**options)
+    try:
+        asyncio.run_coroutine_threadsafe(fake.start(), loop).result(timeout=30)
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
+
+
+@pytest.fixture
+def threaded_shop() -> Iterator[FakeRees46]:
+    """The fake server in a thread of its own, with a member and a feed (for sync code)."""
+    with serving_in_a_thread(shop_id=SHOP_ID, shop_secret=SHOP_SECRET) as fake:
+        fake.add_member(PHONE, bonuses=1000)
+        fake.add_product("A", "Tea")
+        fake.add_product("B", "Cup")
+        yield fake

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import inflight, run
+from benchmarks import inflight, run, sync_overhead
 from benchmarks._server import answer_server
 
 pytestmark = pytest.mark.integration
@@ -33,3 +33,16 @@ async def test_many_calls_in_flight_all_complete() -> None:
     with answer_server() as url:
         figures = await inflight.measure(url, 500)
     assert figures["completed"] == figures["calls"] == 500
+
+
+def test_the_sync_overhead_benchmark_runs_and_reports() -> None:
+    """Every (workload, callers, kind) cell of the sync client's benchmark has its figures."""
+    with answer_server() as url:
+        cells = sync_overhead.measure(url, 20, 1)
+    assert {(c["workload"], c["callers"], c["kind"]) for c in cells} == {
+        (workload, callers, kind)
+        for workload in sync_overhead.WORKLOADS
+        for callers in sync_overhead.CALLERS
+        for kind in sync_overhead.KINDS
+    }
+    assert all(c["rps"] > 0 and c["p50_us"] > 0 for c in cells)

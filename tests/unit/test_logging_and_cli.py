@@ -73,6 +73,7 @@ def test_demo_command_runs_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.StringIO()
     assert main(["demo"], out) == 0
     assert "All checks hold." in out.getvalue()
+    assert out.getvalue().rstrip().splitlines()[-1].startswith("Next: the quick start")
 
 
 def test_the_command_line_needs_a_command(capsys: pytest.CaptureFixture[str]) -> None:

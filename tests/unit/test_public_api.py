@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from pathlib import Path
 
 import rees46_loyalty
@@ -38,6 +39,7 @@ def test_the_error_tree() -> None:
         "ConnectError": "TransportError",
         "TimeoutError": "TransportError",
         "MalformedResponseError": "LoyaltyError",
+        "NotAnApiError": "MalformedResponseError",
         "OutcomeUnknownError": "LoyaltyError",
         "IdempotencyError": "LoyaltyError",
     }
@@ -46,6 +48,12 @@ def test_the_error_tree() -> None:
         assert child in (errors.__doc__ or "")
     assert issubclass(errors.TimeoutError, TimeoutError)
     assert issubclass(errors.ValidationError, ValueError)
+    assert not issubclass(errors.NotAnApiError, errors.NotFoundError)
+
+
+def test_the_version_is_the_installed_one() -> None:
+    """rees46_loyalty.__version__ is the distribution's version."""
+    assert rees46_loyalty.__version__ == importlib.metadata.version("rees46-loyalty")
 
 
 def test_py_typed_is_shipped() -> None:

@@ -73,6 +73,30 @@ async def test_a_rejected_input_is_422_naming_the_field(http: ShopApi, shop: Fak
     assert shop.received() == 0
 
 
+async def test_a_line_the_sdk_refuses_is_422_naming_its_path_in_the_body(
+    http: ShopApi, shop: FakeRees46
+) -> None:
+    """A price of 0 passes the app's parsing and is refused by the SDK: the 422's field is the
+    request body's path (lines[0].price), not the SDK's argument (cart_items[0].price)."""
+    line = {"product_id": "A", "price": "0", "quantity": "1"}
+    answer = await http.post("/checkout/estimate", json={"lines": [line]})
+    assert answer.status == 422
+    assert answer.body["field"] == "lines[0].price"
+    assert shop.received() == 0
+
+
+async def test_a_price_of_true_is_refused_not_taken_for_1(http: ShopApi, shop: FakeRees46) -> None:
+    """JSON `true` as a price: 422 pointing at lines[0].price (each framework its own way)."""
+    line = {"product_id": "A", "price": True, "quantity": "1"}
+    answer = await http.post("/checkout/estimate", json={"lines": [line]})
+    assert answer.status == 422
+    if "field" in answer.body:  # aiohttp: the app's own check
+        assert answer.body["field"] == "lines[0].price"
+    else:  # FastAPI: pydantic's, located in the body
+        assert answer.body["detail"][0]["loc"] == ["body", "lines", 0, "price"]
+    assert shop.received() == 0
+
+
 async def test_an_unknown_order_is_404(http: ShopApi) -> None:
     """Details of an order REES46 does not know."""
     answer = await http.get("/back-office/orders/nope")
@@ -184,3 +208,15 @@ def test_settings_come_from_the_environment_and_hide_the_secret(
     assert (settings.shop_id, settings.shop_secret) == ("shop-1", SHOP_SECRET)
     assert settings.base_url == "https://api.rees46.ru"
     assert SHOP_SECRET not in repr(settings)
+
+
+@pytest.mark.parametrize("framework", ["fastapi", "aiohttp"])
+def test_without_credentials_the_app_says_which_variables_to_set(
+    framework: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No REES46_SHOP_ID / REES46_SHOP_SECRET: a one-line exit naming both, not a KeyError."""
+    monkeypatch.delenv("REES46_SHOP_ID", raising=False)
+    monkeypatch.delenv("REES46_SHOP_SECRET", raising=False)
+    example = importlib.import_module(f"{framework}_app")
+    with pytest.raises(SystemExit, match="set REES46_SHOP_ID and REES46_SHOP_SECRET"):
+        example.create_app()

@@ -1,0 +1,334 @@
+"""SyncLoyaltyClient: the async client, for synchronous code (Django, Flask, Celery, scripts).
+
+One :class:`~rees46_loyalty.LoyaltyClient` runs on one private event loop, in a background
+thread of its own; each blocking method hands its call to that loop and waits for the answer.
+So a sync client keeps what makes the async one cheap (one connection pool, one idempotency
+store, kept across calls) and is thread-safe: any number of threads may call it at once.
+
+The methods are made from the async client's methods by :func:`_blocking`, which keeps their
+signatures (a ``ParamSpec``) and docstrings: there is one definition of each operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+import warnings
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import Future
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
+
+from ._client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    LoyaltyClient,
+)
+from ._clock import Clock
+from ._hooks import Hooks
+from ._http import Middleware
+from ._policy import RetryPolicy
+from .idempotency import IdempotencyStore
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+__all__ = ["SyncLoyaltyClient"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _LoopThread:
+    """One event loop running in a daemon thread, started on first use, in this process only.
+
+    A fork copies the loop's objects into the child but not its thread: a loop started before
+    the fork is refused in the child. One never started is started afresh there.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self.closed = False
+
+    @property
+    def started_here(self) -> bool:
+        """Whether the loop runs, and in this very process."""
+        return self._loop is not None and self._pid == os.getpid()
+
+    def submit(self, coroutine: Coroutine[Any, Any, R]) -> Future[R]:
+        """Run *coroutine* on the loop; the future of its result."""
+        with self._lock:  # a close() cannot slip between the check and the submission
+            try:
+                loop = self._running_loop()
+            except BaseException:
+                coroutine.close()  # never started: no "never awaited" warning
+                raise
+            return asyncio.run_coroutine_threadsafe(coroutine, loop)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._pid != os.getpid():
+            if self._loop is not None:
+                raise RuntimeError(
+                    f"this SyncLoyaltyClient was used in process {self._pid} before this "
+                    "process was forked from it, and its event loop thread did not come along "
+                    "(one client per process): create the client in the child process, e.g. "
+                    "in Celery's worker_process_init, or only use it after the fork"
+                )
+            self._pid = os.getpid()
+            self._lock = threading.Lock()
+        if self.closed:
+            raise RuntimeError("this SyncLoyaltyClient is closed; create a new one")
+        if self._thread is not None and threading.get_ident() == self._thread.ident:
+            raise RuntimeError(
+                "a SyncLoyaltyClient cannot be called from its own event loop (from a hook or a "
+                "middleware): that call would wait for itself forever"
+            )
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=_run_forever, args=(loop,), name="rees46-loyalty", daemon=True
+            )
+            thread.start()
+            self._loop, self._thread = loop, thread
+        return self._loop
+
+    def close(self, last: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Let the calls in flight end, run *last* on the loop, then stop it; idempotent."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if not self.started_here:
+                return
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:  # pragma: no cover - started_here says both are set
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(_finish(last), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+
+    def abandon(self, last: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Like :meth:`close`, without waiting (for a client that was garbage-collected)."""
+        self.closed = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            future = asyncio.run_coroutine_threadsafe(_finish(last), loop)
+            future.add_done_callback(lambda _: loop.call_soon_threadsafe(loop.stop))
+
+
+def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+async def _finish(last: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Wait for every call still running on this loop, then run *last*."""
+    current = asyncio.current_task()
+    running = [task for task in asyncio.all_tasks() if task is not current]
+    if running:
+        await asyncio.gather(*running, return_exceptions=True)
+    await last()
+
+
+def _blocking(
+    method: Callable[Concatenate[LoyaltyClient, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[SyncLoyaltyClient, P], R]:
+    """The blocking twin of an async method of LoyaltyClient: same arguments, same result."""
+
+    @functools.wraps(method)
+    def blocking(self: SyncLoyaltyClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        future = self._runner.submit(method(self._client, *args, **kwargs))
+        # An interrupt here (Ctrl-C, a worker's soft time limit) leaves the call running on the
+        # client's loop, never cancelled half-way: a change that was sent still records its
+        # outcome in the idempotency store, and close() waits for it.
+        return future.result()
+
+    blocking.__qualname__ = f"SyncLoyaltyClient.{method.__name__}"
+    return blocking
+
+
+class SyncLoyaltyClient:
+    """A blocking client of the REES46 loyalty checkout API, for synchronous code.
+
+    The same arguments, methods, results, errors, idempotency stores and hooks as
+    :class:`~rees46_loyalty.LoyaltyClient`, without ``await``::
+
+        with SyncLoyaltyClient.from_env() as client:
+            calc = client.estimate(cart_items=cart)
+
+    Make one per process and share it between threads (a Django or Flask app, a Celery worker
+    process): it runs one ``LoyaltyClient`` on a private event loop in a background thread,
+    made on the first call. Close it with :meth:`close` or a ``with`` block.
+
+    - **Threads:** any thread may call it at once; the calls share the connection pool.
+    - **Hooks** run on the client's own thread; keep them quick, as with the async client.
+    - **fork:** a client first used before the process forked refuses to work in the child
+      (its thread did not come along) with a ``RuntimeError`` that says so; one made but not
+      yet used starts afresh in each child. With Celery's prefork pool, make it in
+      ``worker_process_init``, or at import time without calling it.
+    - **Interrupted calls:** a ``KeyboardInterrupt`` (or a task's time limit) while a method
+      waits leaves the call running to its end on the client's loop: a ``change`` that was
+      sent is never abandoned half-way, and its outcome is recorded in the idempotency store,
+      so a retry of the same call replays it (or raises ``OutcomeUnknownError``) instead of
+      sending it again. :meth:`close` waits for such calls.
+    - **The idempotency store** lives on the client's loop, so :meth:`close` closes it too (a
+      ``RedisIdempotencyStore`` made from a URL closes its connections).
+
+    It takes no ``session``: an aiohttp session belongs to an event loop, and this client's
+    loop is private. The other arguments are those of ``LoyaltyClient``.
+    """
+
+    def __init__(
+        self,
+        shop_id: str,
+        shop_secret: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        middlewares: Sequence[Middleware] = (),
+        allow_insecure_http: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        idempotency: IdempotencyStore | Literal["memory"] | None = "memory",
+        idempotency_wait: float | None = None,
+        hooks: Hooks | None = None,
+        tracing: bool | TracerProvider | None = False,
+        clock: Clock | None = None,
+    ) -> None:
+        self._view = True  # until built: a half-made client has nothing for __del__ to close
+        self._client = LoyaltyClient(
+            shop_id,
+            shop_secret,
+            base_url=base_url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retry=retry,
+            middlewares=middlewares,
+            allow_insecure_http=allow_insecure_http,
+            max_response_bytes=max_response_bytes,
+            idempotency=idempotency,
+            idempotency_wait=idempotency_wait,
+            hooks=hooks,
+            tracing=tracing,
+            clock=clock,
+        )
+        self._runner = _LoopThread()
+        self._view = False
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> SyncLoyaltyClient:
+        """A client configured from the environment, as :meth:`LoyaltyClient.from_env`.
+
+        ``REES46_SHOP_ID`` and ``REES46_SHOP_SECRET`` are required, ``REES46_BASE_URL`` is used
+        when set; other constructor arguments go through *kwargs*.
+        """
+        missing = [
+            name for name in ("REES46_SHOP_ID", "REES46_SHOP_SECRET") if not os.environ.get(name)
+        ]
+        if missing:
+            raise ValueError(f"environment variable(s) not set: {', '.join(missing)}")
+        if os.environ.get("REES46_BASE_URL"):
+            kwargs.setdefault("base_url", os.environ["REES46_BASE_URL"])
+        return cls(os.environ["REES46_SHOP_ID"], os.environ["REES46_SHOP_SECRET"], **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Sync{self._client!r}"
+
+    def __enter__(self) -> SyncLoyaltyClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Wait for the calls in flight, close the pool and the idempotency store, stop the loop.
+
+        Idempotent. On a view made by :meth:`with_options` it does nothing.
+        """
+        if not self._view:
+            self._runner.close(self._close_on_loop)
+
+    async def _close_on_loop(self) -> None:
+        try:
+            await self._client.close()
+        finally:
+            if self._client.idempotency is not None:
+                await self._client.idempotency.close()
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if getattr(self, "_view", True) or self._runner.closed or not self._runner.started_here:
+            return
+        _warn(
+            f"unclosed {self!r}: close it with 'client.close()' or use "
+            "'with SyncLoyaltyClient(...) as client:'",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
+        self._runner.abandon(self._client.close)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._runner.closed
+
+    @property
+    def idempotency(self) -> IdempotencyStore | None:
+        """The idempotency store in use, or ``None`` when the layer is off."""
+        return self._client.idempotency
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy in force."""
+        return self._client.retry_policy
+
+    def with_options(
+        self, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> SyncLoyaltyClient:
+        """A view with other options, sharing this client's loop, pool, store and hooks.
+
+        See :meth:`LoyaltyClient.with_options`; the view needs no closing.
+        """
+        view = object.__new__(SyncLoyaltyClient)
+        view._view = True
+        view._runner = self._runner
+        view._client = self._client.with_options(timeout=timeout, retry=retry)
+        return view
+
+    # The operations, made from the async client's methods (their signatures and docstrings;
+    # the strings below are what the API reference shows).
+    estimate = _blocking(LoyaltyClient.estimate)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.estimate`."""
+    apply = _blocking(LoyaltyClient.apply)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.apply`."""
+    confirm = _blocking(LoyaltyClient.confirm)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.confirm`."""
+    cancel = _blocking(LoyaltyClient.cancel)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.cancel`."""
+    change = _blocking(LoyaltyClient.change)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.change`."""
+    details = _blocking(LoyaltyClient.details)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.details`."""
+    history = _blocking(LoyaltyClient.history)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.history`."""
+    clear_idempotency = _blocking(LoyaltyClient.clear_idempotency)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.clear_idempotency`."""
