@@ -24,11 +24,11 @@ __all__ = ["LINES", "answer_server", "change_answer"]
 LINES = {"change10": 10, "change200": 200, "change2000": 2000}
 
 
-def _item(n: int) -> dict[str, Any]:
+def _item(n: int, quantity: int = 2) -> dict[str, Any]:
     return {
         "product_id": f"SKU-{n}",
         "uniqid": f"u-{n}",
-        "quantity": 2,
+        "quantity": quantity,
         "price": 1249.9,
         "total": 2499.8,
         "discountable": True,
@@ -58,8 +58,12 @@ def _item(n: int) -> dict[str, Any]:
     }
 
 
-def change_answer(lines: int) -> bytes:
-    """The answer of a `change` of *lines* lines, as the API would send it."""
+def change_answer(lines: int, quantity: int = 2) -> bytes:
+    """The answer of a `change` of *lines* lines, as the API would send it.
+
+    With ``quantity=3``: the answer of ``details`` before that change (one more of each line),
+    which the SDK reads before it sends a change.
+    """
     payload = {
         "order_id": "1",
         "identifier": "79990001122",
@@ -87,7 +91,7 @@ def change_answer(lines: int) -> bytes:
         "promo_codes_failed": [],
         "certificates": [],
         "certificates_failed": [],
-        "items": [_item(n) for n in range(lines)],
+        "items": [_item(n, quantity) for n in range(lines)],
     }
     return json.dumps({"status": "success", "payload": payload}).encode()
 
@@ -96,6 +100,7 @@ def _answers() -> dict[str, bytes]:
     cancel = {"status": "success", "payload": {"order_id": "1", "identifier": "79990001122"}}
     answers = {"cancel": json.dumps(cancel).encode()}
     answers.update({name: change_answer(lines) for name, lines in LINES.items()})
+    answers.update({f"{name}:GET": change_answer(lines, 3) for name, lines in LINES.items()})
     return answers
 
 
@@ -107,6 +112,8 @@ def _serve(port: int, cpu: int | None) -> None:
     async def handle(request: web.BaseRequest) -> web.Response:
         await request.read()
         workload = request.path.split("/", 2)[1]
+        if request.method == "GET":
+            workload += ":GET"
         body = answers.get(workload, answers["cancel"])
         return web.Response(body=body, content_type="application/json")
 

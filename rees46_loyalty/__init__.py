@@ -15,6 +15,7 @@ from ._hooks import Hooks, RequestRecord, ResponseRecord, RetryRecord
 from ._http import ApiRequest, ApiResponse, Handler, Middleware
 from ._operations import Operation, RetrySafety
 from ._policy import RetryPolicy
+from ._reconcile import Reconciliation
 from ._sync import SyncLoyaltyClient
 from ._version import VERSION
 from .errors import (
@@ -82,6 +83,7 @@ __all__ = [
     "OrderStatusError",
     "OutcomeUnknownError",
     "RateLimitError",
+    "Reconciliation",
     "ReferralReward",
     "RequestRecord",
     "ResponseRecord",

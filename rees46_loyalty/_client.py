@@ -18,7 +18,7 @@ from yarl import URL
 from . import _validation as check
 from ._clock import Clock, SystemClock
 from ._hooks import Hooks, callers
-from ._http import ApiRequest, Middleware
+from ._http import ApiRequest, ApiResponse, Middleware
 from ._operations import (
     APPLY,
     CANCEL,
@@ -31,6 +31,7 @@ from ._operations import (
     ResultT,
 )
 from ._policy import RetryPolicy
+from ._reconcile import Reconciler, Reconciliation
 from ._scrub import scrubbed
 from ._serialization import dumps, unstructure
 from ._session import SessionHolder
@@ -332,6 +333,56 @@ class LoyaltyClient:
                 retryable=True,
             ) from exc
 
+    @scrubbed
+    async def reconcile(
+        self, *, order_id: str, idempotency_key: str | None = None
+    ) -> Reconciliation:
+        """Find out whether a call with an unknown outcome on an order happened, and record it.
+
+        For the order's unknown ``change`` (or the one of ``idempotency_key``): compares the
+        order now (``details``) with the order before the change and the cart it asked for,
+        both kept by the idempotency store before it was sent. Applied: ``result`` is the
+        :class:`OrderChange` its lost answer would have carried, with ``order_total_change``
+        derived as ``order_to_pay`` now minus before, and it is recorded, so the redelivered
+        identical call is answered with it. Not applied: the record goes, and the redelivered
+        call is sent. A ``cancel`` or ``confirm`` is decided from the order's status in
+        ``history``; an ``apply`` from whether the order exists. Sends no mutating request.
+
+        Raises:
+            OutcomeUnknownError: It cannot be decided (someone else changed the order since;
+                the order has no member to look up); nothing was recorded.
+            IdempotencyError: The store has nothing of the order (or of the key) to reconcile,
+                or failed.
+        """
+        order_id = check.order_id(order_id, "reconcile")
+        if idempotency_key is not None:
+            check.idempotency_key(idempotency_key, "reconcile")
+        store = self._idempotency
+        if store is None:
+            raise IdempotencyError(
+                "reconcile needs the idempotency layer: this client has idempotency=None",
+                operation="reconcile",
+                order_id=order_id,
+            )
+        reconciler = Reconciler(
+            store=store,
+            key=record_key(self._shop_id, order_id),
+            order_id=order_id,
+            send=self._exchange,
+        )
+        try:
+            return await reconciler.run(idempotency_key)
+        except LoyaltyError:
+            raise
+        except Exception as exc:
+            raise IdempotencyError(
+                f"the idempotency store failed while reconciling order {order_id!r}: "
+                f"{type(exc).__name__}",
+                operation="reconcile",
+                order_id=order_id,
+                retryable=True,
+            ) from exc
+
     @property
     def retry_policy(self) -> RetryPolicy:
         """The retry policy in force."""
@@ -508,14 +559,27 @@ class LoyaltyClient:
         identifier: str | None = None,
         idempotency_key: str | None = None,
     ) -> ResultT:
+        if idempotency_key is not None:
+            check.idempotency_key(idempotency_key, operation.name)
+        response = await self._exchange(
+            operation, unstructure(request), order_id, identifier, idempotency_key
+        )
+        return cast("ResultT", response.result)
+
+    async def _exchange(
+        self,
+        operation: Operation[Any],
+        data: dict[str, Any],
+        order_id: str | None = None,
+        identifier: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> ApiResponse:
+        """Send *data* through the chain; the response, its result decoded."""
         if self._sessions.closed:
             raise RuntimeError("this LoyaltyClient is closed; create a new one")
         self._loop.check()
-        if idempotency_key is not None:
-            check.idempotency_key(idempotency_key, operation.name)
-        data = unstructure(request)
         try:
-            response = await self._chain(
+            return await self._chain(
                 ApiRequest(
                     operation=operation,
                     data=data,
@@ -532,7 +596,6 @@ class LoyaltyClient:
         except IdempotencyError as error:
             _name_unreachable_store(error)
             raise
-        return cast("ResultT", response.result)
 
 
 class _LoopGuard:

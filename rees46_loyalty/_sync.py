@@ -332,3 +332,5 @@ class SyncLoyaltyClient:
     """The blocking :meth:`~rees46_loyalty.LoyaltyClient.history`."""
     clear_idempotency = _blocking(LoyaltyClient.clear_idempotency)
     """The blocking :meth:`~rees46_loyalty.LoyaltyClient.clear_idempotency`."""
+    reconcile = _blocking(LoyaltyClient.reconcile)
+    """The blocking :meth:`~rees46_loyalty.LoyaltyClient.reconcile`."""

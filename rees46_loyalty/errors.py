@@ -295,19 +295,27 @@ class NotAnApiError(MalformedResponseError):
 
 
 class OutcomeUnknownError(LoyaltyError):
-    """A ``change`` may or may not have been applied, and it was not sent again.
+    """A ``change`` (or, on a record, another call) may or may not have been applied.
 
     ``change`` is not safe to repeat: a second one returns ``order_total_change`` 0 and the
-    refund amount of the first is lost. Call ``details(order_id=...)`` to see the order as the
-    server has it, and decide from that. The failure that left the outcome unknown is
-    ``__cause__``; ``payload`` is the payload of the answer when one arrived but could not be
-    read whole (it may hold ``order_total_change``).
+    refund amount of the first is lost. So it is not sent again, and every mutating call on its
+    order is refused until ``await client.reconcile(order_id=...)`` finds out what happened (and
+    records it: a redelivered identical call then gets the derived result). The failure that left
+    the outcome unknown is ``__cause__``; ``payload`` is the payload of the answer when one
+    arrived but could not be read whole (it may hold ``order_total_change``);
+    ``idempotency_key`` the caller's key of the call, to pass to ``reconcile``.
     """
 
     def __init__(
-        self, message: str, *, payload: Mapping[str, Any] | None = None, **context: Any
+        self,
+        message: str,
+        *,
+        payload: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        **context: Any,
     ) -> None:
         self.payload = payload
+        self.idempotency_key = idempotency_key
         super().__init__(message, **context)
 
     @property

@@ -21,6 +21,7 @@ from ._records import (
     decide,
     finish,
     forget,
+    note,
     release,
 )
 
@@ -129,6 +130,17 @@ class MemoryIdempotencyStore:
             self._put(key, book, stored)
         self._notify(key)
         return done
+
+    async def note(self, key: str, owner: str, *, before: bytes, request: bytes) -> bool:
+        """Keep with *owner*'s lease the order as it was and the request."""
+        book = self._books.get(key)
+        stored = note(
+            book, owner, before=before, request=request, now=self.clock.monotonic(), ttl=self.ttl
+        )
+        if stored is book:
+            return False
+        self._put(key, book, stored)
+        return True
 
     async def release(self, key: str, owner: str, intent: Intent) -> None:
         """Drop *owner*'s lease: its call provably changed nothing."""

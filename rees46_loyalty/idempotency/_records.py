@@ -49,6 +49,7 @@ __all__ = [
     "finish",
     "forget",
     "intent_to_json",
+    "note",
     "outcome_from_json",
     "release",
 ]
@@ -128,11 +129,18 @@ class Intent:
 
 @frozen(kw_only=True)
 class Lease:
-    """The call that may send on an order now, until ``expires`` (the store's clock, seconds)."""
+    """The call that may send on an order now, until ``expires`` (the store's clock, seconds).
+
+    A ``change`` notes, before it is sent, the order as it was (``before``: the answer of
+    ``details``) and its own request body (``request``): with them its outcome can be
+    reconciled if it turns out unknown, even when its process dies.
+    """
 
     owner: str
     intent: Intent
     expires: float
+    before: bytes | None = field(default=None, repr=False)
+    request: bytes | None = field(default=None, repr=False)
 
 
 @frozen(kw_only=True)
@@ -152,6 +160,9 @@ class Outcome:
     previous_unknown: bool = False
     owner: str | None = None
     expires: float | None = None
+    #: What the call's lease noted (see :class:`Lease`), kept while the outcome is unknown.
+    before: bytes | None = field(default=None, repr=False)
+    request: bytes | None = field(default=None, repr=False)
 
     @property
     def blocks(self) -> bool:
@@ -230,6 +241,8 @@ def _unknown_of(lease: Lease, now: float, ttl: float) -> Outcome:
         intent=lease.intent,
         owner=lease.owner,
         expires=None if durable else now + ttl,
+        before=lease.before,
+        request=lease.request,
     )
 
 
@@ -294,12 +307,32 @@ def finish(
     kept_by_me = lease is not None or (existing is not None and existing.owner == owner)
     if outcome.state is State.UNKNOWN:
         durable = intent.safety in _DURABLE_UNKNOWN
-        outcome = evolve(outcome, owner=owner, expires=None if durable else now + ttl)
+        noted = lease if lease is not None else existing
+        outcome = evolve(
+            outcome,
+            owner=owner,
+            expires=None if durable else now + ttl,
+            before=outcome.before or (noted.before if noted is not None else None),
+            request=outcome.request or (noted.request if noted is not None else None),
+        )
     else:
-        outcome = evolve(outcome, owner=None, expires=now + ttl)
+        outcome = evolve(outcome, owner=None, expires=now + ttl, before=None, request=None)
     outcomes[intent.id] = outcome
     done = Finish.RECORDED if kept_by_me else Finish.RECORDED_AFTER_LOSS
     return done, Book(lease=None, outcomes=outcomes)
+
+
+def note(
+    book: Book | None, owner: str, *, before: bytes, request: bytes, now: float, ttl: float
+) -> Book | None:
+    """*book* with *owner*'s lease noting the order as it was and the request.
+
+    Returns *book* itself (unchanged) when *owner* holds no lease.
+    """
+    current = _current(book, now, ttl)
+    if current is None or current.lease is None or current.lease.owner != owner:
+        return book
+    return evolve(current, lease=evolve(current.lease, before=before, request=request))
 
 
 def release(
@@ -396,16 +429,22 @@ def _text(document: Mapping[str, Any], name: str) -> str:
 
 
 def book_to_json(book: Book) -> tuple[str, dict[str, bytes]]:
-    """The document of *book*, and its answers by intent id."""
+    """The document of *book*, and its byte fields by name.
+
+    ``a:<intent id>`` is an outcome's answer; ``b:<intent id>`` and ``r:<intent id>`` what a
+    lease noted (the order before, the request), kept with its unknown outcome.
+    """
     document: dict[str, Any] = {}
-    if book.lease is not None:
+    fields: dict[str, bytes] = {}
+    lease = book.lease
+    if lease is not None:
         document["lease"] = {
-            "owner": book.lease.owner,
-            "intent": intent_to_json(book.lease.intent),
-            "expires": _ms(book.lease.expires),
+            "owner": lease.owner,
+            "intent": intent_to_json(lease.intent),
+            "expires": _ms(lease.expires),
         }
+        _put_noted(fields, lease.intent.id, lease.before, lease.request)
     outcomes: dict[str, Any] = {}
-    answers: dict[str, bytes] = {}
     for name, outcome in book.outcomes.items():
         entry: dict[str, Any] = {
             "state": outcome.state.value,
@@ -420,17 +459,28 @@ def book_to_json(book: Book) -> tuple[str, dict[str, bytes]]:
         if outcome.expires is not None:
             entry["expires"] = _ms(outcome.expires)
         if outcome.answer is not None:
-            answers[name] = outcome.answer
+            fields["a:" + name] = outcome.answer
+        _put_noted(fields, name, outcome.before, outcome.request)
         outcomes[name] = entry
     document["outcomes"] = outcomes
-    return json.dumps(document, separators=(",", ":")), answers
+    return json.dumps(document, separators=(",", ":")), fields
 
 
-def book_from_json(raw: str | bytes, answers: Mapping[str, bytes] | None = None) -> Book:
+def _put_noted(
+    fields: dict[str, bytes], name: str, before: bytes | None, request: bytes | None
+) -> None:
+    if before is not None:
+        fields["b:" + name] = before
+    if request is not None:
+        fields["r:" + name] = request
+
+
+def book_from_json(raw: str | bytes, fields: Mapping[str, bytes] | None = None) -> Book:
     """Read a book written by :func:`book_to_json` (or the Redis store's scripts).
 
     Raises :class:`CorruptRecordError` when the document is not a book.
     """
+    fields = fields or {}
     document = json.loads(raw)
     if not isinstance(document, dict):
         raise CorruptRecordError("a book is a JSON object")
@@ -440,15 +490,24 @@ def book_from_json(raw: str | bytes, answers: Mapping[str, bytes] | None = None)
         expires = _seconds(held, "expires")
         if expires is None:
             raise CorruptRecordError("a lease has no expiry")
+        intent = _intent_of(held["intent"])
         lease = Lease(
-            owner=_text(held, "owner"), intent=_intent_of(held["intent"]), expires=expires
+            owner=_text(held, "owner"),
+            intent=intent,
+            expires=expires,
+            before=fields.get("b:" + intent.id),
+            request=fields.get("r:" + intent.id),
         )
     outcomes: dict[str, Outcome] = {}
     entries = document.get("outcomes") or {}
     if not isinstance(entries, dict):
         raise CorruptRecordError("outcomes is not an object")
     for name, entry in entries.items():
-        outcomes[name] = _outcome_of(entry, (answers or {}).get(name))
+        outcomes[name] = evolve(
+            _outcome_of(entry, fields.get("a:" + name)),
+            before=fields.get("b:" + name),
+            request=fields.get("r:" + name),
+        )
     return Book(lease=lease, outcomes=outcomes)
 
 
@@ -499,6 +558,13 @@ class IdempotencyStore(Protocol):
 
     async def finish(self, key: str, owner: str, outcome: Outcome) -> Finish:
         """Record the *outcome* of *owner*'s call and release its lease (see :class:`Finish`)."""
+        ...
+
+    async def note(self, key: str, owner: str, *, before: bytes, request: bytes) -> bool:
+        """Keep with *owner*'s lease the order as it was and the request (see :class:`Lease`).
+
+        False when *owner* no longer holds the lease.
+        """
         ...
 
     async def release(self, key: str, owner: str, intent: Intent) -> None:

@@ -57,7 +57,7 @@ local function current(key, book, now, ttl)
   for name, o in pairs(book.outcomes) do
     if o.expires and o.expires <= now then
       book.outcomes[name] = nil
-      redis.call('HDEL', key, 'a:' .. name)
+      redis.call('HDEL', key, 'a:' .. name, 'b:' .. name, 'r:' .. name)
       changed = true
     end
   end
@@ -70,6 +70,9 @@ local function current(key, book, now, ttl)
     changed = true
   end
   return book, changed
+end
+local function drop_noted(key, name)
+  redis.call('HDEL', key, 'b:' .. name, 'r:' .. name)
 end
 -- Write the book back; a lease or an unknown change / cancel keeps it from expiring.
 local function save(key, book, now)
@@ -163,6 +166,7 @@ if ARGV[3] == '1' then
 else
   redis.call('HDEL', key, 'a:' .. id)
 end
+if outcome.state ~= 'unknown' then drop_noted(key, id) end
 save(key, book, now)
 if mine then return 'recorded' end
 return 'recorded after loss'
@@ -177,14 +181,16 @@ local intent = cjson.decode(ARGV[2])
 local now = now_ms()
 local book, changed = current(key, load(key), now, tonumber(ARGV[3]))
 if not book then return 0 end
+local id = id_of(intent)
 if book.lease and book.lease.owner == owner then
+  drop_noted(key, id_of(book.lease.intent))
   book.lease = nil
   changed = true
 end
-local id = id_of(intent)
 local mine = book.outcomes[id]
 if mine and mine.state == 'unknown' and mine.owner == owner then
   book.outcomes[id] = nil
+  drop_noted(key, id)
   changed = true
 end
 if changed then save(key, book, now) end
@@ -204,7 +210,7 @@ for name, o in pairs(book.outcomes) do
   if o.state ~= 'succeeded' and (wanted == '' or name == wanted) then
     table.insert(dropped, cjson.encode(o))
     book.outcomes[name] = nil
-    redis.call('HDEL', key, 'a:' .. name)
+    redis.call('HDEL', key, 'a:' .. name, 'b:' .. name, 'r:' .. name)
     changed = true
   end
 end
@@ -223,14 +229,32 @@ local book, changed = current(key, load(key), now, tonumber(ARGV[1]))
 if not book then return {} end
 if changed then save(key, book, now) end
 local reply = {cjson.encode(book)}
-for name, _ in pairs(book.outcomes) do
-  local answer = redis.call('HGET', key, 'a:' .. name)
-  if answer then
-    table.insert(reply, name)
-    table.insert(reply, answer)
+local all = redis.call('HGETALL', key)
+for i = 1, #all, 2 do
+  if all[i] ~= 'book' then
+    table.insert(reply, all[i])
+    table.insert(reply, all[i + 1])
   end
 end
 return reply
+"""
+)
+
+# Keep with the caller's lease what it noted: the order as it was, and the request.
+_NOTE = (
+    _LIBRARY
+    + """
+local key, owner = KEYS[1], ARGV[1]
+local now = now_ms()
+local book, changed = current(key, load(key), now, tonumber(ARGV[4]))
+if not book or not book.lease or book.lease.owner ~= owner then
+  if changed then save(key, book, now) end
+  return 0
+end
+local id = id_of(book.lease.intent)
+redis.call('HSET', key, 'b:' .. id, ARGV[2], 'r:' .. id, ARGV[3])
+if changed then save(key, book, now) end
+return 1
 """
 )
 
@@ -304,6 +328,7 @@ class RedisIdempotencyStore:
         self._release = self._redis.register_script(_RELEASE)
         self._forget = self._redis.register_script(_FORGET)
         self._get = self._redis.register_script(_GET)
+        self._note = self._redis.register_script(_NOTE)
         self._checked = False
 
     def __repr__(self) -> str:
@@ -326,8 +351,7 @@ class RedisIdempotencyStore:
             return Decision(verdict=verdict, previous_unknown=_text(extra) == "1")
         if verdict is Verdict.BUSY:
             return Decision(verdict=verdict, wait=int(float(_text(extra))) / 1000)
-        raw_answer = answer if isinstance(answer, bytes) else _text(answer).encode()
-        outcome = outcome_from_json(_text(extra), raw_answer or None)
+        outcome = outcome_from_json(_text(extra), _bytes(answer) or None)
         return Decision(verdict=verdict, outcome=outcome)
 
     async def finish(self, key: str, owner: str, outcome: Outcome) -> Finish:
@@ -353,6 +377,11 @@ class RedisIdempotencyStore:
         )
         return Finish(_text(done))
 
+    async def note(self, key: str, owner: str, *, before: bytes, request: bytes) -> bool:
+        """Keep with *owner*'s lease the order as it was and the request."""
+        done = await self._note(keys=[self._key(key)], args=[owner, before, request, self._ttl_ms])
+        return bool(done)
+
     async def release(self, key: str, owner: str, intent: Intent) -> None:
         """Drop *owner*'s lease: its call provably changed nothing."""
         await self._release(
@@ -368,13 +397,8 @@ class RedisIdempotencyStore:
         reply = await self._get(keys=[self._key(key)], args=[self._ttl_ms])
         if not reply:
             return None
-        answers = {
-            _text(reply[i]): bytes(reply[i + 1])
-            if not isinstance(reply[i + 1], str)
-            else reply[i + 1].encode()
-            for i in range(1, len(reply) - 1, 2)
-        }
-        return book_from_json(reply[0], answers)
+        fields = {_text(reply[i]): _bytes(reply[i + 1]) for i in range(1, len(reply) - 1, 2)}
+        return book_from_json(reply[0], fields)
 
     async def forget(self, key: str, idempotency_key: str | None = None) -> list[Outcome]:
         """Drop the order's unknown outcomes and terminal failures (only *idempotency_key*'s).
@@ -430,3 +454,8 @@ class RedisIdempotencyStore:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    # A client of the user's own may decode replies (decode_responses=True).
+    return value.encode() if isinstance(value, str) else bytes(value)

@@ -32,6 +32,8 @@ import attrs
 
 from .._clock import Clock
 from .._http import ApiRequest, ApiResponse, Handler, SendTrace
+from .._operations import DETAILS
+from .._reconcile import same_cart
 from .._serialization import dumps
 from ..errors import (
     APIError,
@@ -132,6 +134,8 @@ class IdempotencyMiddleware:
             deadline=lease_ends if request.deadline is None else min(request.deadline, lease_ends),
             trace=trace,
         )
+        if intent.once:
+            await self._note_before(request, key, owner, intent, call_next)
         try:
             response = await call_next(request)
         except BaseException as failure:
@@ -156,6 +160,44 @@ class IdempotencyMiddleware:
         )
         await self._record(request, key, owner, outcome)
         return response
+
+    async def _note_before(
+        self, request: ApiRequest, key: str, owner: str, intent: Intent, call_next: Handler
+    ) -> None:
+        """Read the order as it is and keep it, with the request, in the lease; or send nothing.
+
+        An unknown outcome of the change can then be reconciled (``LoyaltyClient.reconcile``):
+        from the order before, the order after and the cart asked for, decided and its
+        ``order_total_change`` derived — even when this process dies mid-call. A change to the
+        cart the order already holds is not sent: it would answer ``order_total_change`` 0,
+        and it means the change was made before, by a call whose record this store no longer
+        has (a Redis that lost its data).
+        """
+        lookup = ApiRequest(
+            operation=DETAILS,
+            data={"order_id": request.order_id},
+            order_id=request.order_id,
+            timeout=request.timeout,
+            deadline=request.deadline,
+        )
+        try:
+            try:
+                before = await call_next(lookup)
+            except NotFoundError:
+                return  # no such order: the change is sent, and the API says what it says
+            body = request.body if request.body is not None else dumps(request.data)
+            _refuse_a_change_made_before(request, before, body)
+            await self.store.note(key, owner, before=before.body, request=body)
+        except BaseException:
+            release = self.store.release(key, owner, intent)
+            try:
+                await (asyncio.shield(release) if self.store.suspends else release)
+            except Exception:  # the lookup's own failure is what the caller must see
+                logger.exception(
+                    "the idempotency store could not release an order after a failed lookup",
+                    extra=_extra(request, "sent"),
+                )
+            raise
 
     async def _record(self, request: ApiRequest, key: str, owner: str, outcome: Outcome) -> None:
         """Store a success, shielded, and never fail the call over it.
@@ -288,13 +330,15 @@ class IdempotencyMiddleware:
             blocked = outcome.intent
             same = blocked.operation == name and blocked.fingerprint == fingerprint(request)
             what = "the same change" if same else "a change"
+            key = blocked.key
+            with_key = "" if key is None else f", idempotency_key={key!r}"
             return OutcomeUnknownError(
                 f"{what} on order {request.order_id!r} may have been applied and its outcome "
-                f"is unknown, so no {name} is sent on this order until it is reconciled: check "
-                f"details(order_id={request.order_id!r}), then clear_idempotency(order_id="
-                f"{request.order_id!r})",
+                f"is unknown, so no {name} is sent on this order until it is reconciled: "
+                f"await client.reconcile(order_id={request.order_id!r}{with_key})",
                 operation=name,
                 order_id=request.order_id,
+                idempotency_key=key,
             )
         return self._replay(request, outcome, outcome_name)
 
@@ -362,6 +406,20 @@ class IdempotencyMiddleware:
             return
         done = await self.store.finish(key, owner, outcome)
         _log_finish(request, done, outcome.state.value)
+
+
+def _refuse_a_change_made_before(request: ApiRequest, before: ApiResponse, body: bytes) -> None:
+    if same_cart(before.result, body):
+        error = OutcomeUnknownError(
+            f"order {request.order_id!r} already holds the cart of this change, so it was not "
+            "sent (it would move no money): an earlier change made it, and that change's "
+            "refund amount is not in the idempotency store; check the order's history and "
+            "the shop's refunds",
+            operation=request.operation.name,
+            order_id=request.order_id,
+        )
+        error.idempotency_key = request.idempotency_key
+        raise error
 
 
 def _log_finish(request: ApiRequest, done: Finish, what: str) -> None:

@@ -181,15 +181,17 @@ class RetryMiddleware:
         unknown = error.maybe_processed
         if request.operation.safety is RetrySafety.ONCE and unknown:
             return OutcomeUnknownError(
-                f"{request.operation.name} may have been applied and was not sent again "
-                f"({type(error).__name__}: {error.message}); call details() to reconcile",
+                f"{request.operation.name} on order {request.order_id!r} may have been applied "
+                f"and was not sent again ({type(error).__name__}: {error.message}); find out "
+                f"with {_reconcile_call(request)}",
                 operation=request.operation.name,
                 order_id=request.order_id,
                 attempts=error.attempts,
                 status=error.status,
                 payload=getattr(error, "payload", None),
+                idempotency_key=request.idempotency_key,
             )
-        if call.outcome_unknown:
+        if call.outcome_unknown and request.operation.mutating:
             # An earlier attempt may have done what this one failed to: the caller must know,
             # whatever this failure says (a cancel's "Could not cancel", a 503, ...).
             error.previous_outcome_unknown = True
@@ -273,6 +275,12 @@ class RetryMiddleware:
     def _succeeded(self, call: _Call) -> None:
         if self._budget is not None:
             self._budget.release(call.last_cost or 1)
+
+
+def _reconcile_call(request: ApiRequest) -> str:
+    key = request.idempotency_key
+    with_key = "" if key is None else f", idempotency_key={key!r}"
+    return f"await client.reconcile(order_id={request.order_id!r}{with_key})"
 
 
 def _error_of(state: RetryCallState) -> BaseException | None:

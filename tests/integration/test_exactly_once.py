@@ -49,8 +49,8 @@ from rees46_loyalty.idempotency import (
 from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
-from tests.payloads import CHANGE, status_envelope
-from tests.unit.helpers import url
+from tests.payloads import CALCULATION, CHANGE, status_envelope
+from tests.unit.helpers import url, url_pattern
 
 pytestmark = pytest.mark.integration
 
@@ -403,6 +403,7 @@ async def test_a_caller_cancelled_before_the_request_is_written_leaves_nothing_u
 @pytest.mark.parametrize("status", [404, 408])
 async def test_a_proxys_error_page_is_never_replayed(mocked: AioResponses, status: int) -> None:
     """A proxy's HTML error page is raised, not recorded: the next identical call is sent."""
+    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION), repeat=True)
     mocked.post(url("change"), status=status, body="<html>no</html>", content_type="text/html")
     mocked.post(url("change"), payload=status_envelope(CHANGE))
     async with LoyaltyClient(SHOP_ID, SHOP_SECRET, base_url="https://api.test") as client:
@@ -419,6 +420,7 @@ async def test_a_proxys_error_page_is_never_replayed(mocked: AioResponses, statu
 
 async def test_store_keys_of_two_shops_never_collide(mocked: AioResponses) -> None:
     """Shop 's' with key 't:key:K' and shop 's:key:t' with key 'K' are two records."""
+    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION), repeat=True)
     mocked.post(url("change"), payload=status_envelope(CHANGE), repeat=True)
     store = MemoryIdempotencyStore()
     calls = (("s", "t:key:K"), ("s:key:t", "K"))
@@ -442,6 +444,7 @@ async def test_a_terminal_error_replayed_from_redis_equals_the_original(
 ) -> None:
     """Decimals of the error payload come back as Decimals, the type and message the same."""
     answer = {"status": "error", "payload": {"message": "too much", "max_bonuses": 12.5}}
+    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
     mocked.post(url("change"), status=400, payload=answer)
     store = RedisIdempotencyStore(redis_url, namespace=f"err-{uuid.uuid4().hex}")
     async with LoyaltyClient(

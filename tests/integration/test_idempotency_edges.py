@@ -40,8 +40,8 @@ from rees46_loyalty.idempotency import (
 from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
 from tests.conftest import SHOP_ID, SHOP_SECRET
-from tests.payloads import CHANGE, status_envelope
-from tests.unit.helpers import url
+from tests.payloads import CALCULATION, CHANGE, status_envelope
+from tests.unit.helpers import url, url_pattern
 
 pytestmark = pytest.mark.integration
 
@@ -262,6 +262,7 @@ async def test_redis_replays_results_to_the_last_digit(
         "order_total_change": -300.10,
         "bonuses_balance": 0.00,
     }
+    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
     mocked.post(url("change"), payload=status_envelope(payload))
     store = RedisIdempotencyStore(redis_url, namespace=f"digits-{uuid.uuid4().hex}")
     async with LoyaltyClient(
@@ -281,6 +282,7 @@ async def test_redis_keeps_terminal_errors_with_fractional_payloads(
 ) -> None:
     """A refused change whose error payload holds a fraction is recorded and replayed."""
     answer = {"status": "error", "payload": {"message": "too much", "max_bonuses": 12.5}}
+    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
     mocked.post(url("change"), status=400, payload=answer)
     store = RedisIdempotencyStore(redis_url, namespace=f"err-{uuid.uuid4().hex}")
     async with LoyaltyClient(

@@ -150,7 +150,8 @@ def test_hooks_and_the_idempotency_store_work_as_in_the_async_client(
     assert first.order_total_change == again.order_total_change == Decimal(-1000)
     assert again.replayed
     assert threaded_shop.received("change") == 1
-    assert [record.operation for record in seen] == ["apply", "confirm", "change"]
+    # A change reads the order first (kept to reconcile it, should its outcome be unknown).
+    assert [record.operation for record in seen] == ["apply", "confirm", "details", "change"]
 
 
 def test_close_stops_the_loop_and_later_calls_are_refused(threaded_shop: FakeRees46) -> None:

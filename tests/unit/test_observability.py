@@ -225,11 +225,16 @@ async def test_a_span_per_call_and_per_attempt(
 ) -> None:
     """A retried change: one INTERNAL call span with the retry count and idempotency outcome,
     two CLIENT attempt spans under it with the HTTP client attributes."""
+    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
     mocked.post(url("change"), exception=_refused())
     mocked.post(url("change"), payload=status_envelope(CHANGE))
     await traced.change(order_id="1001", cart_items=CART)
 
-    *attempts, call = exporter.get_finished_spans()
+    lookup, *attempts, call = exporter.get_finished_spans()
+    # The change reads the order first: one attempt span of its own, under the same call.
+    assert lookup.name == "GET /loyalty/checkout/details"
+    assert lookup.parent is not None
+    assert lookup.parent.span_id == call.context.span_id
     assert call.name == "rees46_loyalty change"
     assert call.kind is SpanKind.INTERNAL
     assert call.attributes is not None

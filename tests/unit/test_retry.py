@@ -148,7 +148,7 @@ async def test_change_is_never_resent_when_its_outcome_is_unknown(
     assert error.operation == "change"
     assert error.order_id == "1001"
     assert error.retryable is False
-    assert "details()" in str(error)
+    assert "await client.reconcile(order_id=" in str(error)
     assert isinstance(error.__cause__, TransportError | ServerError)
 
 
