@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import inflight, run
+from benchmarks._redis import Persistence, RedisServer
 from benchmarks._server import answer_server
 
 pytestmark = pytest.mark.integration
@@ -33,3 +34,21 @@ async def test_many_calls_in_flight_all_complete() -> None:
     with answer_server() as url:
         figures = await inflight.measure(url, 500)
     assert figures["completed"] == figures["calls"] == 500
+
+
+@pytest.mark.parametrize(("persistence", "kept"), [("aof", b"$1"), ("none", b"$-1")])
+def test_a_redis_restart_keeps_its_data_only_with_aof(
+    persistence: Persistence, kept: bytes
+) -> None:
+    """SHUTDOWN NOSAVE and a start on the same port: the AOF server has its key back, the
+    other has lost it; FLUSHALL empties both."""
+    with RedisServer(persistence=persistence) as server:
+        port = server.port
+        assert server.command("SET", "k", "v") == b"+OK"
+        server.restart()
+        assert server.port == port
+        assert server.restarts == 1
+        assert server.command("GET", "k") == kept
+        server.command("SET", "k", "v")
+        server.flushall()
+        assert server.command("GET", "k") == b"$-1"
