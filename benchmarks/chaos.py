@@ -762,7 +762,9 @@ def _count_unknowns(report: Report, fake: FakeRees46, outcomes: list[dict[str, A
             continue
         report.false_unknowns += 1
         met = sorted({r.fault for r in mine if r.operation == op and r.fault is not None})
-        report.false_unknown_causes[" + ".join(met) or "none in this delivery"] += 1
+        report.false_unknown_causes[
+            " + ".join(met) or "none (an earlier unknown, from the store)"
+        ] += 1
         if IDLE_CLOSE in met:
             report.false_unknowns_keepalive += 1
 
