@@ -93,9 +93,10 @@ def request_lines(body: bytes) -> Lines:
     return _lines((line["product_id"], line["quantity"], line["price"]) for line in lines)
 
 
-def same_cart(calculation: object, request_body: bytes) -> bool:
-    """Whether the order in *calculation* already holds the cart *request_body* asks for."""
-    if not isinstance(calculation, OrderCalculation) or not calculation.items:
+def same_cart(details_answer: bytes, request_body: bytes) -> bool:
+    """Whether the order (the answer of ``details``) already holds the cart asked for."""
+    calculation = load_answer(details_answer, OrderCalculation)
+    if not calculation.items:
         return False
     return cart_lines(calculation.items) == request_lines(request_body)
 
@@ -223,10 +224,15 @@ class Reconciler:
         return self._found(outcome, applied=True, result=_decoded(operation, answer))
 
     async def _change(self, outcome: Outcome) -> tuple[bool, bytes | None]:
-        if outcome.before is None:
-            raise _undecidable(
-                outcome, self._order_id, "the order before the change was not recorded"
-            )
+        if outcome.request is None or outcome.before is None:
+            # A change is sent only once its note is in the store: without one, it never left.
+            return False, None
+        if not outcome.before:  # the order did not exist when the change was sent
+            try:
+                await self._details()
+            except NotFoundError:
+                return False, None
+            raise _undecidable(outcome, self._order_id, "the order did not exist before it")
         before = _decoded("details", outcome.before)
         assert isinstance(before, OrderCalculation)  # noqa: S101 - details decodes to it
         now = await self._details()

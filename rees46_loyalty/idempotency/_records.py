@@ -312,14 +312,18 @@ def finish(
             outcome,
             owner=owner,
             expires=None if durable else now + ttl,
-            before=outcome.before or (noted.before if noted is not None else None),
-            request=outcome.request or (noted.request if noted is not None else None),
+            before=_first(outcome.before, noted.before if noted is not None else None),
+            request=_first(outcome.request, noted.request if noted is not None else None),
         )
     else:
         outcome = evolve(outcome, owner=None, expires=now + ttl, before=None, request=None)
     outcomes[intent.id] = outcome
     done = Finish.RECORDED if kept_by_me else Finish.RECORDED_AFTER_LOSS
     return done, Book(lease=None, outcomes=outcomes)
+
+
+def _first(value: bytes | None, fallback: bytes | None) -> bytes | None:
+    return value if value is not None else fallback
 
 
 def note(

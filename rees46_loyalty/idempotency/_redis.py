@@ -166,7 +166,12 @@ if ARGV[3] == '1' then
 else
   redis.call('HDEL', key, 'a:' .. id)
 end
-if outcome.state ~= 'unknown' then drop_noted(key, id) end
+if outcome.state ~= 'unknown' then
+  drop_noted(key, id)
+elseif ARGV[6] == '1' then
+  -- What the call noted, written again: the store may have lost the lease that held it.
+  redis.call('HSET', key, 'b:' .. id, ARGV[7], 'r:' .. id, ARGV[8])
+end
 save(key, book, now)
 if mine then return 'recorded' end
 return 'recorded after loss'
@@ -365,6 +370,7 @@ class RedisIdempotencyStore:
         if outcome.previous_unknown:
             document["previous_unknown"] = True
         answer = outcome.answer
+        noted = outcome.before is not None and outcome.request is not None
         done = await self._finish(
             keys=[self._key(key)],
             args=[
@@ -373,6 +379,9 @@ class RedisIdempotencyStore:
                 "0" if answer is None else "1",
                 b"" if answer is None else answer,
                 self._ttl_ms,
+                "1" if noted else "0",
+                outcome.before or b"",
+                outcome.request or b"",
             ],
         )
         return Finish(_text(done))

@@ -134,8 +134,9 @@ class IdempotencyMiddleware:
             deadline=lease_ends if request.deadline is None else min(request.deadline, lease_ends),
             trace=trace,
         )
+        noted = None
         if intent.once:
-            await self._note_before(request, key, owner, intent, call_next)
+            noted = await self._note_before(request, key, owner, intent, call_next)
         try:
             response = await call_next(request)
         except BaseException as failure:
@@ -143,7 +144,13 @@ class IdempotencyMiddleware:
                 failure.previous_outcome_unknown = True
             # Shielded: a cancelled caller must still leave the order settled, not blocked.
             settle = self._settle(
-                request, key=key, owner=owner, intent=intent, failure=failure, trace=trace
+                request,
+                key=key,
+                owner=owner,
+                intent=intent,
+                failure=failure,
+                trace=trace,
+                noted=noted,
             )
             try:
                 await (asyncio.shield(settle) if self.store.suspends else settle)
@@ -163,7 +170,7 @@ class IdempotencyMiddleware:
 
     async def _note_before(
         self, request: ApiRequest, key: str, owner: str, intent: Intent, call_next: Handler
-    ) -> None:
+    ) -> tuple[bytes, bytes]:
         """Read the order as it is and keep it, with the request, in the lease; or send nothing.
 
         An unknown outcome of the change can then be reconciled (``LoyaltyClient.reconcile``):
@@ -171,7 +178,12 @@ class IdempotencyMiddleware:
         ``order_total_change`` derived — even when this process dies mid-call. A change to the
         cart the order already holds is not sent: it would answer ``order_total_change`` 0,
         and it means the change was made before, by a call whose record this store no longer
-        has (a Redis that lost its data).
+        has (a Redis that lost its data). An order that does not exist is noted as an empty
+        ``before``; the change is sent, and the API answers what it answers.
+
+        The invariant :meth:`LoyaltyClient.reconcile` relies on: a change is sent only after its
+        note is in the store, so an unknown change without one was never sent. Returns what
+        was noted, for the outcome to keep should the store lose the lease meanwhile.
         """
         lookup = ApiRequest(
             operation=DETAILS,
@@ -180,14 +192,16 @@ class IdempotencyMiddleware:
             timeout=request.timeout,
             deadline=request.deadline,
         )
+        body = request.body if request.body is not None else dumps(request.data)
         try:
             try:
-                before = await call_next(lookup)
+                before = (await call_next(lookup)).body
             except NotFoundError:
-                return  # no such order: the change is sent, and the API says what it says
-            body = request.body if request.body is not None else dumps(request.data)
-            _refuse_a_change_made_before(request, before, body)
-            await self.store.note(key, owner, before=before.body, request=body)
+                before = b""
+            else:
+                _refuse_a_change_made_before(request, before, body)
+            if not await self.store.note(key, owner, before=before, request=body):
+                _refuse_a_change_without_lease(request)
         except BaseException:
             release = self.store.release(key, owner, intent)
             try:
@@ -198,6 +212,7 @@ class IdempotencyMiddleware:
                     extra=_extra(request, "sent"),
                 )
             raise
+        return before, body
 
     async def _record(self, request: ApiRequest, key: str, owner: str, outcome: Outcome) -> None:
         """Store a success, shielded, and never fail the call over it.
@@ -379,15 +394,19 @@ class IdempotencyMiddleware:
         intent: Intent,
         failure: BaseException,
         trace: SendTrace,
+        noted: tuple[bytes, bytes] | None,
     ) -> None:
         """Record what a failed call leaves behind.
 
-        A terminal error, an unknown outcome, or nothing at all (its lease released).
+        A terminal error, an unknown outcome (with what its lease noted, in case the store
+        lost the lease meanwhile), or nothing at all (its lease released).
         """
+        before, asked = noted if noted is not None else (None, None)
+        unknown = Outcome(state=State.UNKNOWN, intent=intent, before=before, request=asked)
         outcome: Outcome | None = None
         if isinstance(failure, LoyaltyError):
             if failure.outcome_unknown:
-                outcome = Outcome(state=State.UNKNOWN, intent=intent)
+                outcome = unknown
             elif isinstance(failure, _TERMINAL_ERRORS):
                 answer = recorded_answer(failure)
                 if answer is not None:
@@ -400,7 +419,7 @@ class IdempotencyMiddleware:
                     )
         elif trace.maybe_processed:
             # Cancelled (or broken) after an attempt started writing its request.
-            outcome = Outcome(state=State.UNKNOWN, intent=intent)
+            outcome = unknown
         if outcome is None:
             await self.store.release(key, owner, intent)
             return
@@ -408,8 +427,18 @@ class IdempotencyMiddleware:
         _log_finish(request, done, outcome.state.value)
 
 
-def _refuse_a_change_made_before(request: ApiRequest, before: ApiResponse, body: bytes) -> None:
-    if same_cart(before.result, body):
+def _refuse_a_change_without_lease(request: ApiRequest) -> None:
+    raise IdempotencyError(
+        f"the lease of this change on order {request.order_id!r} was lost before it was sent "
+        "(the idempotency store lost its data, or the lease ran out); nothing was sent",
+        operation=request.operation.name,
+        order_id=request.order_id,
+        retryable=True,
+    )
+
+
+def _refuse_a_change_made_before(request: ApiRequest, before: bytes, body: bytes) -> None:
+    if same_cart(before, body):
         error = OutcomeUnknownError(
             f"order {request.order_id!r} already holds the cart of this change, so it was not "
             "sent (it would move no money): an earlier change made it, and that change's "

@@ -35,6 +35,10 @@ class FaultKind(enum.Enum):
     RAW = "raw answer"
     #: The request is committed and answered with a 200 whose chunked body never ends.
     ENDLESS = "endless body"
+    #: A request that arrives on a reused keep-alive connection finds it closed by the server
+    #: (or a load balancer) while it sat idle: not processed, no answer. A request on a fresh
+    #: connection is not hit.
+    IDLE_CLOSE = "idle keep-alive close"
 
 
 _AFTER_COMMIT_KINDS = frozenset(
@@ -65,6 +69,11 @@ class Fault:
     def commits(self) -> bool:
         """Whether the request is processed (and its effect committed) despite the fault."""
         return self.after_commit or self.kind in _AFTER_COMMIT_KINDS
+
+    @property
+    def reused_connections_only(self) -> bool:
+        """Whether the fault hits only a request on a connection that served an earlier one."""
+        return self.kind is FaultKind.IDLE_CLOSE
 
     @property
     def label(self) -> str:
@@ -158,6 +167,17 @@ class Fault:
         return cls(kind=FaultKind.ENDLESS)
 
     @classmethod
+    def idle_close(cls) -> Fault:
+        """The idle keep-alive close race, made deterministic.
+
+        A request sent on a pooled connection that the server (or a load balancer) closed
+        while it sat idle: the server closes the connection without processing the request
+        or answering. Only a request on a reused connection (one that served an earlier
+        request) is hit; on a fresh connection the fault waits for the next request.
+        """
+        return cls(kind=FaultKind.IDLE_CLOSE)
+
+    @classmethod
     def invalid_json(cls) -> Fault:
         """Commit, then answer 200 with a body that is not JSON."""
         return cls(kind=FaultKind.INVALID_JSON)
@@ -237,11 +257,17 @@ class Faults:
         """How many faults of each label were injected."""
         return Counter(label for _, _, label in self.injected)
 
-    def pick(self, operation: str, number: int) -> Fault | None:
-        """The fault for request *number* of *operation*, if any (called by the server)."""
-        fault = self._take_scheduled(operation, number)
+    def pick(self, operation: str, number: int, *, reused_connection: bool = False) -> Fault | None:
+        """The fault for request *number* of *operation*, if any (called by the server).
+
+        *reused_connection* tells whether the request came on a connection that served an
+        earlier request; faults that hit only those pass over the others.
+        """
+        fault = self._take_scheduled(operation, number, reused_connection)
         if fault is None and self._rate and self._random_applies(operation):
             fault = self._rng.choice(self._mix)
+            if fault.reused_connections_only and not reused_connection:
+                fault = None
         if fault is not None:
             self.injected.append((operation, number, fault.label))
         return fault
@@ -251,9 +277,11 @@ class Faults:
             return False
         return self._rng.random() < self._rate
 
-    def _take_scheduled(self, operation: str, number: int) -> Fault | None:
+    def _take_scheduled(self, operation: str, number: int, reused: bool) -> Fault | None:
         for index, planned in enumerate(self._scheduled):
             if planned.operation not in (operation, "*"):
+                continue
+            if planned.fault.reused_connections_only and not reused:
                 continue
             if planned.at is None:
                 del self._scheduled[index]

@@ -34,7 +34,9 @@ class RequestRecord:
     """A request that reached the server, and what became of it.
 
     ``status`` is the HTTP status sent, or ``None`` when the connection was dropped;
-    ``fault`` names the injected fault, if any; ``committed`` tells whether it changed state.
+    ``fault`` names the injected fault, if any; ``committed`` tells whether it changed state;
+    ``request_id`` is the ``X-Request-Id`` header the client sent, if any (a test's own tag, to
+    tell its calls apart).
     """
 
     seq: int
@@ -43,6 +45,7 @@ class RequestRecord:
     status: int | None
     fault: str | None
     committed: bool
+    request_id: str | None = None
 
 
 @define

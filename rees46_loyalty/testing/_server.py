@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import weakref
 from collections import Counter
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -43,6 +44,10 @@ class FakeRees46:
     and every committed effect is in :attr:`ledger`; :attr:`faults` plans failures.
 
     Use it as ``async with FakeRees46() as fake:`` and talk to it with ``fake.client()``.
+
+    *keepalive_timeout* is how long (seconds) the server keeps an idle keep-alive connection
+    open before closing it (aiohttp's default when ``None``); :meth:`Fault.idle_close` makes
+    the race with such a close deterministic.
     """
 
     def __init__(
@@ -54,9 +59,12 @@ class FakeRees46:
         host: str = "127.0.0.1",
         port: int = 0,
         program: LoyaltyProgram | None = None,
+        keepalive_timeout: float | None = None,
     ) -> None:
         if envelope not in ("status", "success"):
             raise ValueError(f"envelope must be 'status' or 'success', got {envelope!r}")
+        if keepalive_timeout is not None and not keepalive_timeout > 0:
+            raise ValueError(f"keepalive_timeout must be > 0 seconds, got {keepalive_timeout!r}")
         self.shop_id = shop_id
         self.shop_secret = shop_secret
         self.envelope: Envelope = envelope
@@ -66,6 +74,11 @@ class FakeRees46:
         self._host = host
         self._port = port
         self._counts: Counter[str] = Counter()
+        self._keepalive_timeout = keepalive_timeout
+        # Requests served per connection, to tell a reused keep-alive connection from a fresh one.
+        self._served: weakref.WeakKeyDictionary[asyncio.BaseTransport, int] = (
+            weakref.WeakKeyDictionary()
+        )
         self._arrived: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -130,8 +143,11 @@ class FakeRees46:
     async def start(self) -> str:
         """Start serving on loopback (a free port unless one was given); returns the URL."""
         # No access log: GET requests carry the shop secret in their query string.
+        options: dict[str, Any] = {}
+        if self._keepalive_timeout is not None:
+            options["keepalive_timeout"] = self._keepalive_timeout
         runner = web.AppRunner(
-            self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5, **options
         )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
@@ -173,6 +189,7 @@ class FakeRees46:
     # -- one request ----------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        reused = self._served_before(request)
         operation = request.match_info["operation"]
         spec = OPERATIONS.get(operation)
         if spec is None:
@@ -188,13 +205,16 @@ class FakeRees46:
         raw = await request.read()
         fields = self._fields(request, raw)
         order_id = _text(fields.get("order_id")) if fields is not None else None
-        fault = self.faults.pick(operation, number)
+        request_id = request.headers.get("X-Request-Id")
+        fault = self.faults.pick(operation, number, reused_connection=reused)
         if fault is not None and fault.kind is FaultKind.LATENCY:
             await asyncio.sleep(fault.delay)
         elif fault is not None and fault.kind is FaultKind.HOLD:
             await asyncio.Event().wait()  # until the server stops and cancels this handler
         elif fault is not None and not fault.commits:
-            self._note(operation, order_id, fault, status=fault.status or None, committed=False)
+            self._note(
+                operation, order_id, request_id, fault, status=fault.status or None, committed=False
+            )
             return await self._fail(request, fault)
 
         effects_before = len(self.ledger.effects)
@@ -209,9 +229,9 @@ class FakeRees46:
         if fault is not None and fault.kind is not FaultKind.LATENCY:
             dropped = fault.kind in (FaultKind.DROP_AFTER_COMMIT, FaultKind.TRUNCATED_BODY)
             shown = None if dropped else (fault.status or status)
-            self._note(operation, order_id, fault, status=shown, committed=committed)
+            self._note(operation, order_id, request_id, fault, status=shown, committed=committed)
             return await self._fail(request, fault, dumps(document))
-        self._note(operation, order_id, fault, status=status, committed=committed)
+        self._note(operation, order_id, request_id, fault, status=status, committed=committed)
         return self._answer(status, document)
 
     def _fields(self, request: web.Request, raw: bytes) -> dict[str, Any] | None:
@@ -265,6 +285,7 @@ class FakeRees46:
         self,
         operation: str,
         order_id: str | None,
+        request_id: str | None,
         fault: Fault | None,
         *,
         status: int | None,
@@ -278,13 +299,27 @@ class FakeRees46:
                 status=status,
                 fault=None if fault is None or fault.kind is FaultKind.LATENCY else fault.label,
                 committed=committed,
+                request_id=request_id,
             )
         )
+
+    def _served_before(self, request: web.Request) -> bool:
+        """Count *request* on its connection; whether that connection served one before."""
+        transport = request.transport
+        if transport is None:
+            return False
+        served = self._served.get(transport, 0)
+        self._served[transport] = served + 1
+        return served > 0
 
     async def _fail(  # noqa: PLR0911 - one answer per kind of fault
         self, request: web.Request, fault: Fault, answer: bytes = b""
     ) -> web.StreamResponse:
-        if fault.kind in (FaultKind.CLOSE_BEFORE_ANSWER, FaultKind.DROP_AFTER_COMMIT):
+        if fault.kind in (
+            FaultKind.CLOSE_BEFORE_ANSWER,
+            FaultKind.DROP_AFTER_COMMIT,
+            FaultKind.IDLE_CLOSE,
+        ):
             _hang_up(request)
             return web.Response()  # never written: the connection is gone
         if fault.kind is FaultKind.TRUNCATED_BODY:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import inflight, run, sync_overhead
+from benchmarks._redis import Persistence, RedisServer
 from benchmarks._server import answer_server
 
 pytestmark = pytest.mark.integration
@@ -46,3 +47,21 @@ def test_the_sync_overhead_benchmark_runs_and_reports() -> None:
         for kind in sync_overhead.KINDS
     }
     assert all(c["rps"] > 0 and c["p50_us"] > 0 for c in cells)
+
+
+@pytest.mark.parametrize(("persistence", "kept"), [("aof", b"$1"), ("none", b"$-1")])
+def test_a_redis_restart_keeps_its_data_only_with_aof(
+    persistence: Persistence, kept: bytes
+) -> None:
+    """SHUTDOWN NOSAVE and a start on the same port: the AOF server has its key back, the
+    other has lost it; FLUSHALL empties both."""
+    with RedisServer(persistence=persistence) as server:
+        port = server.port
+        assert server.command("SET", "k", "v") == b"+OK"
+        server.restart()
+        assert server.port == port
+        assert server.restarts == 1
+        assert server.command("GET", "k") == kept
+        server.command("SET", "k", "v")
+        server.flushall()
+        assert server.command("GET", "k") == b"$-1"
