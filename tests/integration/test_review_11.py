@@ -1,0 +1,270 @@
+"""Repros of the holes an attack on the rewritten exactly-once layer found (review of issue 11).
+
+Each test is marked ``xfail(strict=True)``: it fails today, and flips to XPASS (which fails the
+run) once its hole is fixed, so that the mark is removed then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from rees46_loyalty import CartItem, IdempotencyError, LoyaltyError, OutcomeUnknownError
+from rees46_loyalty.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
+from rees46_loyalty.middleware.idempotency import record_key
+from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
+from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
+
+pytestmark = pytest.mark.integration
+
+CART = [CartItem(product_id="A", price=Decimal("1000"), quantity=4)]
+SMALLER = [CartItem(product_id="A", price=Decimal("1000"), quantity=3)]
+ONE = [CartItem(product_id="A", price=Decimal("1000"), quantity=1)]
+TWO_LINES = [*ONE, CartItem(product_id="B", price=Decimal("500"), quantity=1)]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeRees46]:
+    async with FakeRees46(shop_id=SHOP_ID, shop_secret=SHOP_SECRET) as server:
+        server.add_member(PHONE, bonuses=1000)
+        server.add_product("A", "Tea")
+        server.add_product("B", "Cup")
+        yield server
+
+
+def _namespace() -> str:
+    return f"review-11-{uuid.uuid4().hex}"
+
+
+@pytest.mark.xfail(
+    strict=True, reason="F1: an apply of cart X after cart Y replays X's stale answer"
+)
+async def test_apply_x_then_y_then_x_again_is_sent(fake: FakeRees46, clock: FakeClock) -> None:
+    """A checkout that goes back to an earlier cart gets the server's calculation of that cart."""
+    async with fake.client(clock=clock) as client:
+        await client.apply(order_id="1", cart_items=ONE, identifier=PHONE)
+        await client.apply(order_id="1", cart_items=TWO_LINES, identifier=PHONE)
+        back = await client.apply(order_id="1", cart_items=ONE, identifier=PHONE)
+        server = await client.details(order_id="1")
+    # Today: replayed, the caller is shown 1000 while the server holds (and will confirm) 1500.
+    assert back.order_total == server.order_total
+
+
+@pytest.mark.xfail(strict=True, reason="F1b: change X, Y, X replays X (docs say it is sent)")
+async def test_change_x_y_x_does_what_the_docs_say(fake: FakeRees46, clock: FakeClock) -> None:
+    """docs/idempotency.md: with the default key, change X, change Y, change X sends three."""
+    async with fake.client(clock=clock) as client:
+        await client.apply(order_id="1", cart_items=CART, identifier=PHONE)
+        await client.confirm(order_id="1")
+        await client.change(order_id="1", cart_items=SMALLER)
+        await client.change(order_id="1", cart_items=ONE)
+        third = await client.change(order_id="1", cart_items=SMALLER)
+    # Today the third is replayed: the caller gets the first change's -1000 refund again,
+    # nothing is sent, and the order stays at ONE.
+    assert third.replayed is False
+    assert len(fake.ledger.effects_for("change", "1")) == 3
+
+
+@pytest.mark.xfail(
+    strict=True, reason="F2: a state-dependent refusal is replayed after the state changed"
+)
+async def test_a_change_refused_before_confirm_is_sent_after_confirm(
+    fake: FakeRees46, clock: FakeClock
+) -> None:
+    """A change that ran before its order's confirm (jobs out of order) goes through once the
+    order is confirmed, instead of replaying "confirm it first" for 24 h."""
+    async with fake.client(clock=clock) as client:
+        await client.apply(order_id="1", cart_items=CART, identifier=PHONE)
+        with pytest.raises(LoyaltyError):
+            await client.change(order_id="1", cart_items=SMALLER)
+        await client.confirm(order_id="1")
+        result = await client.change(order_id="1", cart_items=SMALLER)
+    assert result.order_total_change == Decimal(-1000)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F3: after Redis lost the book, another job's lease makes the change's finish TAKEN",
+)
+async def test_a_change_whose_book_was_evicted_is_recorded_beside_another_lease(
+    fake: FakeRees46, redis_url: str, log_records: list[logging.LogRecord]
+) -> None:
+    """Redis evicts the book mid-change, a redelivered confirm takes the order's lease; the
+    change's success must still be recorded, and its redelivery replayed, not sent again."""
+    namespace = _namespace()
+    store = RedisIdempotencyStore(redis_url, namespace=namespace)
+    async with fake.client(idempotency=store) as client:
+        await client.apply(order_id="1", cart_items=CART, identifier=PHONE)
+        await client.confirm(order_id="1")
+        fake.faults.on("change", Fault.latency(0.3))
+        fake.faults.on("confirm", Fault.latency(0.6))
+        change = asyncio.ensure_future(client.change(order_id="1", cart_items=SMALLER))
+        await fake.wait_received("change")
+        await store._redis.delete(f"{namespace}:{record_key(SHOP_ID, '1')}")  # evicted
+        confirm = asyncio.ensure_future(client.confirm(order_id="1"))  # a redelivered job
+        first = await change
+        await confirm
+        again = await client.change(order_id="1", cart_items=SMALLER)
+    await store.close()
+    assert first.order_total_change == Decimal(-1000)
+    # Today: 2 changes committed, the redelivery answers 0, and the log blames a lease that
+    # "ran out" (it never did).
+    assert len(fake.ledger.effects_for("change")) == 1
+    assert again.replayed is True
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F4: a client closed while its change waits records a durable unknown; nothing was sent",
+)
+async def test_a_client_closed_while_its_change_waits_leaves_nothing_unknown(
+    fake: FakeRees46, redis_url: str
+) -> None:
+    """Worker A shuts down while its change waits for worker B's call on the order: nothing
+    is sent, so the next worker's change must go through, not raise OutcomeUnknownError."""
+    namespace = _namespace()
+    redis_a = Redis.from_url(redis_url)
+    worker_a = fake.client(idempotency=RedisIdempotencyStore(redis_a, namespace=namespace))
+    async with fake.client(
+        idempotency=RedisIdempotencyStore(redis_url, namespace=namespace)
+    ) as worker_b:
+        await worker_b.apply(order_id="1", cart_items=CART, identifier=PHONE)
+        await worker_b.confirm(order_id="1")
+        fake.faults.on("confirm", Fault.latency(0.3))
+        held = asyncio.ensure_future(worker_b.confirm(order_id="1", idempotency_key="again"))
+        await fake.wait_received("confirm", 2)
+        waiting = asyncio.ensure_future(worker_a.change(order_id="1", cart_items=SMALLER))
+        await asyncio.sleep(0.05)  # worker A's change is polling Redis for the busy order
+        await worker_a.close()  # graceful shutdown of worker A
+        with pytest.raises(RuntimeError):
+            await waiting
+        await held
+        assert fake.received("change") == 0
+        result = await worker_b.change(order_id="1", cart_items=SMALLER)  # the redelivery
+    await redis_a.aclose()
+    assert result.order_total_change == Decimal(-1000)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F5: borrowed session: a change cancelled before writing is unknown",
+)
+async def test_a_borrowed_session_change_cancelled_before_writing_leaves_nothing(
+    fake: FakeRees46, clock: FakeClock
+) -> None:
+    """session= of the caller's (one connection): a change cancelled while it waits for that
+    connection wrote nothing, so the next change is sent."""
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session,
+        fake.client(session=session, clock=clock) as client,
+    ):
+        await client.apply(order_id="1", cart_items=CART, identifier=PHONE)
+        await client.confirm(order_id="1")
+        fake.faults.on("details", Fault.latency(0.3))
+        busy = asyncio.ensure_future(client.details(order_id="1"))
+        await fake.wait_received("details")
+        change = asyncio.ensure_future(client.change(order_id="1", cart_items=SMALLER))
+        await asyncio.sleep(0.05)  # the change waits for the only connection
+        change.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await change
+        await busy
+        assert fake.received("change") == 0
+        result = await client.change(order_id="1", cart_items=SMALLER)
+    assert result.order_total_change == Decimal(-1000)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F6: a lease shorter than the timeout cuts a change short: a self-made unknown",
+)
+async def test_a_lease_shorter_than_the_timeout_never_makes_an_unknown(fake: FakeRees46) -> None:
+    """lease=0.5 s with timeout=10 s: either refused at construction, or a change that takes
+    0.6 s on the server is waited for (not cut at 0.45 s into an OutcomeUnknownError)."""
+    store = MemoryIdempotencyStore(lease=0.5, ttl=60)
+    try:
+        client = fake.client(idempotency=store, timeout=10)
+    except ValueError:
+        return
+    async with client:
+        await client.apply(order_id="1", cart_items=CART, identifier=PHONE)
+        await client.confirm(order_id="1")
+        fake.faults.on("change", Fault.latency(0.6))
+        result = await client.change(order_id="1", cart_items=SMALLER)
+    assert result.order_total_change == Decimal(-1000)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="F7: a 503 whose body is over max_response_bytes becomes an unknown outcome"
+)
+async def test_a_large_503_is_not_an_unknown_change(fake: FakeRees46, clock: FakeClock) -> None:
+    """A maintenance page bigger than the answer cap says as much as a small one: nothing was
+    processed, so the change is not blocked."""
+    async with fake.client(clock=clock, max_response_bytes=4096) as client:
+        await client.apply(order_id="1", cart_items=CART, identifier=PHONE)
+        await client.confirm(order_id="1")
+        page = b"<html>" + b"x" * 9000 + b"</html>"
+        fake.faults.on(
+            "change",
+            Fault.raw_answer(
+                page, status=503, headers={"Content-Type": "text/html"}, after_commit=False
+            ),
+        )
+        with pytest.raises(LoyaltyError) as first:
+            await client.change(order_id="1", cart_items=SMALLER)
+        assert not isinstance(first.value, OutcomeUnknownError)
+        result = await client.change(order_id="1", cart_items=SMALLER)
+    assert result.order_total_change == Decimal(-1000)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="F8: an explicit key reused on another order is sent, not refused"
+)
+async def test_an_explicit_key_reused_on_another_order_is_refused(
+    fake: FakeRees46, clock: FakeClock
+) -> None:
+    """DESIGN.md / docs: an explicit key reused with a different request is IdempotencyError;
+    another order is another request."""
+    async with fake.client(clock=clock) as client:
+        await client.apply(order_id="1", cart_items=CART, identifier=PHONE, idempotency_key="K")
+        with pytest.raises(IdempotencyError):
+            await client.apply(order_id="2", cart_items=CART, identifier=PHONE, idempotency_key="K")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F9: decode_responses=True cannot replay a non-UTF-8 answer",
+)
+async def test_a_decoding_redis_client_replays_any_answer(
+    fake: FakeRees46, redis_url: str, clock: FakeClock
+) -> None:
+    """A Redis client with decode_responses=True (common in apps) replays a recorded answer that
+    the SDK accepted (UTF-16 JSON), instead of failing every repeat with IdempotencyError."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    store = RedisIdempotencyStore(redis, namespace=_namespace())
+    body = json.dumps(
+        {
+            "status": "success",
+            "payload": {"order_id": "9", "order_total": 1000, "order_to_pay": 1000},
+        }
+    ).encode("utf-16")
+    try:
+        async with fake.client(idempotency=store, clock=clock) as client:
+            fake.faults.on(
+                "apply",
+                Fault.raw_answer(body, headers={"Content-Type": "application/json"}),
+            )
+            first = await client.apply(order_id="9", cart_items=CART, identifier=PHONE)
+            again = await client.apply(order_id="9", cart_items=CART, identifier=PHONE)
+    finally:
+        await redis.aclose()
+    assert again.replayed is True
+    assert again.order_total == first.order_total
