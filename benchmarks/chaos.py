@@ -255,6 +255,8 @@ async def _worker(config: WorkerConfig, name: str) -> None:
         SHOP_ID,
         SHOP_SECRET,
         base_url=config.url,
+        # A change starts only with its whole timeout inside 90% of the lease.
+        timeout=min(10.0, config.lease * 0.8),
         idempotency=store,
         retry=policy,
         middlewares=[tagger],
@@ -801,7 +803,12 @@ def _count_unknowns(report: Report, fake: FakeRees46, outcomes: list[dict[str, A
         sent = [r.seq for r in mine if r.operation == op]
         first = min(sent) if sent else -1
         looks = [r.seq for r in mine if r.operation in ("details", "history") and r.seq > first]
-        if looks or outcome.get("reconciled"):
+        # Looked at: by reconcile() (decided, undecided, or its look met a fault in turn).
+        if (
+            looks
+            or outcome.get("reconciled")
+            or str(outcome.get("why", "")).startswith("reconcile")
+        ):
             report.unknown_reconciled += 1
         looked_at = min(looks) if looks else len(requests) + 1
         committed = any(

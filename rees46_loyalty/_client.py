@@ -168,7 +168,19 @@ class LoyaltyClient:
         on_request, on_response, on_retry = callers(hooks)
         self._retry_middleware = RetryMiddleware(self._retry, clock=clock, on_retry=on_retry)
         if idempotency == "memory":
-            idempotency = MemoryIdempotencyStore(clock=clock)
+            # Its lease outlasts an attempt, whatever the timeout (see below).
+            lease = max(60.0, self._timeout / 0.9 + 1.0)
+            idempotency = MemoryIdempotencyStore(
+                clock=clock, lease=lease, ttl=max(24 * 3600, lease)
+            )
+        if idempotency is not None and idempotency.lease * 0.9 < self._timeout:
+            # A call must end inside 90% of its lease: a change cut short there by its own
+            # client would be an unknown outcome, and one that never fits is never sent.
+            raise ValueError(
+                f"the idempotency store's lease ({idempotency.lease:g}s) is too short for "
+                f"timeout={self._timeout:g}: one attempt must fit in 90% of the lease; lower "
+                "timeout or give the store a longer lease"
+            )
         self._idempotency = idempotency
         outer: list[Middleware] = []
         per_attempt: list[Middleware] = []

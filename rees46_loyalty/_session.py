@@ -75,35 +75,37 @@ class SessionHolder:
         return self._session
 
     def get_fresh(self) -> aiohttp.ClientSession:
-        """A session that sends each request on a new connection (a borrowed one: itself).
+        """A session of the SDK's own that sends each request on a new connection.
 
         A pooled keep-alive connection may have been closed by the server (or a load balancer)
         while it sat idle; a request written to it fails as "disconnected" although nothing was
         processed, which for ``change`` would be an unknown outcome. A new connection cannot
-        be stale.
+        be stale. Made here even when the client borrowed a session (which cannot say when
+        writing starts, nor promise a fresh connection): with that session's ``trust_env``,
+        so that its proxy settings still apply.
         """
-        if not self._owned:
-            return self.get()
         if self._closed:
             raise RuntimeError("this LoyaltyClient is closed; create a new one")
         if self._fresh is None:
-            self._fresh = self._create(force_close=True)
+            borrowed = None if self._owned else self._session
+            trust_env = borrowed.trust_env if borrowed is not None else False
+            self._fresh = self._create(force_close=True, trust_env=trust_env)
         return self._fresh
 
     @staticmethod
-    def _create(*, force_close: bool) -> aiohttp.ClientSession:
+    def _create(*, force_close: bool, trust_env: bool = False) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=_CONNECTION_LIMIT, force_close=force_close),
             raise_for_status=False,
             trace_configs=[_trace_config()],
+            trust_env=trust_env,
         )
 
     async def close(self) -> None:
-        """Close the sessions created here; idempotent."""
+        """Close the sessions created here (never a borrowed one); idempotent."""
         self._closed = True
-        sessions = (self._session, self._fresh)
+        pooled, fresh = self._session, self._fresh
         self._session = self._fresh = None
-        if self._owned:
-            for session in sessions:
-                if session is not None:
-                    await session.close()
+        for session in (pooled if self._owned else None, fresh):
+            if session is not None:
+                await session.close()

@@ -83,16 +83,23 @@ class AiohttpTransport:
             left = request.deadline - self._clock.monotonic()
             if left <= 0:
                 raise ApiTimeoutError("the call's deadline passed", request_sent=False, **context)
+            once = request.operation.safety is RetrySafety.ONCE
+            if once and timeout is not None and left < timeout:
+                # Started now, a change could be cut short while the server commits it: an
+                # unknown outcome made by the SDK itself. Not sent is the outcome to prefer.
+                raise ApiTimeoutError(
+                    f"not sent: a change needs its whole timeout ({timeout:g}s), and only "
+                    f"{left:.3g}s were left before the call's deadline (the retry policy's "
+                    "deadline, or 90% of the idempotency store's lease)",
+                    request_sent=False,
+                    **context,
+                )
             timeout = left if timeout is None else min(timeout, left)
         url = self._urls.get(request.path)
         if url is None:
             base = self._base_url
             url = self._urls[request.path] = base.with_path(base.path.rstrip("/") + request.path)
         headers = {**_HEADERS, **request.headers} if request.headers else _HEADERS
-        if request.trace is not None:
-            # Until the session says otherwise (the SDK's own sessions tell when writing really
-            # starts; a borrowed one cannot), anything may be written from here on.
-            request.trace.writing = True
         token = (
             None
             if _otel_context is None
@@ -122,11 +129,11 @@ class AiohttpTransport:
             )
             cause = _shown_cause(exc, request)
         except AnswerTooLarge as exc:
-            # No status: an answer cut short cannot prove the request was refused, so a change
-            # becomes an unknown outcome.
+            # The status line was read whole: a 503 or a 4xx says what it says however long its
+            # page (a 2xx cut short stays "may have been processed").
             error = MalformedResponseError(
                 str(exc), operation=request.operation.name, order_id=request.order_id,
-                attempts=request.attempt,
+                attempts=request.attempt, status=exc.status,
             )  # fmt: skip
             cause = None
         finally:
@@ -149,6 +156,10 @@ class AiohttpTransport:
         sessions = self._sessions
         once = request.operation.safety is RetrySafety.ONCE
         session = sessions.get_fresh() if once else sessions.get()
+        if request.trace is not None:
+            # Until the session says otherwise (the SDK's own sessions tell when writing really
+            # starts; a borrowed one cannot), anything may be written from here on.
+            request.trace.writing = True
         async with session.request(
             request.method,
             url,

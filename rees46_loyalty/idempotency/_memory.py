@@ -18,6 +18,7 @@ from ._records import (
     Intent,
     Outcome,
     State,
+    as_of,
     decide,
     finish,
     forget,
@@ -163,13 +164,13 @@ class MemoryIdempotencyStore:
     async def get(self, key: str) -> Book | None:
         """The book of the order *key*, as the rules read it now (answers expanded)."""
         book = self._books.get(key)
-        if book is None:
+        current = as_of(book, self.clock.monotonic(), self.ttl)
+        if current is not book:
+            self._put(key, book, current)
+        if current is None:
             return None
-        outcomes = {
-            name: evolve(o, answer=None if o.answer is None else _expand(o.answer))
-            for name, o in book.outcomes.items()
-        }
-        return evolve(book, outcomes=outcomes)
+        outcomes = {name: _expanded(o) for name, o in current.outcomes.items()}
+        return evolve(current, outcomes=outcomes)
 
     async def forget(self, key: str, idempotency_key: str | None = None) -> list[Outcome]:
         """Drop the order's unknown outcomes and terminal failures (only *idempotency_key*'s)."""
@@ -178,7 +179,7 @@ class MemoryIdempotencyStore:
         if stored is not book:
             self._put(key, book, stored)
             self._notify(key)
-        return dropped
+        return [_expanded(outcome) for outcome in dropped]
 
     async def close(self) -> None:
         """Nothing to close; here for the store protocol."""
@@ -269,6 +270,12 @@ _ZLIB_TAG = b"\x00"
 
 def _shrink(answer: bytes) -> bytes:
     return _ZLIB_TAG + zlib.compress(answer, 1)
+
+
+def _expanded(outcome: Outcome) -> Outcome:
+    if outcome.answer is None:
+        return outcome
+    return evolve(outcome, answer=_expand(outcome.answer))
 
 
 def _expand(answer: bytes) -> bytes:

@@ -43,6 +43,7 @@ __all__ = [
     "Outcome",
     "State",
     "Verdict",
+    "as_of",
     "book_from_json",
     "book_to_json",
     "decide",
@@ -90,8 +91,6 @@ class Finish(enum.Enum):
     #: Recorded, although the store had lost the call's lease (a restart or a flush of Redis,
     #: an eviction): nobody else held the order, so the outcome is kept all the same.
     RECORDED_AFTER_LOSS = "recorded after loss"
-    #: Not recorded: another call holds the order's lease now.
-    TAKEN = "taken"
     #: Not recorded: the same intent already has an outcome written by another call.
     SUPERSEDED = "superseded"
 
@@ -246,7 +245,7 @@ def _unknown_of(lease: Lease, now: float, ttl: float) -> Outcome:
     )
 
 
-def _current(book: Book | None, now: float, ttl: float) -> Book | None:
+def as_of(book: Book | None, now: float, ttl: float) -> Book | None:
     """*book* with expired outcomes dropped and a lease that ran out turned into an outcome."""
     if book is None:
         return None
@@ -271,7 +270,7 @@ def decide(
     Returns the decision, the book to store, and whether it differs from *book* (a store writes
     it back only then; ``None`` means delete).
     """
-    current = _current(book, now, ttl)
+    current = as_of(book, now, ttl)
     changed = current is not book
     outcomes = current.outcomes if current is not None else {}
     mine = outcomes.get(intent.id)
@@ -294,20 +293,30 @@ def decide(
 def finish(
     book: Book | None, owner: str, outcome: Outcome, *, now: float, ttl: float
 ) -> tuple[Finish, Book | None]:
-    """Record *owner*'s *outcome* in *book*; returns what was done and the book to store."""
-    current = _current(book, now, ttl)
+    """Record *owner*'s *outcome* in *book*; returns what was done and the book to store.
+
+    The outcome is recorded whoever holds the order's lease now (the store may have lost
+    *owner*'s lease, and another call taken the order since): a call's own outcome is never
+    thrown away. Only an outcome of the same intent already finished by another call stays as
+    it is. A success also drops the order's terminal failures (they answered the order's state
+    before it) and, for an operation safe to repeat, the order's earlier successes of the same
+    operation (an ``apply`` of an earlier cart must be sent again, not replayed).
+    """
+    current = as_of(book, now, ttl)
     lease = current.lease if current is not None else None
-    if lease is not None and lease.owner != owner:
-        return Finish.TAKEN, current
+    mine = lease is not None and lease.owner == owner
+    kept_lease = None if mine else lease
     outcomes = dict(current.outcomes) if current is not None else {}
     intent = outcome.intent
     existing = outcomes.get(intent.id)
-    if lease is None and existing is not None and existing.state is not State.UNKNOWN:
-        return Finish.SUPERSEDED, current
-    kept_by_me = lease is not None or (existing is not None and existing.owner == owner)
+    if existing is not None and existing.state is not State.UNKNOWN:
+        if existing.owner == owner:  # the same finish again (a client that retried it)
+            return Finish.RECORDED, current
+        return Finish.SUPERSEDED, Book(lease=kept_lease, outcomes=outcomes)
+    kept_by_me = mine or (existing is not None and existing.owner == owner)
     if outcome.state is State.UNKNOWN:
         durable = intent.safety in _DURABLE_UNKNOWN
-        noted = lease if lease is not None else existing
+        noted = lease if mine else existing
         outcome = evolve(
             outcome,
             owner=owner,
@@ -316,10 +325,26 @@ def finish(
             request=_first(outcome.request, noted.request if noted is not None else None),
         )
     else:
-        outcome = evolve(outcome, owner=None, expires=now + ttl, before=None, request=None)
+        outcome = evolve(outcome, owner=owner, expires=now + ttl, before=None, request=None)
+        outcomes = {
+            name: other for name, other in outcomes.items() if not _superseded_by(other, intent)
+        }
     outcomes[intent.id] = outcome
     done = Finish.RECORDED if kept_by_me else Finish.RECORDED_AFTER_LOSS
-    return done, Book(lease=None, outcomes=outcomes)
+    return done, Book(lease=kept_lease, outcomes=outcomes)
+
+
+def _superseded_by(other: Outcome, succeeded: Intent) -> bool:
+    """Whether a success of *succeeded* makes the outcome *other* stale."""
+    if other.state is State.FAILED:
+        return True
+    return (
+        other.state is State.SUCCEEDED
+        and succeeded.safety == "safe"
+        and succeeded.key is None
+        and other.intent.key is None
+        and other.intent.operation == succeeded.operation
+    )
 
 
 def _first(value: bytes | None, fallback: bytes | None) -> bytes | None:
@@ -333,7 +358,7 @@ def note(
 
     Returns *book* itself (unchanged) when *owner* holds no lease.
     """
-    current = _current(book, now, ttl)
+    current = as_of(book, now, ttl)
     if current is None or current.lease is None or current.lease.owner != owner:
         return book
     return evolve(current, lease=evolve(current.lease, before=before, request=request))
@@ -347,7 +372,7 @@ def release(
     An unknown outcome that *owner*'s own lease became (it ran out while the call was still
     going) goes too: the call has since learned that nothing was processed.
     """
-    current = _current(book, now, ttl)
+    current = as_of(book, now, ttl)
     if current is None:
         return None
     lease = current.lease
@@ -369,7 +394,7 @@ def forget(
     Returns what was dropped and the book to store. Successes and a live lease stay: clearing
     them could let a request go twice.
     """
-    current = _current(book, now, ttl)
+    current = as_of(book, now, ttl)
     if current is None:
         return [], None
     wanted = None if key is None else "k:" + key

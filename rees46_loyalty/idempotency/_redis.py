@@ -141,39 +141,50 @@ local outcome = cjson.decode(ARGV[2])
 local ttl = tonumber(ARGV[5])
 local now = now_ms()
 local book, changed = current(key, load(key), now, ttl)
-local lease = book and book.lease
-local id = id_of(outcome.intent)
-local existing = book and book.outcomes[id]
-local function refuse(why)
-  if changed then save(key, book, now) end
-  return why
-end
-if lease and lease.owner ~= owner then return refuse('taken') end
-if not lease and existing and existing.state ~= 'unknown' then return refuse('superseded') end
-local mine = lease ~= nil or (existing ~= nil and existing.owner == owner)
-if outcome.state == 'unknown' then
-  outcome.owner = owner
-  if not DURABLE[outcome.intent.safety] then outcome.expires = now + ttl end
-else
-  outcome.owner = nil
-  outcome.expires = now + ttl
-end
 if not book then book = {outcomes = {}} end
-book.lease = nil
+local lease = book.lease
+local mine = lease ~= nil and lease.owner == owner
+if mine then book.lease = nil end
+local id = id_of(outcome.intent)
+local existing = book.outcomes[id]
+if existing and existing.state ~= 'unknown' then
+  if existing.owner == owner then
+    if changed then save(key, book, now) end
+    return 'recorded'
+  end
+  if mine or changed then save(key, book, now) end
+  return 'superseded'
+end
+local kept_by_me = mine or (existing ~= nil and existing.owner == owner)
+outcome.owner = owner
+if outcome.state == 'unknown' then
+  if not DURABLE[outcome.intent.safety] then outcome.expires = now + ttl end
+  if ARGV[6] == '1' then
+    -- What the call noted, written again: the store may have lost the lease that held it.
+    redis.call('HSET', key, 'b:' .. id, ARGV[7], 'r:' .. id, ARGV[8])
+  end
+else
+  outcome.expires = now + ttl
+  drop_noted(key, id)
+  local succeeded = outcome.intent
+  for name, other in pairs(book.outcomes) do
+    local stale = other.state == 'failed' or (
+      other.state == 'succeeded' and succeeded.safety == 'safe' and not succeeded.key
+      and not other.intent.key and other.intent.operation == succeeded.operation)
+    if stale then
+      book.outcomes[name] = nil
+      redis.call('HDEL', key, 'a:' .. name, 'b:' .. name, 'r:' .. name)
+    end
+  end
+end
 book.outcomes[id] = outcome
 if ARGV[3] == '1' then
   redis.call('HSET', key, 'a:' .. id, ARGV[4])
 else
   redis.call('HDEL', key, 'a:' .. id)
 end
-if outcome.state ~= 'unknown' then
-  drop_noted(key, id)
-elseif ARGV[6] == '1' then
-  -- What the call noted, written again: the store may have lost the lease that held it.
-  redis.call('HSET', key, 'b:' .. id, ARGV[7], 'r:' .. id, ARGV[8])
-end
 save(key, book, now)
-if mine then return 'recorded' end
+if kept_by_me then return 'recorded' end
 return 'recorded after loss'
 """
 )

@@ -458,15 +458,7 @@ def _log_finish(request: ApiRequest, done: Finish, what: str) -> None:
     if done is Finish.RECORDED_AFTER_LOSS:
         logger.warning(
             "%s %s; the idempotency store had lost the call's lease (a restart, flush or "
-            "eviction of Redis?) and recorded the outcome anew",
-            name,
-            what,
-            extra=extra,
-        )
-    elif done is Finish.TAKEN:
-        logger.error(
-            "%s %s after its lease ran out, and another call holds the order now: the outcome "
-            "was not recorded, and a repeat of this request may be sent again",
+            "eviction of Redis, or a lease that ran out) and recorded the outcome anew",
             name,
             what,
             extra=extra,

@@ -218,7 +218,7 @@ async def test_a_dead_workers_change_stays_unknown_past_the_ttl(
     """A worker SIGKILLed mid-change: its lease never expires with the TTL, so a redelivery a
     day later is still refused, not sent."""
     store = RedisIdempotencyStore(redis_url, namespace=f"dead-{uuid.uuid4().hex}", ttl=2, lease=1)
-    async with fake.client(idempotency=store) as client:
+    async with fake.client(idempotency=store, timeout=0.5) as client:
         await _confirmed(client)
         dead = Intent(operation="change", fingerprint="whatever", safety="once")
         key = record_key(SHOP_ID, "1")

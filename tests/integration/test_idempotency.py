@@ -298,7 +298,7 @@ async def test_a_dead_holder_of_a_change_leaves_an_unknown_outcome(
     ]
     for number, store in enumerate(stores):
         order_id = f"dead-{number}"
-        async with fake.client(idempotency=store, clock=clock) as client:
+        async with fake.client(idempotency=store, clock=clock, timeout=0.2) as client:
             await confirmed(client, order_id)
             dead = await _take_lease_like_a_dead_worker(client, store, order_id, SMALLER)
             clock.advance(2)  # the memory store's lease is over
@@ -314,7 +314,7 @@ async def test_a_dead_holder_of_a_cancel_is_resent(
 ) -> None:
     """A cancel whose holder died is safe to send again, and succeeds."""
     store = RedisIdempotencyStore(redis_url, namespace=f"test-{uuid.uuid4().hex}", lease=0.3)
-    async with fake.client(idempotency=store, clock=clock) as client:
+    async with fake.client(idempotency=store, clock=clock, timeout=0.2) as client:
         await confirmed(client)
         dead = await _take_lease_like_a_dead_worker(client, store, "1", None)
         await _until_lease_expired(store, dead)

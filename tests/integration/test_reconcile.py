@@ -168,7 +168,7 @@ from rees46_loyalty.idempotency import RedisIdempotencyStore
 async def main():
     store = RedisIdempotencyStore({redis_url!r}, namespace={namespace!r}, ttl=60, lease=1)
     async with LoyaltyClient(
-        {SHOP_ID!r}, {SHOP_SECRET!r}, base_url={fake.url!r}, idempotency=store
+        {SHOP_ID!r}, {SHOP_SECRET!r}, base_url={fake.url!r}, idempotency=store, timeout=0.8
     ) as client:
         cart = [CartItem(product_id="A", price=Decimal("1000"), quantity=3),
                 CartItem(product_id="B", price=Decimal("350.50"), quantity=2)]
@@ -185,7 +185,7 @@ asyncio.run(main())
     worker.kill()
     await worker.wait()
     store = RedisIdempotencyStore(redis_url, namespace=namespace, ttl=60, lease=1)
-    async with fake.client(idempotency=store) as other:
+    async with fake.client(idempotency=store, timeout=0.8) as other:
         for _ in range(200):  # the change commits, and the dead worker's lease runs out
             book = await store.get(record_key(SHOP_ID, "1"))
             if fake.ledger.effects_for("change") and book is not None and book.lease is None:

@@ -35,6 +35,7 @@ X = Intent(operation="change", fingerprint="x", safety="once")
 Y = Intent(operation="change", fingerprint="y", safety="once")
 C = Intent(operation="cancel", fingerprint="c", safety="cancel")
 A = Intent(operation="apply", fingerprint="a", safety="safe")
+A2 = Intent(operation="apply", fingerprint="a2", safety="safe")
 KEYED_X = Intent(operation="change", fingerprint="x", key="job-1", safety="once")
 KEYED_Y = Intent(operation="change", fingerprint="y", key="job-1", safety="once")
 
@@ -102,7 +103,7 @@ CASES: dict[str, list[Step]] = {
         Begin(X, "a", Verdict.ACQUIRED),
         End("a", X, State.SUCCEEDED, Finish.RECORDED),
         Begin(C, "b", Verdict.ACQUIRED),
-        End("b", C, State.FAILED, Finish.RECORDED),
+        End("b", C, State.SUCCEEDED, Finish.RECORDED),
         Begin(Y, "c", Verdict.ACQUIRED),
         End("c", Y, State.SUCCEEDED, Finish.RECORDED),
         Begin(X, "d", Verdict.REPLAY),
@@ -164,13 +165,40 @@ CASES: dict[str, list[Step]] = {
         End("a", X, State.SUCCEEDED, Finish.RECORDED_AFTER_LOSS),
         Begin(X, "b", Verdict.REPLAY),
     ],
-    "a finish while another call holds the order is refused": [
+    "a slow holder records beside another call's lease, which keeps the order": [
         Begin(C, "a", Verdict.ACQUIRED),
         Age(LEASE + 1),
         Begin(C, "b", Verdict.ACQUIRED, previous_unknown=True),
-        End("a", C, State.SUCCEEDED, Finish.TAKEN),
-        End("b", C, State.SUCCEEDED, Finish.RECORDED),
+        End("a", C, State.SUCCEEDED, Finish.RECORDED),
+        Begin(A, "c", Verdict.BUSY),
+        End("b", C, State.SUCCEEDED, Finish.SUPERSEDED),
         Begin(C, "c", Verdict.REPLAY),
+        Begin(A, "c", Verdict.ACQUIRED),
+    ],
+    "a finish after the store lost the book records beside another call's lease": [
+        Begin(X, "a", Verdict.ACQUIRED),
+        Wipe(),
+        Begin(C, "b", Verdict.ACQUIRED),
+        End("a", X, State.SUCCEEDED, Finish.RECORDED_AFTER_LOSS),
+        Begin(X, "c", Verdict.REPLAY),
+        Begin(C, "c", Verdict.BUSY),
+    ],
+    "a finish repeated by the same call is recorded once": [
+        Begin(X, "a", Verdict.ACQUIRED),
+        End("a", X, State.SUCCEEDED, Finish.RECORDED),
+        End("a", X, State.SUCCEEDED, Finish.RECORDED),
+        Begin(X, "b", Verdict.REPLAY),
+    ],
+    "a success drops the order's failures, and an apply its earlier applies": [
+        Begin(A, "a", Verdict.ACQUIRED),
+        End("a", A, State.SUCCEEDED, Finish.RECORDED),
+        Begin(X, "a", Verdict.ACQUIRED),
+        End("a", X, State.FAILED, Finish.RECORDED),
+        Begin(A2, "b", Verdict.ACQUIRED),
+        End("b", A2, State.SUCCEEDED, Finish.RECORDED),
+        Begin(A, "c", Verdict.ACQUIRED),
+        Release("c", A),
+        Begin(X, "c", Verdict.ACQUIRED),
     ],
     "a finish of an intent another call already recorded is refused": [
         Begin(C, "a", Verdict.ACQUIRED),

@@ -116,8 +116,9 @@ def _call_in_child(url: str, redis_url: str, namespace: str, operation: str) -> 
 
     async def call() -> None:
         store = RedisIdempotencyStore(redis_url, namespace=namespace, lease=0.5)
+        # A change is started only with its whole timeout inside 90% of the lease.
         async with LoyaltyClient(
-            "test-shop", "test-secret", base_url=url, idempotency=store
+            "test-shop", "test-secret", base_url=url, idempotency=store, timeout=0.4
         ) as client:
             if operation == "change":
                 await client.change(order_id="K-1", cart_items=SMALLER, idempotency_key="job-1")
@@ -150,7 +151,7 @@ async def test_a_worker_killed_in_the_middle_of_a_call(redis_url: str, operation
         assert child.exitcode == -signal.SIGKILL
 
         store = RedisIdempotencyStore(redis_url, namespace=namespace, lease=0.5)
-        async with fake.client(idempotency=store) as client:
+        async with fake.client(idempotency=store, timeout=0.4) as client:
             if operation == "change":
                 with pytest.raises(OutcomeUnknownError):
                     await client.change(order_id="K-1", cart_items=SMALLER, idempotency_key="job-1")

