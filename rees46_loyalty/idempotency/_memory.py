@@ -49,7 +49,7 @@ class MemoryIdempotencyStore:
             ``change`` or ``cancel`` is kept until it is cleared.
         lease: Seconds a call may hold an order before another call may take it over (default
             60 s; longer than a call's retry deadline).
-        max_bytes: Bytes of kept answers at most (default 64 MiB; answers over 4 KiB are kept
+        max_bytes: Bytes of kept answers at most (default 128 MiB; answers over 4 KiB are kept
             compressed, so this holds about 10,000 200-line changes). Past it the oldest
             finished outcomes go first: a job redelivered after its outcome was dropped is
             sent again. Calls in flight and unknown outcomes are never dropped.
@@ -65,7 +65,7 @@ class MemoryIdempotencyStore:
         *,
         ttl: float = 24 * 3600,
         lease: float = 60.0,
-        max_bytes: int = 64 * 1024 * 1024,
+        max_bytes: int = 128 * 1024 * 1024,
         max_records: int = 100_000,
         clock: Clock | None = None,
     ) -> None:
