@@ -32,7 +32,7 @@ from ._operations import (
 )
 from ._policy import RetryPolicy
 from ._reconcile import Reconciler, Reconciliation
-from ._scrub import scrubbed
+from ._scrub import scrubbed, scrubbed_init
 from ._serialization import dumps, unstructure
 from ._session import SessionHolder
 from ._transport import AiohttpTransport
@@ -117,6 +117,7 @@ class LoyaltyClient:
         ValueError: An argument of the right type with a wrong value, named in the message.
     """
 
+    @scrubbed_init
     def __init__(
         self,
         shop_id: str,
@@ -226,7 +227,10 @@ class LoyaltyClient:
         return cls(os.environ["REES46_SHOP_ID"], os.environ["REES46_SHOP_SECRET"], **kwargs)
 
     def __repr__(self) -> str:
-        return f"LoyaltyClient(shop_id={self._shop_id!r}, base_url={str(self._base_url)!r})"
+        # getattr: a client whose constructor raised is shown too (by a traceback's locals).
+        shop_id = getattr(self, "_shop_id", None)
+        base_url = getattr(self, "_base_url", None)
+        return f"LoyaltyClient(shop_id={shop_id!r}, base_url={str(base_url)!r})"
 
     async def __aenter__(self) -> LoyaltyClient:
         return self

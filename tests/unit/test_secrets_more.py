@@ -1,7 +1,5 @@
-"""Review of the secrets and hostile-answer protections (issue 12): findings without a server.
-
-Each test reproduces one finding and is expected to fail until it is fixed.
-"""
+"""More secrets and hostile-answer protections, without a server: constructor errors, the fast
+decode path's bounds, formatted phone numbers."""
 
 from __future__ import annotations
 
@@ -32,10 +30,6 @@ def _constructor_error(cls: type, options: dict[str, object]) -> BaseException:
     raise AssertionError("the constructor accepted a wrong option")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="constructor option errors keep shop_secret in the __init__ frame's locals",
-)
 @pytest.mark.parametrize("cls", [LoyaltyClient, SyncLoyaltyClient])
 @pytest.mark.parametrize("options", BAD_OPTIONS, ids=lambda o: next(iter(o)))
 def test_constructor_errors_keep_the_secret_out_of_frame_locals(
@@ -46,10 +40,6 @@ def test_constructor_errors_keep_the_secret_out_of_frame_locals(
     assert SHOP_SECRET not in json.dumps(_sentry_event(error))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repr() of a half-built client raises AttributeError, crashing capture_locals",
-)
 @pytest.mark.parametrize("cls", [LoyaltyClient, SyncLoyaltyClient])
 def test_capture_locals_survives_a_constructor_error(cls: type) -> None:
     """TracebackException(capture_locals=True) of a constructor error can be built."""
@@ -101,3 +91,9 @@ def test_formatted_phone_numbers_in_server_text_are_masked(phone: str) -> None:
     digits = "".join(ch for ch in phone if ch.isdigit())
     for shown in (str(error), repr(error), repr(ref)):
         assert digits not in "".join(ch for ch in shown if ch.isdigit())
+
+
+@pytest.mark.parametrize("cls", [LoyaltyClient, SyncLoyaltyClient])
+def test_a_half_built_client_has_a_repr(cls: type) -> None:
+    """repr() of a client whose constructor never ran names the class instead of raising."""
+    assert repr(object.__new__(cls)).startswith(cls.__name__)
