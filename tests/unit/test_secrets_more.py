@@ -59,15 +59,20 @@ ESCAPED_EXPONENT = (
 GROUPED_DIGITS = (
     b'{"success":true,"payload":{"order_total":"1_000_000_000_000_000_000","order_to_pay":1}}'
 )
+# 1e999 in full-width digits, and Infinity with an escaped letter (Decimal() reads both).
+WIDE_DIGITS = (
+    '{"success":true,"payload":{"order_total":"\uff11e\uff19\uff19\uff19","order_to_pay":1}}'
+).encode()
+ESCAPED_INFINITY = rb'{"success":true,"payload":{"order_total":"\u0049nfinity","order_to_pay":1}}'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the msgspec fast path accepts out-of-range amounts written with escapes or '_'",
+@pytest.mark.parametrize(
+    "body",
+    [ESCAPED_EXPONENT, GROUPED_DIGITS, WIDE_DIGITS, ESCAPED_INFINITY],
+    ids=["escaped", "grouped", "wide", "infinity"],
 )
-@pytest.mark.parametrize("body", [ESCAPED_EXPONENT, GROUPED_DIGITS], ids=["escaped", "grouped"])
 def test_fast_path_refuses_out_of_range_amounts_in_disguise(body: bytes) -> None:
-    """An amount of 1e999999999 or 10**21 as a disguised string never passes the fast path."""
+    """An out-of-range or infinite amount as a disguised string never passes the fast path."""
     previous = set_fast_decode(True)
     try:
         result = fast_decode(body, OrderCalculation)
