@@ -87,7 +87,6 @@ async def test_an_echo_in_utf16_never_reaches_a_result_or_the_store(
     assert SHOP_SECRET not in shown
 
 
-@pytest.mark.xfail(strict=True, reason="percent-encoded forms other than quote()'s pass redaction")
 @pytest.mark.parametrize("form", ["every", "lower", "one"])
 async def test_percent_encoded_echoes_are_redacted(fake: FakeRees46, form: str) -> None:
     """The secret percent-encoded otherwise than by quote() (every character, lowercase hex,

@@ -9,6 +9,7 @@ import traceback
 import pytest
 
 from rees46_loyalty import BadRequestError, LoyaltyClient, SyncLoyaltyClient
+from rees46_loyalty._redact import redact, redact_headers
 from rees46_loyalty._serialization import fast_decode, set_fast_decode
 from rees46_loyalty.models import OrderCalculation, OrderRef
 from tests.conftest import SHOP_SECRET
@@ -102,3 +103,21 @@ def test_formatted_phone_numbers_in_server_text_are_masked(phone: str) -> None:
 def test_a_half_built_client_has_a_repr(cls: type) -> None:
     """repr() of a client whose constructor never ran names the class instead of raising."""
     assert repr(object.__new__(cls)).startswith(cls.__name__)
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        "".join(f"%{ord(ch):02x}" for ch in SHOP_SECRET),
+        "%73" + SHOP_SECRET[1:],
+        SHOP_SECRET.replace("-", "%2d"),
+    ],
+    ids=["lower", "first", "dash"],
+)
+def test_percent_encoded_secrets_are_cut_from_text_and_headers(encoded: str) -> None:
+    """redact() and redact_headers() decode percent escapes before looking for the secret."""
+    shown = redact(f"see https://x.invalid/cb/{encoded} now", (SHOP_SECRET,))
+    headers = redact_headers({"Location": f"/cb/{encoded}"}, (SHOP_SECRET,))
+    assert encoded not in shown
+    assert shown.startswith("see ")
+    assert encoded not in headers["Location"]
