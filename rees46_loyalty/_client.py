@@ -36,7 +36,13 @@ from ._scrub import scrubbed, scrubbed_init
 from ._serialization import dumps, unstructure
 from ._session import SessionHolder
 from ._transport import AiohttpTransport
-from .errors import ConnectError, IdempotencyError, LoyaltyError, NotAnApiError
+from .errors import (
+    ConnectError,
+    IdempotencyError,
+    LoyaltyError,
+    NotAnApiError,
+    ValidationError,
+)
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore, Outcome
 from .middleware import (
     AuthMiddleware,
@@ -191,12 +197,13 @@ class LoyaltyClient:
         self._clock = clock
         self._on_retry = on_retry
         self._outer = outer
+        self._auth = AuthMiddleware(shop_id, shop_secret)
         self._inner: list[Middleware] = [
             *per_attempt,
             *middlewares,
             LoggingMiddleware(clock, on_request, on_response),
             errors_middleware,
-            AuthMiddleware(shop_id, shop_secret),
+            self._auth,
         ]
         self._transport = AiohttpTransport(
             self._sessions,
@@ -582,12 +589,22 @@ class LoyaltyClient:
         if self._sessions.closed:
             raise RuntimeError("this LoyaltyClient is closed; create a new one")
         self._loop.check()
+        body = dumps(data)
+        if self._auth.secret_in(body):
+            # A mix-up of arguments: sent, the secret would be shown wherever the order id,
+            # the member or the cart is (errors, logs, spans, the idempotency store).
+            field = next((k for k, v in data.items() if self._auth.secret_in(dumps(v))), "?")
+            raise ValidationError(
+                "holds the shop secret (a mix-up of arguments?); nothing was sent",
+                field=field,
+                operation=operation.name,
+            )
         try:
             return await self._chain(
                 ApiRequest(
                     operation=operation,
                     data=data,
-                    body=dumps(data) if operation.method == "POST" else None,
+                    body=body if operation.method == "POST" else None,
                     order_id=order_id,
                     identifier=identifier,
                     idempotency_key=idempotency_key,

@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import pickle
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,7 @@ from rees46_loyalty import (
     MalformedResponseError,
     RetryPolicy,
     SyncLoyaltyClient,
+    ValidationError,
 )
 from rees46_loyalty._serialization import set_fast_decode
 from rees46_loyalty.idempotency import MemoryIdempotencyStore
@@ -185,16 +186,23 @@ def test_sync_client_failures_hold_no_phone_in_frames() -> None:
     assert PHONE not in event
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the secret passed as an order_id is shown in the error (and logs)"
-)
-async def test_the_secret_passed_as_an_argument_is_never_shown(
-    fake: FakeRees46, quiet_sdk_logger: None
-) -> None:
-    """A careless caller passes the secret as order_id: refused, or never shown in the error."""
-    async with fake.client(idempotency=None, retry=RetryPolicy.disabled()) as client:
-        error = await failure_of(client.confirm(order_id=SHOP_SECRET))
-    assert isinstance(error, LoyaltyError)
+@pytest.mark.parametrize("where", ["order_id", "product_id", "payment_type"])
+async def test_the_secret_passed_as_an_argument_is_refused(fake: FakeRees46, where: str) -> None:
+    """A careless caller passes the secret as an argument: ValidationError naming the argument,
+    nothing sent, and the secret in no error text or log line (the suite's guard checks logs)."""
+    async with fake.client(retry=RetryPolicy.disabled()) as client:
+        call: Awaitable[object]
+        if where == "order_id":
+            call = client.confirm(order_id=SHOP_SECRET)
+        elif where == "product_id":
+            line = CartItem(product_id=SHOP_SECRET, price=Decimal("1"), quantity=1)
+            call = client.estimate(cart_items=[line])
+        else:
+            call = client.apply(order_id="1", cart_items=CART, payment_type=SHOP_SECRET)
+        error = await failure_of(call)
+    assert isinstance(error, ValidationError)
+    assert error.field == {"product_id": "cart_items"}.get(where, where)
+    assert fake.received() == 0
     assert SHOP_SECRET not in f"{error} {error!r}"
 
 
