@@ -30,6 +30,12 @@ REDACTED = "***"
 # A member identifier is a phone number written as digits, country code first (7XXXXXXXXXX).
 # Masks any run of 10 to 15 digits so that numbers echoed inside server messages are hidden too.
 _PHONE_RE = re.compile(r"(?<!\d)(\d{4})\d{2,7}(\d{4})(?!\d)")
+# A phone number written with separators, as people write them: ``+7 999 000-11-22``,
+# ``+7 (999) 000-11-22``, ``8-999-000-11-22``: a country code, a 3- or 4-digit area code (maybe
+# in brackets), then 3, 2 and 2 digits, spaces, dashes or dots between.
+_FORMATTED_PHONE_RE = re.compile(
+    r"(?<![\w+])\+?\d{1,3}[ .-]?(?:\(\d{3,4}\)|\d{3,4})[ .-]?\d{3}[ .-]?\d{2}[ .-]?\d{2}(?!\d)"
+)
 # A JSON string token with at least one escape sequence (``\\u0073``, ``\\/``, ...). Scanned from
 # the start of a JSON text it only ever matches whole string tokens (keys included): outside a
 # string a quote is never followed by a backslash before the next quote.
@@ -62,7 +68,14 @@ def text_repr(text: str | None) -> str:
 
 def mask_phones(text: str) -> str:
     """Mask every phone-number-like run of digits inside free *text*."""
+    if any(ch in text for ch in " -.()"):
+        text = _FORMATTED_PHONE_RE.sub(_mask_formatted, text)
     return _PHONE_RE.sub(rf"\1{REDACTED}\2", text)
+
+
+def _mask_formatted(match: re.Match[str]) -> str:
+    digits = "".join(ch for ch in match.group() if ch.isdigit())
+    return f"{digits[:4]}{REDACTED}{digits[-4:]}"
 
 
 def secret_forms(secret: str) -> tuple[str, ...]:
