@@ -11,6 +11,7 @@ import pytest
 from rees46_loyalty import BadRequestError, LoyaltyClient, SyncLoyaltyClient
 from rees46_loyalty._redact import redact, redact_headers
 from rees46_loyalty._serialization import fast_decode, set_fast_decode
+from rees46_loyalty.idempotency import RedisIdempotencyStore
 from rees46_loyalty.models import OrderCalculation, OrderRef
 from tests.conftest import SHOP_SECRET
 from tests.leaks import _sentry_event
@@ -124,3 +125,22 @@ def test_dates_and_amounts_are_not_taken_for_phones() -> None:
     """Text with a date, a time and grouped amounts keeps every digit."""
     text = "on 2026-12-01 23:18:47 the total was 1 234 567.89 (order 1001)"
     assert BadRequestError(text).message == text
+
+
+# Globals, in no frame's locals; the password is never written whole in this file, whose
+# lines sentry-sdk records around each frame.
+REDIS_PASSWORD = "-".join(["hunter2", "redis", "password"])
+REDIS_URL = f"redis://:{REDIS_PASSWORD}@127.0.0.1:6399/0"
+
+
+@pytest.mark.parametrize("options", [{"ttl": 1, "lease": 60}, {"lease": "60"}], ids=str)
+def test_redis_store_option_errors_keep_the_url_out_of_frame_locals(
+    options: dict[str, object],
+) -> None:
+    """A wrong RedisIdempotencyStore option: no frame sentry-sdk records holds the Redis URL
+    with its password, and a locals-capturing traceback can be built."""
+    with pytest.raises((TypeError, ValueError)) as caught:
+        RedisIdempotencyStore(REDIS_URL, **options)  # type: ignore[arg-type]
+    assert REDIS_PASSWORD not in json.dumps(_sentry_event(caught.value))
+    captured = traceback.TracebackException.from_exception(caught.value, capture_locals=True)
+    assert REDIS_PASSWORD not in "".join(captured.format())
