@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import pickle
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Any
 
@@ -40,18 +40,6 @@ JSON = {"Content-Type": "application/json"}
 ECHO = f"request was shop_secret={SHOP_SECRET}"
 
 
-@pytest.fixture
-def quiet_sdk_logger() -> Iterator[None]:
-    """The SDK's logger off, for findings whose leak would also reach the log guard."""
-    sdk = logging.getLogger("rees46_loyalty")
-    previous = sdk.level
-    sdk.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        sdk.setLevel(previous)
-
-
 async def _failure(fake: FakeRees46, operation: str, body: bytes, status: int) -> Any:
     fake.faults.on(operation, Fault.raw_answer(body, status=status, headers=JSON))
     async with fake.client(idempotency=None, retry=RetryPolicy.disabled()) as client:
@@ -62,9 +50,7 @@ async def _failure(fake: FakeRees46, operation: str, body: bytes, status: int) -
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
-async def test_an_echo_in_utf16_is_redacted(
-    fake: FakeRees46, encoding: str, quiet_sdk_logger: None
-) -> None:
+async def test_an_echo_in_utf16_is_redacted(fake: FakeRees46, encoding: str) -> None:
     """An error answer in UTF-16 echoing the secret: the error's text never holds it."""
     body = json.dumps({"success": False, "payload": {"message": ECHO}}).encode(encoding)
     error = await _failure(fake, "confirm", body, 400)
@@ -72,9 +58,7 @@ async def test_an_echo_in_utf16_is_redacted(
     assert SHOP_SECRET not in f"{error} {error!r} {getattr(error, 'payload', None)}"
 
 
-async def test_an_echo_in_utf16_never_reaches_a_result_or_the_store(
-    fake: FakeRees46, quiet_sdk_logger: None
-) -> None:
+async def test_an_echo_in_utf16_never_reaches_a_result_or_the_store(fake: FakeRees46) -> None:
     """confirm answered in UTF-16 with the secret in `message`: refused as not UTF-8, and
     neither the error, the idempotency store's record nor a second call holds the secret."""
     body = json.dumps({"success": True, "payload": {"order_id": "1", "message": ECHO}})
