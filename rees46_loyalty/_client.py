@@ -32,11 +32,17 @@ from ._operations import (
 )
 from ._policy import RetryPolicy
 from ._reconcile import Reconciler, Reconciliation
-from ._scrub import scrubbed
+from ._scrub import scrubbed, scrubbed_init
 from ._serialization import dumps, unstructure
 from ._session import SessionHolder
 from ._transport import AiohttpTransport
-from .errors import ConnectError, IdempotencyError, LoyaltyError, NotAnApiError
+from .errors import (
+    ConnectError,
+    IdempotencyError,
+    LoyaltyError,
+    NotAnApiError,
+    ValidationError,
+)
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore, Outcome
 from .middleware import (
     AuthMiddleware,
@@ -117,6 +123,7 @@ class LoyaltyClient:
         ValueError: An argument of the right type with a wrong value, named in the message.
     """
 
+    @scrubbed_init
     def __init__(
         self,
         shop_id: str,
@@ -202,12 +209,13 @@ class LoyaltyClient:
         self._clock = clock
         self._on_retry = on_retry
         self._outer = outer
+        self._auth = AuthMiddleware(shop_id, shop_secret)
         self._inner: list[Middleware] = [
             *per_attempt,
             *middlewares,
             LoggingMiddleware(clock, on_request, on_response),
             errors_middleware,
-            AuthMiddleware(shop_id, shop_secret),
+            self._auth,
         ]
         self._transport = AiohttpTransport(
             self._sessions,
@@ -238,7 +246,10 @@ class LoyaltyClient:
         return cls(os.environ["REES46_SHOP_ID"], os.environ["REES46_SHOP_SECRET"], **kwargs)
 
     def __repr__(self) -> str:
-        return f"LoyaltyClient(shop_id={self._shop_id!r}, base_url={str(self._base_url)!r})"
+        # getattr: a client whose constructor raised is shown too (by a traceback's locals).
+        shop_id = getattr(self, "_shop_id", None)
+        base_url = getattr(self, "_base_url", None)
+        return f"LoyaltyClient(shop_id={shop_id!r}, base_url={str(base_url)!r})"
 
     async def __aenter__(self) -> LoyaltyClient:
         return self
@@ -590,12 +601,22 @@ class LoyaltyClient:
         if self._sessions.closed:
             raise RuntimeError("this LoyaltyClient is closed; create a new one")
         self._loop.check()
+        body = dumps(data)
+        if self._auth.secret_in(body):
+            # A mix-up of arguments: sent, the secret would be shown wherever the order id,
+            # the member or the cart is (errors, logs, spans, the idempotency store).
+            field = next((k for k, v in data.items() if self._auth.secret_in(dumps(v))), "?")
+            raise ValidationError(
+                "holds the shop secret (a mix-up of arguments?); nothing was sent",
+                field=field,
+                operation=operation.name,
+            )
         try:
             return await self._chain(
                 ApiRequest(
                     operation=operation,
                     data=data,
-                    body=dumps(data) if operation.method == "POST" else None,
+                    body=body if operation.method == "POST" else None,
                     order_id=order_id,
                     identifier=identifier,
                     idempotency_key=idempotency_key,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from urllib.parse import quote, quote_plus
+from typing import AnyStr
+from urllib.parse import quote, quote_plus, unquote_to_bytes
 
 from multidict import CIMultiDict
 
@@ -29,6 +30,12 @@ REDACTED = "***"
 # A member identifier is a phone number written as digits, country code first (7XXXXXXXXXX).
 # Masks any run of 10 to 15 digits so that numbers echoed inside server messages are hidden too.
 _PHONE_RE = re.compile(r"(?<!\d)(\d{4})\d{2,7}(\d{4})(?!\d)")
+# A phone number written with separators, as people write them: ``+7 999 000-11-22``,
+# ``+7 (999) 000-11-22``, ``8-999-000-11-22``: a country code, a 3- or 4-digit area code (maybe
+# in brackets), then 3, 2 and 2 digits, spaces, dashes or dots between.
+_FORMATTED_PHONE_RE = re.compile(
+    r"(?<![\w+])\+?\d{1,3}[ .-]?(?:\(\d{3,4}\)|\d{3,4})[ .-]?\d{3}[ .-]?\d{2}[ .-]?\d{2}(?!\d)"
+)
 # A JSON string token with at least one escape sequence (``\\u0073``, ``\\/``, ...). Scanned from
 # the start of a JSON text it only ever matches whole string tokens (keys included): outside a
 # string a quote is never followed by a backslash before the next quote.
@@ -61,7 +68,14 @@ def text_repr(text: str | None) -> str:
 
 def mask_phones(text: str) -> str:
     """Mask every phone-number-like run of digits inside free *text*."""
+    if any(ch in text for ch in " -.()"):
+        text = _FORMATTED_PHONE_RE.sub(_mask_formatted, text)
     return _PHONE_RE.sub(rf"\1{REDACTED}\2", text)
+
+
+def _mask_formatted(match: re.Match[str]) -> str:
+    digits = "".join(ch for ch in match.group() if ch.isdigit())
+    return f"{digits[:4]}{REDACTED}{digits[-4:]}"
 
 
 def secret_forms(secret: str) -> tuple[str, ...]:
@@ -84,11 +98,46 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
         if secret:
             for form in secret_forms(secret):
                 text = text.replace(form, REDACTED)
-    return mask_phones(text)
+    return mask_phones(_redact_percent(text, secrets))
+
+
+# A run of characters that may be one percent-encoded word: no space, quote or backslash (so a
+# run never leaves a JSON string) and no angle bracket.
+_RUN_RE = re.compile(r'[^\s"\\<>]+')
+_RUN_RE_BYTES = re.compile(rb'[^\s"\\<>]+')
+
+
+def _percent_hides(text: str | bytes, secrets: tuple[str, ...]) -> bool:
+    """Whether *text*, percent-decoded (``+`` as a space too), holds one of the *secrets*."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if b"%" not in raw:
+        return False
+    decoded = unquote_to_bytes(raw)
+    spaced = unquote_to_bytes(raw.replace(b"+", b" ")) if b"+" in raw else decoded
+    return any(s and (s.encode() in decoded or s.encode() in spaced) for s in secrets)
+
+
+def _redact_percent(text: AnyStr, secrets: tuple[str, ...]) -> AnyStr:
+    """*text* with every run that percent-decodes to hold one of the *secrets* replaced.
+
+    A server may percent-encode any character of the secret, in any case of hex digits, so the
+    forms of :func:`secret_forms` cannot cover them all; each run holding a ``%`` is decoded.
+    """
+    if not _percent_hides(text, secrets):
+        return text
+    if isinstance(text, str):
+        return _RUN_RE.sub(
+            lambda m: REDACTED if _percent_hides(m.group(), secrets) else m.group(), text
+        )
+    return _RUN_RE_BYTES.sub(
+        lambda m: REDACTED.encode() if _percent_hides(m.group(), secrets) else m.group(), text
+    )
 
 
 def redact_escaped(body: bytes, secrets: tuple[str, ...]) -> bytes:
     r"""*body* (a JSON answer, or any bytes) with the *secrets* cut out of its escaped strings.
+
+    Percent-encoded runs that decode to hold a secret are cut out first.
 
     The raw forms of a secret are plain bytes, replaced by whoever holds them (the auth
     middleware); a server can also write any character of a JSON string as an escape
@@ -96,6 +145,7 @@ def redact_escaped(body: bytes, secrets: tuple[str, ...]) -> bytes:
     it holds a secret. Numbers and every other byte stay as they came, so the answer decodes
     to the same values.
     """
+    body = _redact_percent(body, secrets)
     if b"\\" not in body or not _may_hide(body, secrets):
         return body
 
@@ -138,6 +188,9 @@ def _may_hide(body: bytes, secrets: tuple[str, ...]) -> bool:
 def redact_headers(headers: Mapping[str, str], secrets: tuple[str, ...]) -> Mapping[str, str]:
     """*headers*, or a redacted copy of them if any value holds a form of the *secrets*."""
     forms = [form for secret in secrets if secret for form in secret_forms(secret)]
-    if not any(form in value for value in headers.values() for form in forms):
+    if not any(
+        any(form in value for form in forms) or _percent_hides(value, secrets)
+        for value in headers.values()
+    ):
         return headers
     return CIMultiDict((name, redact(value, secrets)) for name, value in headers.items())

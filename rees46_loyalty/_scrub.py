@@ -6,11 +6,12 @@ default), and so does ``traceback.TracebackException(capture_locals=True)``. The
 failed call hold what the call was made of: the member's phone among the arguments, the
 request's body and the URL with its query (the secret) inside aiohttp, the decoded answer.
 
-So each public method of the client is :func:`scrubbed`: when an exception leaves it, the
-frames it passed through below the method are cleared (they have all finished; their file
-names and line numbers stay, their local variables go) and the exceptions chained to it lose
-their tracebacks (they may come from other tasks, whose frames are left alone). The
-exception's own type, message and attributes are untouched.
+So each public method of the client is :func:`scrubbed` (and each constructor
+:func:`scrubbed_init`): when an exception leaves it, the frames it passed through below the
+method are cleared (they have all finished; their file names and line numbers stay, their local
+variables go) and the exceptions chained to it lose their tracebacks (they may come from other
+tasks, whose frames are left alone). The exception's own type, message and attributes are
+untouched.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["forget_locals", "scrubbed", "strip_tracebacks"]
+__all__ = ["forget_locals", "scrubbed", "scrubbed_init", "strip_tracebacks"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -65,6 +66,25 @@ def scrubbed(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, An
             return await method(*args, **kwargs)
         except BaseException as error:
             del args, kwargs  # the member's phone may be among them; this frame stays
+            forget_locals(error)
+            raise
+
+    return call
+
+
+def scrubbed_init(method: Callable[P, None]) -> Callable[P, None]:
+    """*method* (a constructor), whose exceptions leave with no local variable of the call.
+
+    A wrong option makes ``__init__`` raise while its frame holds the shop secret among its
+    arguments; the frames below this wrapper are cleared as :func:`scrubbed` clears them.
+    """
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            method(*args, **kwargs)
+        except BaseException as error:
+            del args, kwargs  # the secret is among them; this frame stays
             forget_locals(error)
             raise
 

@@ -15,6 +15,7 @@ Rules of the REES46 wire format kept here, not in the models:
 from __future__ import annotations
 
 import json
+import operator
 import re
 import typing
 from collections.abc import Callable, Mapping
@@ -84,7 +85,15 @@ def _bounded_decimal(text: str) -> Decimal:
 
 
 def loads(body: bytes | str) -> Any:
-    """Decode JSON text, reading every non-integer number as an exact, bounded Decimal."""
+    """Decode JSON text, reading every non-integer number as an exact, bounded Decimal.
+
+    Bytes must be UTF-8 (RFC 8259; a leading byte order mark is skipped): ``json.loads`` would
+    guess UTF-16 or UTF-32 from the first bytes, and the secret echoed in those encodings would
+    slip past the redaction, which looks for it in UTF-8. Anything else raises
+    ``UnicodeDecodeError`` (a ``ValueError``), as msgspec refuses it on the fast path.
+    """
+    if isinstance(body, bytes):
+        body = body.decode("utf-8-sig")
     return json.loads(body, parse_float=_bounded_decimal, parse_constant=_reject_constant)
 
 
@@ -349,10 +358,10 @@ def set_fast_decode(enabled: bool) -> bool:
 
 
 # The body lowercased with every digit as 0, one pass for two quick looks. Numbers out of the
-# bounds of amounts: an exponent (a digit then e, in a number or a string) or 16 digits in a
-# row (10**15 and more, or more decimal places than the fast path checks). And NaN or Infinity
-# in a string. Such answers, rare and maybe hostile, are left to the reference path, which
-# checks each number exactly.
+# bounds of amounts: an exponent (a digit then e, in a number or a string), 16 digits in a
+# row (10**15 and more, or more decimal places than the fast path checks) or digits grouped
+# with ``_`` (which Decimal() reads in a string). And NaN or Infinity in a string. Such
+# answers, rare and maybe hostile, are left to the reference path, which checks each number.
 _FOLD = bytes.maketrans(
     b"123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"000000000abcdefghijklmnopqrstuvwxyz"
 )
@@ -362,10 +371,68 @@ def _needs_reference_path(body: bytes, all_defaults: bool) -> bool:
     if b'"replayed"' in body or (all_defaults and b'"message"' in body):
         return True
     folded = body.translate(_FOLD)
-    if b"0e" in folded or b"0000000000000000" in folded:
+    if b"0e" in folded or b"0000000000000000" in folded or b"0_0" in folded:
         return True
     # The exact pattern only runs when the letters are there at all.
     return (b"nan" in folded or b"inf" in folded) and _NOT_FINITE.search(body) is not None
+
+
+# Amounts written as JSON strings can pass the look at the bytes above in disguise: escapes
+# (``"\\u0031\\u0065\\u0039..."``), other scripts' digits, ``_`` between digits; msgspec reads
+# them as Decimal() does. Without ``_`` between digits, JSON escapes or non-ASCII bytes, the
+# look is exact; otherwise each Decimal of the result is checked. The check may only say yes
+# for an amount the reference path accepts: in doubt, the reference path decides.
+_Plan = tuple[Callable[[Any], Any] | None, tuple[str, ...]]
+_plans: dict[type, _Plan] = {}
+
+
+def _plan_for(model: type) -> _Plan:
+    """The getter of *model*'s plain Decimal fields and the names of its other fields to walk."""
+    hints = typing.get_type_hints(model)
+    amounts: list[str] = []
+    walked: list[str] = []
+    for field_ in attrs.fields(typing.cast("type[attrs.AttrsInstance]", model)):
+        annotation = hints[field_.name]
+        if annotation is Decimal or annotation == (Decimal | None):
+            amounts.append(field_.name)
+        elif _mentions_amounts(annotation):
+            walked.append(field_.name)
+    getter = None
+    if amounts:
+        get = operator.attrgetter(*amounts)
+        getter = get if len(amounts) > 1 else lambda obj: (get(obj),)
+    plan = _plans[model] = (getter, tuple(walked))
+    return plan
+
+
+def _mentions_amounts(annotation: Any) -> bool:
+    if annotation is Decimal or attrs.has(annotation):
+        return True
+    return any(_mentions_amounts(arg) for arg in typing.get_args(annotation))
+
+
+def _surely_an_amount(value: Decimal) -> bool:
+    # finite; |value| < 10**15; at most 30 digits from 10**-10 on, so at most 39 places
+    return value.is_finite() and -10 <= value.adjusted() < 15 and len(str(value)) <= 30
+
+
+def _amounts_bounded(value: object) -> bool:
+    """Whether every Decimal in *value* (a result model or a value of one) is surely an amount."""
+    kind = type(value)
+    if kind is Decimal:
+        return _surely_an_amount(value)  # type: ignore[arg-type]
+    if kind is tuple or kind is list:
+        return all(_amounts_bounded(item) for item in value)  # type: ignore[attr-defined]
+    if kind is dict:
+        return all(_amounts_bounded(item) for item in value.values())  # type: ignore[attr-defined]
+    if not attrs.has(kind):
+        return True
+    getter, walked = _plans.get(kind) or _plan_for(kind)
+    if getter is not None:
+        for amount in getter(value):
+            if amount is not None and not _surely_an_amount(amount):
+                return False
+    return all(_amounts_bounded(getattr(value, name)) for name in walked)
 
 
 def fast_decode(body: bytes, model: type[T]) -> T | None:
@@ -385,4 +452,6 @@ def fast_decode(body: bytes, model: type[T]) -> T | None:
     if not succeeded or envelope.payload is None:
         return None
     result: T = envelope.payload
+    if (b"\\u" in body or not body.isascii()) and not _amounts_bounded(result):
+        return None
     return result

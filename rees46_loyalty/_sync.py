@@ -32,6 +32,7 @@ from ._clock import Clock
 from ._hooks import Hooks
 from ._http import Middleware
 from ._policy import RetryPolicy
+from ._scrub import scrubbed_init
 from .idempotency import IdempotencyStore
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ def _blocking(
     @functools.wraps(method)
     def blocking(self: SyncLoyaltyClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
         future = self._runner.submit(method(self._client, *args, **kwargs))
+        del args, kwargs  # the member's phone may be among them: gone from this frame's locals
         # An interrupt here (Ctrl-C, a worker's soft time limit) leaves the call running on the
         # client's loop, never cancelled half-way: a change that was sent still records its
         # outcome in the idempotency store, and close() waits for it.
@@ -191,6 +193,7 @@ class SyncLoyaltyClient:
     loop is private. The other arguments are those of ``LoyaltyClient``.
     """
 
+    @scrubbed_init
     def __init__(
         self,
         shop_id: str,
@@ -246,7 +249,8 @@ class SyncLoyaltyClient:
         return cls(os.environ["REES46_SHOP_ID"], os.environ["REES46_SHOP_SECRET"], **kwargs)
 
     def __repr__(self) -> str:
-        return f"Sync{self._client!r}"
+        client = getattr(self, "_client", None)  # None while the constructor runs
+        return "SyncLoyaltyClient(...)" if client is None else f"Sync{client!r}"
 
     def __enter__(self) -> SyncLoyaltyClient:
         return self

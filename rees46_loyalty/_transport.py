@@ -24,7 +24,7 @@ from ._clock import Clock
 from ._http import ApiRequest, ApiResponse
 from ._operations import RetrySafety
 from ._redact import redact
-from ._scrub import strip_tracebacks
+from ._scrub import forget_locals, strip_tracebacks
 from ._serialization import dumps
 from ._session import SessionHolder
 from ._version import VERSION
@@ -136,6 +136,12 @@ class AiohttpTransport:
                 attempts=request.attempt, status=exc.status,
             )  # fmt: skip
             cause = None
+        except BaseException as exc:  # cancelled, or anything else: it passes, its frames go
+            # The frames below (_exchange's, aiohttp's) have finished; whoever sees this
+            # exception before the public method clears them (a hook's log, another middleware)
+            # sees no local variable of theirs.
+            forget_locals(exc)
+            raise
         finally:
             if token is not None:
                 _otel_context.detach(token)

@@ -35,7 +35,7 @@ import builtins
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ._redact import mask_phones
+from ._redact import mask_identifier, mask_phones
 
 __all__ = [
     "APIError",
@@ -124,7 +124,27 @@ class LoyaltyError(Exception):
         # queues pickle the exceptions of failed jobs.
         # The raw answer an API error may keep for the idempotency store stays in this process.
         state = {name: value for name, value in self.__dict__.items() if name != "_api_answer"}
+        if isinstance(state.get("payload"), Mapping):
+            # A result backend keeps what it pickles: the member's phone goes masked.
+            state["payload"] = _masked(state["payload"])
         return (_rebuild, (type(self), state))
+
+
+def _masked(value: Any, key: str = "") -> Any:
+    """A copy of a decoded *value* with member identifiers and phones in its text masked.
+
+    Strings under an ``…identifier`` or ``phone`` key are masked whole (``7999***1122``),
+    ids (``…id``) are kept as they are, phones inside any other text are masked.
+    """
+    if isinstance(value, str):
+        if key.endswith("identifier") or key == "phone":
+            return mask_identifier(value)
+        return value if key.endswith("id") else mask_phones(value)
+    if isinstance(value, Mapping):
+        return {name: _masked(item, str(name)) for name, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(item, key) for item in value]
+    return value
 
 
 def _rebuild(cls: type[LoyaltyError], state: dict[str, Any]) -> LoyaltyError:

@@ -8,6 +8,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
+from .._scrub import scrubbed_init
 from ._records import (
     Book,
     Decision,
@@ -302,6 +303,7 @@ class RedisIdempotencyStore:
     #: Every method is a round trip to Redis.
     suspends = True
 
+    @scrubbed_init  # a wrong option: the URL (and its password) is in no frame's locals
     def __init__(
         self,
         redis: str | Redis,

@@ -30,6 +30,10 @@ class AuthMiddleware:
     def __repr__(self) -> str:
         return f"AuthMiddleware(shop_id={self._shop_id!r}, shop_secret='{REDACTED}')"
 
+    def secret_in(self, encoded: bytes) -> bool:
+        """Whether *encoded* (a request's arguments as JSON) holds a form of the secret."""
+        return any(form in encoded for form in self._secret_forms)
+
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         # No local variable here holds the secret: error trackers record the local variables of
         # every frame a traceback passes through, and a failed call passes through this one.

@@ -44,14 +44,22 @@ class LoggingMiddleware:
         started = self._clock.monotonic()
         try:
             response = await call_next(request)
-        except LoyaltyError as error:
-            self._done(request, started, error.status, error, logs=logs)
-            raise
-        except BaseException as other:  # cancelled, or a bug below: still one record
-            self._done(request, started, None, None, logs=logs, interrupted=other)
-            raise
-        self._done(request, started, response.status, None, logs=logs)
-        return response
+        except BaseException as exc:  # noqa: BLE001 - cancelled, or a bug below: still one record
+            failure = exc
+        else:
+            self._done(request, started, response.status, None, logs=logs)
+            return response
+        # Out of the `except` block: an exception a hook raises is logged with its traceback,
+        # and inside the block it would chain the failure, whose frames below may still hold
+        # the request (a cancelled attempt's are not cleared yet).
+        try:
+            if isinstance(failure, LoyaltyError):
+                self._done(request, started, failure.status, failure, logs=logs)
+            else:
+                self._done(request, started, None, None, logs=logs, interrupted=failure)
+            raise failure
+        finally:
+            del failure  # no cycle through this frame
 
     def _done(
         self,
