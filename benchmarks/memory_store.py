@@ -19,6 +19,7 @@ import resource
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from rees46_loyalty.idempotency import Intent, MemoryIdempotencyStore, Outcome, State
 
@@ -30,8 +31,7 @@ __all__ = ["measure"]
 def _rss_mib() -> float:
     """The process's resident memory now (Linux's /proc), else its peak."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            pages = int(statm.read().split()[1])
+        pages = int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1])
     except OSError:  # pragma: no cover - not Linux
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return pages * resource.getpagesize() / 2**20
