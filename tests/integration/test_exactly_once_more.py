@@ -42,6 +42,9 @@ async def fake() -> AsyncIterator[FakeRees46]:
         yield server
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def _namespace() -> str:
     return f"review-11-{uuid.uuid4().hex}"
 
@@ -122,9 +125,8 @@ async def test_a_client_closed_while_its_change_waits_leaves_nothing_unknown(
     namespace = _namespace()
     redis_a = Redis.from_url(redis_url)
     worker_a = fake.client(idempotency=RedisIdempotencyStore(redis_a, namespace=namespace))
-    async with fake.client(
-        idempotency=RedisIdempotencyStore(redis_url, namespace=namespace)
-    ) as worker_b:
+    store_b = RedisIdempotencyStore(redis_url, namespace=namespace)
+    async with fake.client(idempotency=store_b) as worker_b:
         await worker_b.apply(order_id="1", cart_items=CART, identifier=PHONE)
         await worker_b.confirm(order_id="1")
         fake.faults.on("confirm", Fault.latency(0.3))
@@ -138,6 +140,7 @@ async def test_a_client_closed_while_its_change_waits_leaves_nothing_unknown(
         await held
         assert fake.received("change") == 0
         result = await worker_b.change(order_id="1", cart_items=SMALLER)  # the redelivery
+    await store_b.close()
     await redis_a.aclose()
     assert result.order_total_change == Decimal(-1000)
 
@@ -218,29 +221,26 @@ async def test_an_explicit_key_names_an_intent_of_its_order(
     assert other.replayed is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F9: decode_responses=True cannot replay a non-UTF-8 answer",
-)
 async def test_a_decoding_redis_client_replays_any_answer(
     fake: FakeRees46, redis_url: str, clock: FakeClock
 ) -> None:
-    """A Redis client with decode_responses=True (common in apps) replays a recorded answer that
-    the SDK accepted (UTF-16 JSON), instead of failing every repeat with IdempotencyError."""
+    """A Redis client with decode_responses=True (common in apps) replays a recorded answer
+    with non-ASCII text; answers are UTF-8 only (a UTF-16 one is refused before it is kept)."""
     redis = Redis.from_url(redis_url, decode_responses=True)
     store = RedisIdempotencyStore(redis, namespace=_namespace())
-    body = json.dumps(
-        {
-            "status": "success",
-            "payload": {"order_id": "9", "order_total": 1000, "order_to_pay": 1000},
-        }
-    ).encode("utf-16")
+    document = {
+        "status": "success",
+        "payload": {"order_id": "9", "order_total": 1000, "order_to_pay": 1000},
+    }
+    utf16 = json.dumps(document).encode("utf-16")
+    document["payload"]["payment_type"] = "карта"  # type: ignore[index]
+    body = json.dumps(document, ensure_ascii=False).encode()
     try:
         async with fake.client(idempotency=store, clock=clock) as client:
-            fake.faults.on(
-                "apply",
-                Fault.raw_answer(body, headers={"Content-Type": "application/json"}),
-            )
+            fake.faults.on("apply", Fault.raw_answer(utf16, headers=JSON))
+            with pytest.raises(LoyaltyError):
+                await client.apply(order_id="8", cart_items=CART, identifier=PHONE)
+            fake.faults.on("apply", Fault.raw_answer(body, headers=JSON))
             first = await client.apply(order_id="9", cart_items=CART, identifier=PHONE)
             again = await client.apply(order_id="9", cart_items=CART, identifier=PHONE)
     finally:
