@@ -6,6 +6,7 @@ member identifiers, which are phone numbers (shown masked: ``7999***1122``).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -78,8 +79,12 @@ def _mask_formatted(match: re.Match[str]) -> str:
     return f"{digits[:4]}{REDACTED}{digits[-4:]}"
 
 
+@functools.lru_cache(maxsize=32)
 def secret_forms(secret: str) -> tuple[str, ...]:
-    """*secret* as it can appear in text: raw, percent-encoded (as in a URL) and JSON-escaped."""
+    """*secret* as it can appear in text: raw, percent-encoded (as in a URL) and JSON-escaped.
+
+    Cached: every answer's headers are checked against them.
+    """
     forms = {
         secret,
         quote(secret, safe=""),

@@ -17,6 +17,7 @@ from ._records import (
     Verdict,
 )
 from ._redis import RedisIdempotencyStore
+from ._sqlite import SqliteIdempotencyStore
 
 __all__ = [
     "Book",
@@ -28,6 +29,7 @@ __all__ = [
     "MemoryIdempotencyStore",
     "Outcome",
     "RedisIdempotencyStore",
+    "SqliteIdempotencyStore",
     "State",
     "Verdict",
 ]

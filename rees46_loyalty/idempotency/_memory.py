@@ -33,6 +33,8 @@ logger = logging.getLogger("rees46_loyalty")
 #: Answers longer than this are kept compressed: a 200-line change answers ~180 KB of JSON that
 #: compresses 10 to 60 times, and a long-running worker keeps thousands of them.
 _COMPRESS_ABOVE = 4096
+_NONE: dict[str, Outcome] = {}
+_GONE = (0, 0.0)
 #: What one kept outcome costs beside its answer's bytes (its objects and the book's), roughly.
 _OUTCOME_OVERHEAD = 600
 
@@ -83,8 +85,9 @@ class MemoryIdempotencyStore:
         self.max_records = max_records
         self.clock: Clock = SystemClock() if clock is None else clock
         self._books: dict[str, Book] = {}
-        # Finished outcomes, oldest first, with the bytes each holds: what may be dropped.
-        self._finished: OrderedDict[tuple[str, str], int] = OrderedDict()
+        # Finished outcomes, oldest first, with the bytes each holds and its expiry: what may be
+        # dropped.
+        self._finished: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
         self._bytes = 0
         self._warned_full = False
         self._changed: dict[str, asyncio.Event] = {}
@@ -188,39 +191,42 @@ class MemoryIdempotencyStore:
 
     def _put(self, key: str, old: Book | None, new: Book | None) -> None:
         """Store *new* as the book of *key* (``None``: delete) and account for what changed."""
-        before = old.outcomes if old is not None else {}
-        after = new.outcomes if new is not None else {}
-        for name, outcome in before.items():
-            if after.get(name) is not outcome and outcome.state is not State.UNKNOWN:
-                self._bytes -= self._finished.pop((key, name), 0)
-        for name, outcome in after.items():
-            if before.get(name) is not outcome and outcome.state is not State.UNKNOWN:
-                size = _OUTCOME_OVERHEAD + (len(outcome.answer) if outcome.answer else 0)
-                self._finished[(key, name)] = size
-                self._bytes += size
+        before = old.outcomes if old is not None else _NONE
+        after = new.outcomes if new is not None else _NONE
+        if before is not after and (before or after):
+            finished = self._finished
+            for name, outcome in before.items():
+                if after.get(name) is not outcome and outcome.state is not State.UNKNOWN:
+                    self._bytes -= finished.pop((key, name), _GONE)[0]
+            for name, outcome in after.items():
+                if before.get(name) is not outcome and outcome.state is not State.UNKNOWN:
+                    answer = outcome.answer
+                    size = _OUTCOME_OVERHEAD + (len(answer) if answer else 0)
+                    finished[(key, name)] = (size, outcome.expires or math.inf)
+                    self._bytes += size
         if new is None:
             self._books.pop(key, None)
         else:
             self._books[key] = new
-        self._drop_expired()
+        if before is not after and (before or after):
+            self._drop_expired()
         if self._bytes > self.max_bytes or len(self._finished) > self.max_records:
             self._drop_oldest()
 
     def _drop_expired(self) -> None:
         # Outcomes finish in about the order they expire (one TTL for all), so a look at the
         # oldest two per write keeps the store free of expired ones without a sweep.
-        now = self.clock.monotonic()
+        finished = self._finished
         for _ in range(2):
-            if not self._finished:
+            if not finished:
                 return
-            key, name = next(iter(self._finished))
-            outcome = self._books[key].outcomes[name]
-            if outcome.expires is None or outcome.expires > now:
+            key, name = oldest = next(iter(finished))
+            if finished[oldest][1] > self.clock.monotonic():
                 return
             self._remove(key, name)
 
     def _remove(self, key: str, name: str) -> Outcome:
-        self._bytes -= self._finished.pop((key, name))
+        self._bytes -= self._finished.pop((key, name))[0]
         book = self._books[key]
         outcome = book.outcomes[name]
         left = Book(

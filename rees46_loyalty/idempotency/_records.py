@@ -28,9 +28,10 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
-from attrs import evolve, field, frozen
+from attrs import Factory, define, evolve, field, frozen
 
 __all__ = [
     "Book",
@@ -99,7 +100,7 @@ class Finish(enum.Enum):
 _DURABLE_UNKNOWN = frozenset({"once", "cancel"})
 
 
-@frozen(kw_only=True)
+@define(kw_only=True)
 class Intent:
     """What a call wants to do.
 
@@ -112,13 +113,18 @@ class Intent:
     fingerprint: str
     key: str | None = None
     safety: str = "safe"
-
-    @property
-    def id(self) -> str:
-        """The name of this intent in its order's book."""
-        if self.key is not None:
-            return "k:" + self.key
-        return f"{self.operation}:{self.fingerprint}"
+    #: The name of this intent in its order's book: ``k:<key>``, or ``<operation>:<fingerprint>``.
+    id: str = field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=Factory(
+            lambda self: (
+                "k:" + self.key if self.key is not None else f"{self.operation}:{self.fingerprint}"
+            ),
+            takes_self=True,
+        ),
+    )
 
     @property
     def once(self) -> bool:
@@ -126,7 +132,7 @@ class Intent:
         return self.safety == "once"
 
 
-@frozen(kw_only=True)
+@define(kw_only=True)
 class Lease:
     """The call that may send on an order now, until ``expires`` (the store's clock, seconds).
 
@@ -142,7 +148,7 @@ class Lease:
     request: bytes | None = field(default=None, repr=False)
 
 
-@frozen(kw_only=True)
+@define(kw_only=True)
 class Outcome:
     """A finished (or unknown) intent.
 
@@ -176,7 +182,7 @@ class Outcome:
         )
 
 
-@frozen(kw_only=True)
+@define(kw_only=True)
 class Book:
     """Everything a store keeps about one order."""
 
@@ -226,6 +232,7 @@ class Decision:
     previous_unknown: bool = False
 
 
+_NO_OUTCOMES: Mapping[str, Outcome] = MappingProxyType({})
 # Decisions without an outcome are all alike: built once.
 _ACQUIRED = Decision(verdict=Verdict.ACQUIRED)
 _ACQUIRED_AFTER_UNKNOWN = Decision(verdict=Verdict.ACQUIRED, previous_unknown=True)
@@ -272,7 +279,7 @@ def decide(
     """
     current = as_of(book, now, ttl)
     changed = current is not book
-    outcomes = current.outcomes if current is not None else {}
+    outcomes = current.outcomes if current is not None else _NO_OUTCOMES
     mine = outcomes.get(intent.id)
     if mine is not None and not mine.same_request(intent):
         return Decision(verdict=Verdict.CONFLICT, outcome=mine), current, changed
@@ -317,19 +324,32 @@ def finish(
     if outcome.state is State.UNKNOWN:
         durable = intent.safety in _DURABLE_UNKNOWN
         noted = lease if mine else existing
-        outcome = evolve(
-            outcome,
+        recorded = Outcome(
+            state=State.UNKNOWN,
+            intent=intent,
+            status=outcome.status,
+            answer=outcome.answer,
+            previous_unknown=outcome.previous_unknown,
             owner=owner,
             expires=None if durable else now + ttl,
             before=_first(outcome.before, noted.before if noted is not None else None),
             request=_first(outcome.request, noted.request if noted is not None else None),
         )
     else:
-        outcome = evolve(outcome, owner=owner, expires=now + ttl, before=None, request=None)
-        outcomes = {
-            name: other for name, other in outcomes.items() if not _superseded_by(other, intent)
-        }
-    outcomes[intent.id] = outcome
+        recorded = Outcome(
+            state=outcome.state,
+            intent=intent,
+            status=outcome.status,
+            answer=outcome.answer,
+            previous_unknown=outcome.previous_unknown,
+            owner=owner,
+            expires=now + ttl,
+        )
+        if outcomes and any(_superseded_by(other, intent) for other in outcomes.values()):
+            outcomes = {
+                name: other for name, other in outcomes.items() if not _superseded_by(other, intent)
+            }
+    outcomes[intent.id] = recorded
     done = Finish.RECORDED if kept_by_me else Finish.RECORDED_AFTER_LOSS
     return done, Book(lease=kept_lease, outcomes=outcomes)
 

@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,7 @@ from rees46_loyalty.idempotency import (
     Intent,
     MemoryIdempotencyStore,
     RedisIdempotencyStore,
+    SqliteIdempotencyStore,
     State,
 )
 from rees46_loyalty.middleware.idempotency import record_key
@@ -38,13 +40,18 @@ SMALLER = [CartItem(product_id="A", price=Decimal("1000"), quantity=3)]
 SMALLEST = [CartItem(product_id="A", price=Decimal("1000"), quantity=1)]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "sqlite"])
 async def store(
-    request: pytest.FixtureRequest, clock: FakeClock, redis_url: str
+    request: pytest.FixtureRequest, clock: FakeClock, redis_url: str, tmp_path: Path
 ) -> AsyncIterator[IdempotencyStore]:
     """Each store; the Redis one under a namespace of its own."""
     if request.param == "memory":
         yield MemoryIdempotencyStore(clock=clock)
+        return
+    if request.param == "sqlite":
+        sqlite = SqliteIdempotencyStore(tmp_path / "idempotency.db")
+        yield sqlite
+        await sqlite.close()
         return
     redis_store = RedisIdempotencyStore(redis_url, namespace=f"test-{uuid.uuid4().hex}")
     yield redis_store
@@ -277,7 +284,7 @@ async def test_waiting_for_a_busy_key_is_bounded(
     """
     intent = Intent(operation="cancel", fingerprint="other", safety="cancel")
     await store.begin(key_of("1"), intent, owner="someone-else")
-    redis = isinstance(store, RedisIdempotencyStore)
+    redis = isinstance(store, RedisIdempotencyStore | SqliteIdempotencyStore)  # real time
     limit = 0.1 if redis else 5
     async with fake.client(
         clock=None if redis else clock, idempotency=store, idempotency_wait=limit

@@ -1,9 +1,9 @@
 """One table of cases that every idempotency store runs: the rules of DESIGN.md, step by step.
 
-The memory store runs the Python rules (``idempotency._records``); the Redis store runs its Lua
-scripts against a real redis-server. Both must answer every step of every case alike. Time is
-moved without waiting: the memory store's clock is a fake one, and a Redis book is aged by
-moving its stored expiries (and its key's TTL) back.
+The memory and SQLite stores run the Python rules (``idempotency._records``); the Redis store
+runs its Lua scripts against a real redis-server. All must answer every step of every case alike.
+Time is moved without waiting: the memory and SQLite stores' clock is a fake one, and a Redis
+book is aged by moving its stored expiries (and its key's TTL) back.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from rees46_loyalty.idempotency import (
     MemoryIdempotencyStore,
     Outcome,
     RedisIdempotencyStore,
+    SqliteIdempotencyStore,
     State,
     Verdict,
 )
@@ -272,12 +274,17 @@ CASES: dict[str, list[Step]] = {
 ORDER = "7:shop-42:order-1"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "sqlite"])
 async def store(
-    request: pytest.FixtureRequest, clock: FakeClock, redis_url: str
+    request: pytest.FixtureRequest, clock: FakeClock, redis_url: str, tmp_path: Path
 ) -> AsyncIterator[IdempotencyStore]:
     if request.param == "memory":
         yield MemoryIdempotencyStore(clock=clock, ttl=TTL, lease=LEASE)
+        return
+    if request.param == "sqlite":
+        sqlite = SqliteIdempotencyStore(tmp_path / "books.db", ttl=TTL, lease=LEASE, clock=clock)
+        yield sqlite
+        await sqlite.close()
         return
     redis = RedisIdempotencyStore(
         redis_url, namespace=f"cases-{uuid.uuid4().hex}", ttl=TTL, lease=LEASE
@@ -287,7 +294,7 @@ async def store(
 
 
 async def _age(store: IdempotencyStore, clock: FakeClock, seconds: float) -> None:
-    if isinstance(store, MemoryIdempotencyStore):
+    if isinstance(store, MemoryIdempotencyStore | SqliteIdempotencyStore):
         clock.advance(seconds)
         return
     assert isinstance(store, RedisIdempotencyStore)
@@ -311,7 +318,16 @@ async def _age(store: IdempotencyStore, clock: FakeClock, seconds: float) -> Non
             await client.pexpire(key, left - shift)
 
 
+def _delete_database(path: Path) -> None:
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        name.unlink(missing_ok=True)
+
+
 async def _wipe(store: IdempotencyStore) -> None:
+    if isinstance(store, SqliteIdempotencyStore):
+        await store.close()
+        _delete_database(store.path)  # a lost disk, in small: the next step starts afresh
+        return
     if isinstance(store, RedisIdempotencyStore):
         await store._redis.delete(store._key(ORDER))
         return
