@@ -1,0 +1,91 @@
+"""The SQLite store across processes of one host, and across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from rees46_loyalty import CartItem
+from rees46_loyalty.idempotency import SqliteIdempotencyStore
+from rees46_loyalty.testing import FakeRees46, Fault
+from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
+
+pytestmark = pytest.mark.integration
+
+CART = [CartItem(product_id="A", price=Decimal("1000"), quantity=4)]
+
+_WORKER = f"""
+import asyncio, sys
+from decimal import Decimal
+from rees46_loyalty import CartItem, LoyaltyClient
+from rees46_loyalty.idempotency import SqliteIdempotencyStore
+
+async def main(url, path):
+    store = SqliteIdempotencyStore(path)
+    async with LoyaltyClient({SHOP_ID!r}, {SHOP_SECRET!r}, base_url=url, idempotency=store) as client:
+        cart = [CartItem(product_id="A", price=Decimal("1000"), quantity=3)]
+        change = await client.change(order_id="1", cart_items=cart, idempotency_key="job-1")
+    await store.close()
+    print(change.order_total_change, change.replayed)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeRees46]:
+    async with FakeRees46(shop_id=SHOP_ID, shop_secret=SHOP_SECRET) as server:
+        server.add_member(PHONE, bonuses=1000)
+        server.add_product("A", "Tea")
+        async with server.client(idempotency=None) as setup:
+            await setup.apply(order_id="1", cart_items=CART, identifier=PHONE)
+            await setup.confirm(order_id="1")
+        yield server
+
+
+async def _worker(fake: FakeRees46, path: Path) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _WORKER,
+        fake.url,
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    return out.decode().strip()
+
+
+async def test_two_processes_sharing_the_file_send_one_change(
+    fake: FakeRees46, tmp_path: Path
+) -> None:
+    """The same job run by two worker processes at once: one change, the same refund twice."""
+    fake.faults.on("change", Fault.latency(0.3))  # the first holds the order a while
+    path = tmp_path / "idempotency.db"
+    first, second = await asyncio.gather(_worker(fake, path), _worker(fake, path))
+    assert sorted([first, second]) == ["-1000 False", "-1000 True"]
+    assert len(fake.ledger.effects_for("change")) == 1
+
+
+async def test_a_worker_that_comes_back_replays_what_it_recorded(
+    fake: FakeRees46, tmp_path: Path
+) -> None:
+    """A process records its change and exits; the job redelivered to a new process replays."""
+    path = tmp_path / "idempotency.db"
+    assert await _worker(fake, path) == "-1000 False"
+    assert await _worker(fake, path) == "-1000 True"
+    assert len(fake.ledger.effects_for("change")) == 1
+
+
+async def test_the_store_refuses_nonsense(tmp_path: Path) -> None:
+    """Non-positive or misordered settings fail at construction, naming the setting."""
+    with pytest.raises(ValueError, match="ttl"):
+        SqliteIdempotencyStore(tmp_path / "x.db", ttl=10, lease=60)
+    with pytest.raises(TypeError, match="lease"):
+        SqliteIdempotencyStore(tmp_path / "x.db", lease="60")  # type: ignore[arg-type]
