@@ -27,7 +27,8 @@ from rees46_loyalty.idempotency import SqliteIdempotencyStore
 
 async def main(url, path):
     store = SqliteIdempotencyStore(path)
-    async with LoyaltyClient({SHOP_ID!r}, {SHOP_SECRET!r}, base_url=url, idempotency=store) as client:
+    client = LoyaltyClient({SHOP_ID!r}, {SHOP_SECRET!r}, base_url=url, idempotency=store)
+    async with client:
         cart = [CartItem(product_id="A", price=Decimal("1000"), quantity=3)]
         change = await client.change(order_id="1", cart_items=cart, idempotency_key="job-1")
     await store.close()
