@@ -62,6 +62,13 @@ class Reconciliation:
     idempotency_key: str | None = None
     decided_by: str
 
+    @property
+    def order_total_change(self) -> Decimal:
+        """The money the reconciled call moved: its ``change``'s amount if applied, else 0."""
+        if isinstance(self.result, OrderChange):
+            return self.result.order_total_change
+        return Decimal(0)
+
 
 def _number(value: object) -> Decimal:
     if isinstance(value, Decimal):

@@ -96,7 +96,7 @@ async def test_a_change_whose_answer_was_lost_is_applied_with_its_exact_refund(
     [refund] = _committed_changes(fake)
     assert (found.applied, found.operation, found.decided_by) == (True, "change", "details")
     assert isinstance(found.result, OrderChange)
-    assert found.result.order_total_change == refund
+    assert found.result.order_total_change == found.order_total_change == refund
     again = await client.change(order_id="1", cart_items=RETURN)
     assert again.replayed is True
     assert again.order_total_change == refund
@@ -111,7 +111,7 @@ async def test_a_change_never_processed_is_not_applied_and_is_sent_again(
     with pytest.raises(OutcomeUnknownError):
         await client.change(order_id="1", cart_items=RETURN)
     found = await client.reconcile(order_id="1")
-    assert (found.applied, found.result) == (False, None)
+    assert (found.applied, found.result, found.order_total_change) == (False, None, 0)
     again = await client.change(order_id="1", cart_items=RETURN)
     assert again.replayed is False
     assert _committed_changes(fake) == [again.order_total_change]
