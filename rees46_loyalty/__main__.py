@@ -39,8 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo",
         help="run a whole order life cycle against the embedded fake API, with faults on",
-        description="Run estimate, apply, confirm, change, cancel against the embedded fake "
-        "server with a fault planned for each step, then check the server's ledger. "
+        description="Run estimate, apply, confirm, change, reconcile, cancel against the embedded "
+        "fake server with a fault planned for each step, then check the server's ledger. "
         "Exit code 0 when every check holds.",
     )
     serve = commands.add_parser(
