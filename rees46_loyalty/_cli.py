@@ -102,10 +102,17 @@ class Output:
 class Prepared:
     """A checked, confirmed command with its client, ready to send."""
 
-    def __init__(self, args: argparse.Namespace, client: LoyaltyClient, send: Send) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        client: LoyaltyClient,
+        send: Send,
+        store: IdempotencyStore | None = None,
+    ) -> None:
         self._args = args
         self._client = client
         self._send = send
+        self._store = store  # the store made for this run, closed after it
         #: Whether the request may have left: an interruption after that is an unknown outcome.
         self.sending = False
 
@@ -132,9 +139,8 @@ class Prepared:
                     self.sending = True
                     lines, document = await self._send(self._client)
             finally:
-                store = self._client.idempotency
-                if store is not None:
-                    await store.close()
+                if self._store is not None:
+                    await self._store.close()
         except LoyaltyError as error:
             code, hint = _classify(error, self._args)
             output.err(f"error: {type(error).__name__}: {error}{hint}\n")
@@ -158,12 +164,13 @@ def prepare(
     Returns the command ready to send, or the exit code to stop with. *client_options* go to
     :meth:`LoyaltyClient.from_env` (tests pass a fake clock).
     """
+    store: IdempotencyStore | None = None
     try:
         options = dict(client_options or {})
         if "idempotency" not in options:
-            options["idempotency"] = operator_store(options.get("clock"))
+            store = options["idempotency"] = operator_store(options.get("clock"))
         client = LoyaltyClient.from_env(**options)
-    except ValueError as error:
+    except (ValueError, ImportError) as error:
         # The client's advice names a constructor argument the command line does not have.
         text = str(error).replace(
             "or pass allow_insecure_http=True", "or http on a loopback address"
@@ -177,7 +184,7 @@ def prepare(
         return ExitCode.VALIDATION
     if question and not getattr(args, "yes", False) and not _confirmed(question, stdin, output):
         return ExitCode.NOT_CONFIRMED
-    return Prepared(args, client, send)
+    return Prepared(args, client, send, store)
 
 
 async def run(

@@ -773,3 +773,16 @@ async def test_change_with_a_key_is_replayed_from_the_shared_store(
     assert (one["replayed"], two["replayed"]) == (False, True)
     assert one["order_total_change"] == two["order_total_change"]
     assert fake.received("change") == 1
+
+
+async def test_a_bad_redis_url_is_a_configuration_error(
+    fake: FakeRees46, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A REES46_REDIS_URL that is not a Redis URL: exit 3, one line, nothing sent."""
+    monkeypatch.setenv("REES46_REDIS_URL", "ftp://cache.example/0")
+    before = len(fake.ledger.requests)
+    run = await cli("reconcile", ORDER)
+    assert run.code == ExitCode.CONFIGURATION
+    assert run.err.startswith("error: configuration: ")
+    assert run.err.count("\n") == 1
+    assert len(fake.ledger.requests) == before
