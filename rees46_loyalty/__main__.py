@@ -1,7 +1,7 @@
 """The command line: ``python -m rees46_loyalty demo | serve-fake | details | history | …``.
 
-``demo`` and ``serve-fake`` are for developers; ``details``, ``history``, ``cancel`` and
-``change`` are for shop support staff and live in ``_cli.py``.
+``demo`` and ``serve-fake`` are for developers; ``details``, ``history``, ``cancel``,
+``change`` and ``reconcile`` are for shop support staff and live in ``_cli.py``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m rees46_loyalty",
         description=textwrap.fill(
             "The REES46 loyalty checkout SDK: a demo, a fake API server, and commands for "
-            "shop support staff (details, history, cancel, change). Run a command with --help "
-            "for its arguments and examples.",
+            "shop support staff (details, history, cancel, change, reconcile). Run a command "
+            "with --help for its arguments and examples.",
             width=88,
         ),
         epilog=f"operator commands ({', '.join(sorted(COMMANDS))}):\n{EXIT_CODES_HELP}",
@@ -39,8 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo",
         help="run a whole order life cycle against the embedded fake API, with faults on",
-        description="Run estimate, apply, confirm, change, cancel against the embedded fake "
-        "server with a fault planned for each step, then check the server's ledger. "
+        description="Run estimate, apply, confirm, change, reconcile, cancel against the embedded "
+        "fake server with a fault planned for each step, then check the server's ledger. "
         "Exit code 0 when every check holds.",
     )
     serve = commands.add_parser(

@@ -1,4 +1,4 @@
-"""The operator commands: ``details``, ``history``, ``cancel``, ``change`` for shop support staff.
+"""The operator commands: ``details``, ``history``, ``cancel``, ``change``, ``reconcile``.
 
 A command runs in two steps. :func:`prepare` needs no event loop and sends nothing: it reads
 the credentials from the environment, checks the arguments as the SDK would, and for ``cancel``
@@ -6,6 +6,11 @@ and ``change`` shows what will be sent and reads y/N. It runs outside the event 
 Ctrl-C at the question interrupts at once. :meth:`Prepared.execute` then sends the request and
 prints the answer. Every error class has its own exit code (see ``_cli_args.ExitCode``) and
 one line on stderr, never a traceback.
+
+The idempotency store of the commands comes from :func:`operator_store`: the workers' Redis
+store when ``REES46_REDIS_URL`` is set (so that ``reconcile`` sees what a worker left unknown,
+and a ``change --idempotency-key`` run twice is answered from its record), else a store in
+memory that lives as long as one run.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from ._cli_render import (
     escape_controls,
     history_lines,
     order_lines,
+    reconciliation_lines,
     ref_lines,
     to_json,
 )
 from ._client import MIN_SECRET_LENGTH, LoyaltyClient
+from ._clock import Clock
 from ._redact import REDACTED, mask_identifier, secret_forms
 from .errors import (
     AuthenticationError,
@@ -42,8 +49,20 @@ from .errors import (
     OutcomeUnknownError,
     ValidationError,
 )
+from .idempotency import IdempotencyStore, MemoryIdempotencyStore
 
-__all__ = ["Output", "Prepared", "prepare", "run", "run_in_new_loop"]
+__all__ = [
+    "REDIS_URL_VARIABLE",
+    "Output",
+    "Prepared",
+    "operator_store",
+    "prepare",
+    "run",
+    "run_in_new_loop",
+]
+
+#: The environment variable naming the workers' Redis idempotency store.
+REDIS_URL_VARIABLE = "REES46_REDIS_URL"
 
 Result = tuple[list[str], dict[str, Any]]
 Send = Callable[[LoyaltyClient], Awaitable[Result]]
@@ -83,10 +102,17 @@ class Output:
 class Prepared:
     """A checked, confirmed command with its client, ready to send."""
 
-    def __init__(self, args: argparse.Namespace, client: LoyaltyClient, send: Send) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        client: LoyaltyClient,
+        send: Send,
+        store: IdempotencyStore | None = None,
+    ) -> None:
         self._args = args
         self._client = client
         self._send = send
+        self._store = store  # the store made for this run, closed after it
         #: Whether the request may have left: an interruption after that is an unknown outcome.
         self.sending = False
 
@@ -97,22 +123,24 @@ class Prepared:
             output.err("\ninterrupted\n")
             return ExitCode.INTERRUPTED
         advice = (
-            "do NOT send the change again: reconcile with details first"
-            if command == "change"
-            else "check with details before you cancel again"
+            "do NOT send the change again" if command == "change" else "do not cancel again yet"
         )
         output.err(
-            f"\ninterrupted after the {command} was sent: it may have been applied; {advice} "
-            f"(python -m rees46_loyalty details --order-id {self._args.order_id})\n"
+            f"\ninterrupted after the {command} was sent: it may have been applied; {advice}: "
+            f"{_reconcile_advice(self._args)}\n"
         )
         return ExitCode.OUTCOME_UNKNOWN
 
     async def execute(self, output: Output) -> int:
         """Send the request, print the answer; returns the exit code."""
         try:
-            async with self._client:
-                self.sending = True
-                lines, document = await self._send(self._client)
+            try:
+                async with self._client:
+                    self.sending = True
+                    lines, document = await self._send(self._client)
+            finally:
+                if self._store is not None:
+                    await self._store.close()
         except LoyaltyError as error:
             code, hint = _classify(error, self._args)
             output.err(f"error: {type(error).__name__}: {error}{hint}\n")
@@ -136,9 +164,13 @@ def prepare(
     Returns the command ready to send, or the exit code to stop with. *client_options* go to
     :meth:`LoyaltyClient.from_env` (tests pass a fake clock).
     """
+    store: IdempotencyStore | None = None
     try:
-        client = LoyaltyClient.from_env(**dict(client_options or {}))
-    except ValueError as error:
+        options = dict(client_options or {})
+        if "idempotency" not in options:
+            store = options["idempotency"] = operator_store(options.get("clock"))
+        client = LoyaltyClient.from_env(**options)
+    except (ValueError, ImportError) as error:
         # The client's advice names a constructor argument the command line does not have.
         text = str(error).replace(
             "or pass allow_insecure_http=True", "or http on a loopback address"
@@ -152,7 +184,7 @@ def prepare(
         return ExitCode.VALIDATION
     if question and not getattr(args, "yes", False) and not _confirmed(question, stdin, output):
         return ExitCode.NOT_CONFIRMED
-    return Prepared(args, client, send)
+    return Prepared(args, client, send, store)
 
 
 async def run(
@@ -189,6 +221,34 @@ def run_in_new_loop(
         return prepared.interrupted(output)
 
 
+def operator_store(clock: Clock | None = None) -> IdempotencyStore:
+    """The idempotency store of the operator commands.
+
+    The workers' Redis store when ``REES46_REDIS_URL`` is set (with the SDK's default
+    namespace, as the workers' ``RedisIdempotencyStore(url)``), else a store in memory.
+    """
+    url = os.environ.get(REDIS_URL_VARIABLE)
+    if url:
+        from .idempotency import RedisIdempotencyStore  # noqa: PLC0415 - the redis extra
+
+        return RedisIdempotencyStore(url)
+    return MemoryIdempotencyStore() if clock is None else MemoryIdempotencyStore(clock=clock)
+
+
+def _reconcile_advice(args: argparse.Namespace) -> str:
+    """The command that decides an unknown outcome of *args*' call, and what it needs."""
+    key = getattr(args, "idempotency_key", None)
+    command = f"python -m rees46_loyalty reconcile {args.order_id}"
+    if key is not None:
+        command += f" --idempotency-key {key}"
+    if os.environ.get(REDIS_URL_VARIABLE):
+        return f"run {command}"
+    return (
+        f"run {command} with {REDIS_URL_VARIABLE} set (this run kept its record in memory, "
+        f"so without it compare details --order-id {args.order_id} with what you sent)"
+    )
+
+
 def _checked(args: argparse.Namespace) -> tuple[Send, list[str]]:
     """Check the arguments as the SDK will; the sending step and the question to ask."""
     command: str = args.command
@@ -202,6 +262,16 @@ def _checked(args: argparse.Namespace) -> tuple[Send, list[str]]:
 
         return history, []
     order_id = check.order_id(args.order_id, command)
+    if command == "reconcile":
+        key: str | None = args.idempotency_key
+        if key is not None:
+            check.idempotency_key(key, command)
+
+        async def reconcile(client: LoyaltyClient) -> Result:
+            found = await client.reconcile(order_id=order_id, idempotency_key=key)
+            return reconciliation_lines(found), to_json(found)
+
+        return reconcile, []
     if command == "details":
 
         async def details(client: LoyaltyClient) -> Result:
@@ -281,6 +351,12 @@ _EXIT_CODES: tuple[tuple[type[LoyaltyError] | tuple[type[LoyaltyError], ...], Ex
 
 
 def _exit_code(error: LoyaltyError) -> ExitCode:
+    if (
+        isinstance(error, IdempotencyError)
+        and not error.retryable
+        and error.operation == "reconcile"
+    ):
+        return ExitCode.NOTHING_TO_RECONCILE
     if isinstance(error, IdempotencyError) and not error.retryable:
         # A key reused for another request: the operator's input, like a validation error.
         return ExitCode.VALIDATION
@@ -294,10 +370,18 @@ def _classify(error: LoyaltyError, args: argparse.Namespace) -> tuple[ExitCode, 
     """The exit code of *error*, and a hint on what to do next (may be empty)."""
     code = _exit_code(error)
     hint = ""
-    if code is ExitCode.OUTCOME_UNKNOWN:
+    if code is ExitCode.OUTCOME_UNKNOWN and args.command == "reconcile":
         hint = (
-            "; do NOT send the change again: reconcile with details first "
-            f"(python -m rees46_loyalty details --order-id {args.order_id})"
+            "; nothing was sent: compare details --order-id "
+            f"{args.order_id} with the shop's own records before doing anything else"
+        )
+    elif code is ExitCode.OUTCOME_UNKNOWN:
+        what = "the change" if args.command == "change" else f"the {args.command}"
+        hint = f"; do NOT send {what} again: {_reconcile_advice(args)}"
+    elif code is ExitCode.NOTHING_TO_RECONCILE and not os.environ.get(REDIS_URL_VARIABLE):
+        hint = (
+            f"; {REDIS_URL_VARIABLE} is not set, so only this run's records were searched: "
+            "set it to the workers' Redis"
         )
     elif isinstance(error, OrderStatusError) and error.previous_outcome_unknown:
         hint = "; an earlier attempt of this call most likely did it: check history"

@@ -30,6 +30,7 @@ class ExitCode(enum.IntEnum):
     TRANSIENT = 9
     MALFORMED_ANSWER = 10
     NOT_CONFIRMED = 11
+    NOTHING_TO_RECONCILE = 12
     INTERRUPTED = 130
 
 
@@ -45,12 +46,14 @@ exit codes:
   5    not found: no such order or no such member
   6    order status: the order is not in a state that allows it (terminal, do not retry)
   7    outcome unknown: the change may or may not have been applied; do NOT send it again,
-       reconcile with `details --order-id ...` first
+       run `reconcile ORDER_ID` first (for reconcile: still undecidable, nothing was sent)
   8    authentication: the API refused REES46_SHOP_ID / REES46_SHOP_SECRET
   9    transient: rate limited, server error, timeout or no connection; try again later
   10   malformed answer: not the API's documented envelope (a cancel may have been
        applied all the same: run it again, an order status error means it was)
   11   not confirmed: the answer was not "y", or there was no answer (stdin closed)
+  12   nothing to reconcile: the idempotency store has no unknown outcome for the order
+       (or the key); without REES46_REDIS_URL it holds only this run's records
   130  interrupted (Ctrl-C)
 """
 
@@ -59,6 +62,8 @@ environment:
   REES46_SHOP_ID       the shop's API key (required)
   REES46_SHOP_SECRET   the shop's secret key (required; never printed)
   REES46_BASE_URL      the API's URL (default https://api.rees46.ru)
+  REES46_REDIS_URL     the workers' Redis idempotency store (redis://...); without it the
+                       records of cancel / change / reconcile live only as long as one run
 """
 
 _JSON_HELP = (
@@ -178,12 +183,37 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     change.add_argument(
         "--idempotency-key",
         metavar="KEY",
-        help="a name for this request (e.g. the ticket number), up to 255 characters; the "
-        "record of it lives only as long as this run, so check with details before running "
-        "a change again",
+        help="a name for this request (e.g. the ticket number), up to 255 characters; with "
+        "REES46_REDIS_URL its record is kept in the workers' store (a second run with the key "
+        "is answered from it), without it only as long as this run",
     )
 
-    for parser in (details, history, cancel, change):
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="find out whether a change or cancel with an unknown outcome was applied",
+        description=_paragraph(
+            "Decide an unknown outcome (exit code 7 of change or cancel, or a worker's "
+            "OutcomeUnknownError) from the order as the server has it now, and record it in the "
+            "idempotency store: an applied change gets its refund (order_total_change, derived "
+            "as order_to_pay now minus before), and a redelivered identical call is then "
+            "answered from the record; a change not applied may be sent again. Sends no "
+            "change or cancel, only reads. Needs REES46_REDIS_URL to see the workers' records."
+        ),
+        epilog=_epilog(
+            f"REES46_REDIS_URL=redis://localhost:6379/0 {prog} reconcile 1001",
+            f"{prog} reconcile 1001 --idempotency-key refund:4711 --json",
+        ),
+        formatter_class=formatter,
+    )
+    reconcile.add_argument("order_id", metavar="ORDER_ID", help="the order to reconcile")
+    reconcile.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="the key of the call to reconcile (OutcomeUnknownError.idempotency_key, a "
+        "worker's job id); without it, the call whose outcome blocks the order",
+    )
+
+    for parser in (details, history, cancel, change, reconcile):
         parser.add_argument("--json", action="store_true", help=_JSON_HELP)
     for parser in (cancel, change):
         parser.add_argument(
@@ -192,4 +222,4 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 #: The names of the operator commands.
-COMMANDS = frozenset({"details", "history", "cancel", "change"})
+COMMANDS = frozenset({"details", "history", "cancel", "change", "reconcile"})

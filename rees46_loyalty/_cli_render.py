@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from ._reconcile import Reconciliation
 from ._redact import mask_identifier, mask_phones
 from .models import CartItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
 
@@ -26,6 +27,7 @@ __all__ = [
     "money",
     "number",
     "order_lines",
+    "reconciliation_lines",
     "ref_lines",
     "to_json",
 ]
@@ -235,6 +237,43 @@ def ref_lines(verb: str, ref: OrderRef) -> list[str]:
     if ref.replayed:
         pairs.append(("replayed", "yes: answered from the idempotency record, nothing sent"))
     return [f"order {ref.order_id} {verb}", *_aligned(pairs)]
+
+
+_DECIDED_BY = {
+    "details": "the order's lines now, against its lines before and the lines asked for",
+    "history": "the order's status in the member's history",
+    "record": "the idempotency record: the outcome was already known, nothing was read",
+}
+
+
+def reconciliation_lines(found: Reconciliation) -> list[str]:
+    """What ``reconcile`` found: applied or not, how it was decided, and the derived result."""
+    operation = found.operation
+    if found.applied:
+        headline = f"order {found.order_id}: the {operation} WAS applied"
+        after = f"a redelivered identical {operation} is answered from this record, nothing sent"
+    else:
+        headline = f"order {found.order_id}: the {operation} was NOT applied"
+        after = f"the {operation} may be sent again: it goes to the server"
+    pairs = [
+        ("order_id", found.order_id),
+        ("operation", operation),
+        ("applied", "yes" if found.applied else "no"),
+        ("decided_by", f"{found.decided_by}: {_DECIDED_BY.get(found.decided_by, '')}".rstrip()),
+        ("idempotency_key", _shown(found.idempotency_key)),
+    ]
+    result = found.result
+    lines = [headline]
+    if isinstance(result, OrderChange):
+        lines.append(_money_moves(result.order_total_change))
+        pairs += [
+            ("order_total_change", money(result.order_total_change)),
+            ("order_to_pay", money(result.order_to_pay)),
+        ]
+    elif isinstance(result, OrderCalculation):
+        pairs.append(("order_to_pay", money(result.order_to_pay)))
+    pairs.append(("next", after))
+    return [*lines, *_aligned(pairs)]
 
 
 def cart_lines(cart: Sequence[CartItem]) -> list[str]:

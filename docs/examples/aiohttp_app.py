@@ -38,6 +38,7 @@ from rees46_loyalty import (
     LoyaltyError,
     NotFoundError,
     OrderCalculation,
+    OrderChange,
     OrderStatusError,
     OutcomeUnknownError,
     ValidationError,
@@ -217,24 +218,57 @@ async def return_items(request: web.Request) -> web.Response:
     if not isinstance(return_id, str) or not return_id:
         raise refused(web.HTTPUnprocessableEntity, "return_id is required")
     order_id = request.match_info["order_id"]
-    change = await request.app[LOYALTY].change(
-        order_id=order_id,
-        cart_items=cart_items(body),
-        # A double click or a resent request with the same return id gets the first answer
-        # back: a second change would answer 0 and the refund amount would be lost.
-        idempotency_key=f"return:{return_id}",
-    )
+    loyalty = request.app[LOYALTY]
+    key = f"return:{return_id}"
+    try:
+        change = await loyalty.change(
+            order_id=order_id,
+            cart_items=cart_items(body),
+            # A double click or a resent request with the same return id gets the first answer
+            # back: a second change would answer 0 and the refund amount would be lost.
+            idempotency_key=key,
+        )
+    except OutcomeUnknownError as unknown:
+        # Never a 2xx for an unknown outcome: reconcile it here (see the FastAPI example).
+        found = await loyalty.reconcile(order_id=order_id, idempotency_key=unknown.idempotency_key)
+        if found.applied and found.idempotency_key == key and isinstance(found.result, OrderChange):
+            return web.json_response(
+                {
+                    "order_id": order_id,
+                    "refund": str(-found.result.order_total_change),
+                    "order_to_pay": str(found.result.order_to_pay),
+                    "replayed": False,
+                    "reconciled": True,
+                }
+            )
+        return web.json_response(
+            {
+                "error": "NotApplied",
+                "detail": f"the return was not applied to order {order_id}: send it again",
+            },
+            status=503,
+            headers={"Retry-After": "1"},
+        )
     return web.json_response(
         {
             "order_id": order_id,
             "refund": str(-change.order_total_change),
             "order_to_pay": str(change.order_to_pay),
             "replayed": change.replayed,
+            "reconciled": False,
         }
     )
 
 
 # -- errors as HTTP answers ------------------------------------------------------------------
+
+
+def reconcile_command(error: OutcomeUnknownError) -> str:
+    """The operator command that decides *error*'s unknown outcome from the workers' store."""
+    command = f"python -m rees46_loyalty reconcile {error.order_id}"
+    if error.idempotency_key is not None:
+        command += f" --idempotency-key {error.idempotency_key}"
+    return command
 
 
 def http_answer(error: LoyaltyError) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -253,9 +287,10 @@ def http_answer(error: LoyaltyError) -> tuple[int, dict[str, Any], dict[str, str
     elif isinstance(error, OrderStatusError):
         status = 409  # terminal: the order's state does not allow it, retrying never helps
     elif isinstance(error, OutcomeUnknownError):
-        # The refund may or may not have been applied: accepted, to be settled by a person.
-        status = 202
-        body["reconcile"] = f"GET /back-office/orders/{error.order_id}"
+        # Never a 2xx: reconcile() could not decide, or the order is blocked by another call's
+        # unknown outcome; for a person to settle.
+        status = 409
+        body["reconcile"] = reconcile_command(error)
     elif isinstance(error, IdempotencyError) and not error.retryable:
         status = 409  # the same return id was used for another return
     elif isinstance(error, BadRequestError):

@@ -6,7 +6,9 @@ Run it with ``arq arq_worker.WorkerSettings`` (``REES46_SHOP_ID``, ``REES46_SHOP
     await redis.enqueue_job("refund", order_id, lines, _job_id=f"refund:{return_id}")
 
 The job id is the idempotency key of the ``change``: however often arq delivers the job, REES46
-sees one change, and every delivery returns the same refund amount.
+sees one change, and every delivery returns the same refund amount. When the answer of the
+change is lost (``OutcomeUnknownError``), the job reconciles it: applied, it returns the refund
+the lost answer would have carried; not applied, it is retried, and the retry sends the change.
 """
 
 import os
@@ -16,7 +18,14 @@ from typing import Any
 from arq import Retry
 from arq.connections import RedisSettings
 
-from rees46_loyalty import APIError, CartItem, LoyaltyClient, LoyaltyError
+from rees46_loyalty import (
+    APIError,
+    CartItem,
+    LoyaltyClient,
+    LoyaltyError,
+    OrderChange,
+    OutcomeUnknownError,
+)
 from rees46_loyalty.idempotency import RedisIdempotencyStore
 
 
@@ -51,14 +60,38 @@ async def refund(ctx: dict[str, Any], order_id: str, lines: list[dict[str, str]]
         change = await loyalty.change(
             order_id=order_id, cart_items=cart, idempotency_key=ctx["job_id"]
         )
+    except OutcomeUnknownError as unknown:
+        return await reconciled_refund(loyalty, order_id, unknown, ctx["job_id"])
     except LoyaltyError as error:
         if not error.retryable:
-            # OutcomeUnknownError (reconcile with details() first), OrderStatusError, ...:
-            # running the job again cannot help, a person must look at it.
+            # OrderStatusError, ValidationError, ...: running the job again cannot help,
+            # a person must look at it.
             raise
         retry_after = error.retry_after if isinstance(error, APIError) else None
         raise Retry(defer=retry_after or 10) from error
     return str(-change.order_total_change)
+
+
+async def reconciled_refund(
+    loyalty: LoyaltyClient, order_id: str, unknown: OutcomeUnknownError, job_id: str
+) -> str:
+    """The refund of this job's change whose answer was lost, or arq's ``Retry``.
+
+    ``reconcile`` reads the order and records what it finds. If this job's change was applied,
+    its refund is derived (the order's ``order_to_pay`` now minus before) and returned. If it was
+    not applied, or another call blocked the order and is now decided, the job is retried: the
+    retry sends the change (or is answered from its record). An order that cannot be decided
+    (someone else changed it meanwhile) raises ``OutcomeUnknownError``: for a person.
+    """
+    try:
+        found = await loyalty.reconcile(order_id=order_id, idempotency_key=unknown.idempotency_key)
+    except LoyaltyError as error:
+        if not error.retryable:
+            raise
+        raise Retry(defer=10) from error  # the API or the store was busy: reconcile on the retry
+    if found.applied and found.idempotency_key == job_id and isinstance(found.result, OrderChange):
+        return str(-found.result.order_total_change)
+    raise Retry(defer=0) from unknown
 
 
 class WorkerSettings:

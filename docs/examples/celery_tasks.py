@@ -6,7 +6,10 @@ and ``REDIS_URL`` in the environment), and send a return from the shop's backend
     refund.apply_async((order_id, lines), task_id=f"refund:{return_id}")
 
 The task id is the idempotency key of the ``change``: however often the broker delivers the task,
-REES46 sees one change, and every delivery returns the same refund amount.
+REES46 sees one change, and every delivery returns the same refund amount. When the answer of the
+change is lost (``OutcomeUnknownError``), the task reconciles it: applied, it returns the refund
+the lost answer would have carried; not applied, ``self.retry`` delivers it again, and the retry
+sends the change.
 """
 
 import os
@@ -17,7 +20,14 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from rees46_loyalty import APIError, CartItem, LoyaltyError, SyncLoyaltyClient
+from rees46_loyalty import (
+    APIError,
+    CartItem,
+    LoyaltyError,
+    OrderChange,
+    OutcomeUnknownError,
+    SyncLoyaltyClient,
+)
 from rees46_loyalty.idempotency import RedisIdempotencyStore
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
@@ -75,14 +85,25 @@ def refund(self: "Task[Any, Any]", order_id: str, lines: list[dict[str, str]]) -
         )
         for line in lines
     ]
+    task_id = str(self.request.id)
     try:
-        change = loyalty().change(
-            order_id=order_id, cart_items=cart, idempotency_key=str(self.request.id)
-        )
+        change = loyalty().change(order_id=order_id, cart_items=cart, idempotency_key=task_id)
+    except OutcomeUnknownError as unknown:
+        # Decide it from the order now; an order someone else changed meanwhile raises
+        # OutcomeUnknownError again and fails the task, for a person.
+        found = loyalty().reconcile(order_id=order_id, idempotency_key=unknown.idempotency_key)
+        if (
+            found.applied
+            and found.idempotency_key == task_id
+            and isinstance(found.result, OrderChange)
+        ):
+            return str(-found.result.order_total_change)
+        # Not applied (or another call blocked the order, now decided): the retry sends it.
+        raise self.retry(exc=unknown, countdown=0) from unknown
     except LoyaltyError as error:
         if not error.retryable:
-            # OutcomeUnknownError (reconcile with details() first), OrderStatusError, ...:
-            # running the task again cannot help, a person must look at it.
+            # OrderStatusError, ValidationError, ...: running the task again cannot help,
+            # a person must look at it.
             raise
         retry_after = error.retry_after if isinstance(error, APIError) else None
         # Celery's retry keeps the task id, so the retry has the same idempotency key.

@@ -35,6 +35,7 @@ from rees46_loyalty import (
     LoyaltyError,
     NotFoundError,
     OrderCalculation,
+    OrderChange,
     OrderStatusError,
     OutcomeUnknownError,
     SyncLoyaltyClient,
@@ -138,7 +139,12 @@ def http_answer(error: LoyaltyError) -> JsonResponse:
     elif isinstance(error, OrderStatusError | IdempotencyError) and not error.retryable:
         status = 409  # the order's state does not allow it / the key was used for another return
     elif isinstance(error, OutcomeUnknownError):
-        status = 202  # the refund may or may not have been applied: for a person to settle
+        # Never a 2xx: reconcile() could not decide (someone else changed the order), or the
+        # order is blocked by another call's unknown outcome; for a person to settle.
+        status = 409
+        body["reconcile"] = f"python -m rees46_loyalty reconcile {error.order_id}" + (
+            f" --idempotency-key {error.idempotency_key}" if error.idempotency_key else ""
+        )
     elif isinstance(error, BadRequestError):
         status = 400
     elif isinstance(error, AuthenticationError):
@@ -206,17 +212,42 @@ def return_items(request: HttpRequest, order_id: str) -> JsonResponse:
     return_id = body.get("return_id")
     if not isinstance(return_id, str) or not return_id:
         raise BadInputError(422, "return_id is required", "return_id")
-    change = loyalty().change(
-        order_id=order_id,
-        cart_items=cart_items(body),
-        # The same return sent twice gets the first answer back, never a second change.
-        idempotency_key=f"return:{return_id}",
-    )
+    key = f"return:{return_id}"
+    try:
+        change = loyalty().change(
+            order_id=order_id,
+            cart_items=cart_items(body),
+            # The same return sent twice gets the first answer back, never a second change.
+            idempotency_key=key,
+        )
+    except OutcomeUnknownError as unknown:
+        # Never a 2xx for an unknown outcome: reconcile it now. Applied: its derived refund.
+        found = loyalty().reconcile(order_id=order_id, idempotency_key=unknown.idempotency_key)
+        if found.applied and found.idempotency_key == key and isinstance(found.result, OrderChange):
+            return JsonResponse(
+                {
+                    "order_id": order_id,
+                    "refund": str(-found.result.order_total_change),
+                    "replayed": False,
+                    "reconciled": True,
+                }
+            )
+        # Not applied (now recorded so): the back office sends the return again.
+        response = JsonResponse(
+            {
+                "error": "NotApplied",
+                "detail": f"the return was not applied to order {order_id}: send it again",
+            },
+            status=503,
+        )
+        response["Retry-After"] = "1"
+        return response
     return JsonResponse(
         {
             "order_id": order_id,
             "refund": str(-change.order_total_change),
             "replayed": change.replayed,
+            "reconciled": False,
         }
     )
 

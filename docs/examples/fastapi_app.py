@@ -36,6 +36,7 @@ from rees46_loyalty import (
     LoyaltyError,
     NotFoundError,
     OrderCalculation,
+    OrderChange,
     OrderStatusError,
     OutcomeUnknownError,
     ValidationError,
@@ -134,6 +135,8 @@ class Refund(BaseModel):
     refund: Decimal
     order_to_pay: Decimal
     replayed: bool
+    # True when the change's answer was lost and the amount was derived by reconcile().
+    reconciled: bool = False
 
 
 def cart_items(lines: list[Line]) -> list[CartItem]:
@@ -203,16 +206,41 @@ async def cancel_order(order_id: str, loyalty: Loyalty) -> OrderState:
     return OrderState(order_id=cancelled.order_id, status="cancelled", replayed=cancelled.replayed)
 
 
-@router.post("/back-office/orders/{order_id}/return")
-async def return_items(order_id: str, body: Return, loyalty: Loyalty) -> Refund:
-    """Record a partial return and answer the amount to refund."""
-    change = await loyalty.change(
-        order_id=order_id,
-        cart_items=cart_items(body.lines),
-        # A double click or a resent request with the same return id gets the first answer
-        # back: a second change would answer 0 and the refund amount would be lost.
-        idempotency_key=f"return:{body.return_id}",
-    )
+@router.post("/back-office/orders/{order_id}/return", response_model=Refund)
+async def return_items(order_id: str, body: Return, loyalty: Loyalty) -> Refund | JSONResponse:
+    """Record a partial return and answer the amount to refund.
+
+    An unknown outcome is never answered 2xx: it is reconciled here. Applied: 200 with the
+    derived refund. Not applied: 503 with ``Retry-After``, and the back office sends the return
+    again (then it goes to REES46). Undecidable: ``OutcomeUnknownError``, 409 (see below).
+    """
+    key = f"return:{body.return_id}"
+    try:
+        change = await loyalty.change(
+            order_id=order_id,
+            cart_items=cart_items(body.lines),
+            # A double click or a resent request with the same return id gets the first answer
+            # back: a second change would answer 0 and the refund amount would be lost.
+            idempotency_key=key,
+        )
+    except OutcomeUnknownError as unknown:
+        found = await loyalty.reconcile(order_id=order_id, idempotency_key=unknown.idempotency_key)
+        if found.applied and found.idempotency_key == key and isinstance(found.result, OrderChange):
+            return Refund(
+                order_id=order_id,
+                refund=-found.result.order_total_change,
+                order_to_pay=found.result.order_to_pay,
+                replayed=False,
+                reconciled=True,
+            )
+        return JSONResponse(
+            {
+                "error": "NotApplied",
+                "detail": f"the return was not applied to order {order_id}: send it again",
+            },
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
     return Refund(
         order_id=order_id,
         refund=-change.order_total_change,
@@ -222,6 +250,14 @@ async def return_items(order_id: str, body: Return, loyalty: Loyalty) -> Refund:
 
 
 # -- errors as HTTP answers ------------------------------------------------------------------
+
+
+def reconcile_command(error: OutcomeUnknownError) -> str:
+    """The operator command that decides *error*'s unknown outcome from the workers' store."""
+    command = f"python -m rees46_loyalty reconcile {error.order_id}"
+    if error.idempotency_key is not None:
+        command += f" --idempotency-key {error.idempotency_key}"
+    return command
 
 
 def http_answer(error: LoyaltyError) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -240,9 +276,11 @@ def http_answer(error: LoyaltyError) -> tuple[int, dict[str, Any], dict[str, str
     elif isinstance(error, OrderStatusError):
         status = 409  # terminal: the order's state does not allow it, retrying never helps
     elif isinstance(error, OutcomeUnknownError):
-        # The refund may or may not have been applied: accepted, to be settled by a person.
-        status = 202
-        body["reconcile"] = f"GET /back-office/orders/{error.order_id}"
+        # Never a 2xx: a back office that takes any 2xx as done would book an unknown refund.
+        # Raised when reconcile() cannot decide (someone else changed the order meanwhile), or
+        # by another call on an order blocked by an unknown outcome: for a person to settle.
+        status = 409
+        body["reconcile"] = reconcile_command(error)
     elif isinstance(error, IdempotencyError) and not error.retryable:
         status = 409  # the same return id was used for another return
     elif isinstance(error, BadRequestError):

@@ -28,7 +28,14 @@ async def test_the_demo_passes_its_checks() -> None:
         assert step in text
     assert "drop after commit" in text
     assert "OrderStatusError: Could not cancel order in its current status" in text
-    assert text.count("(replayed: nothing sent)") == 2
+    assert text.count("(replayed: nothing sent)") == 3
+    lost = next(line for line in text.splitlines() if line.startswith("6 change"))
+    assert "OutcomeUnknownError: change on order 'D-1001' may have been applied" in lost
+    found = next(line for line in text.splitlines() if line.startswith("7 reconcile"))
+    refund = found.split("order_total_change ")[1].split()[0]
+    redelivered = next(line for line in text.splitlines() if line.startswith("8 change"))
+    assert f"order_total_change {refund} (replayed: nothing sent)" in redelivered
+    assert "[ok] reconcile found the lost change's exact refund in the ledger" in text
 
 
 async def test_serve_fake_serves_until_sigterm() -> None:

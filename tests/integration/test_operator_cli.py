@@ -13,15 +13,18 @@ import json
 import os
 import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import pytest
 from attrs import frozen
 
-from rees46_loyalty import CartItem
+from rees46_loyalty import CartItem, LoyaltyClient, OutcomeUnknownError
 from rees46_loyalty.__main__ import main, main_async
 from rees46_loyalty._cli_args import COMMANDS, ExitCode
+from rees46_loyalty.idempotency import RedisIdempotencyStore
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
 
@@ -31,6 +34,10 @@ ORDER = "1001"
 MASKED = "7999***1122"
 CART = [
     CartItem(product_id="A", price=Decimal("1000"), quantity=4),
+    CartItem(product_id="B", price=Decimal("99.90"), quantity=1),
+]
+RETURN = [
+    CartItem(product_id="A", price=Decimal("1000"), quantity=3),
     CartItem(product_id="B", price=Decimal("99.90"), quantity=1),
 ]
 
@@ -300,12 +307,16 @@ async def test_change_eof_sends_nothing(fake: FakeRees46, env: dict[str, str]) -
 
 
 async def test_change_outcome_unknown_says_reconcile(fake: FakeRees46, env: dict[str, str]) -> None:
-    """A change whose answer is lost exits 7 and tells to reconcile with details, not resend."""
+    """A change whose answer is lost exits 7 and prints the reconcile command, not a resend;
+    without REES46_REDIS_URL it says the record of the run is gone, and to compare details."""
     fake.faults.on("change", Fault.server_error(500, after_commit=True))
-    run = await cli("change", "--order-id", ORDER, "--item", "A:1000:3", "--yes")
+    argv = ("change", "--order-id", ORDER, "--item", "A:1000:3", "--idempotency-key", "t-1")
+    run = await cli(*argv, "--yes")
     assert run.code == ExitCode.OUTCOME_UNKNOWN
     assert run.err.startswith("error: OutcomeUnknownError: ")
-    assert f"details --order-id {ORDER}" in run.err
+    assert f"python -m rees46_loyalty reconcile {ORDER} --idempotency-key t-1" in run.err
+    assert "with REES46_REDIS_URL set" in run.err
+    assert f"compare details --order-id {ORDER}" in run.err
     assert "do NOT send the change again" in run.err
     assert run.err.count("\n") == 1
     assert fake.received("change") == 1
@@ -351,7 +362,7 @@ async def test_ctrl_c_after_a_change_was_sent_says_it_may_have_been_applied(
     _outputs.extend([out.decode(), err.decode()])
     assert child.returncode == ExitCode.OUTCOME_UNKNOWN
     assert "interrupted after the change was sent: it may have been applied" in err.decode()
-    assert f"details --order-id {ORDER}" in err.decode()
+    assert f"python -m rees46_loyalty reconcile {ORDER}" in err.decode()
 
 
 # -- exit codes --------------------------------------------------------------------------------
@@ -589,6 +600,7 @@ async def test_no_run_shows_the_secret_or_the_phone(
         await cli("change", "--order-id", ORDER, "--item", "A:1000:2", "--yes", "--json"),
         await cli("cancel", "--order-id", ORDER, stdin="y\n"),
         await cli("cancel", "--order-id", ORDER, "--yes", "--json"),
+        await cli("reconcile", ORDER),
         await process("history", "--identifier", PHONE, env=env),
         await process("history", "--identifier", "79990003344", env=env),
     ]
@@ -596,8 +608,181 @@ async def test_no_run_shows_the_secret_or_the_phone(
     runs.append(await cli("details", "--order-id", ORDER))
     monkeypatch.setenv("REES46_SHOP_SECRET", SHOP_SECRET + "-wrong")
     runs.append(await cli("history", "--identifier", PHONE))
-    assert [run.code for run in runs] == [0, 0, 0, 0, 5, 0, 0, 0, 6, 0, 5, 9, 8]
+    assert [run.code for run in runs] == [0, 0, 0, 0, 5, 0, 0, 0, 6, 12, 0, 5, 9, 8]
     text = "\n".join(run.out + run.err for run in runs)
     assert MASKED in text
     assert SHOP_SECRET not in text
     assert PHONE not in text
+
+
+# -- reconcile, with the workers' Redis store --------------------------------------------------
+
+
+@pytest.fixture
+async def redis_order(
+    fake: FakeRees46, redis_url: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A confirmed order of its own (the Redis store outlives each test's fake server), and
+    REES46_REDIS_URL in the environment."""
+    order_id = f"R-{uuid.uuid4().hex[:10]}"
+    async with fake.client(clock=FakeClock(), idempotency=None) as client:
+        await client.apply(order_id=order_id, cart_items=CART, identifier=PHONE)
+        await client.confirm(order_id=order_id)
+    env["REES46_REDIS_URL"] = redis_url
+    monkeypatch.setenv("REES46_REDIS_URL", redis_url)
+    return order_id
+
+
+@asynccontextmanager
+async def worker(fake: FakeRees46, redis_url: str) -> AsyncIterator[LoyaltyClient]:
+    """A client as a worker has it: the shared Redis store, in its default namespace."""
+    store = RedisIdempotencyStore(redis_url)
+    try:
+        async with fake.client(clock=FakeClock(), idempotency=store) as client:
+            yield client
+    finally:
+        await store.close()
+
+
+async def test_reconcile_finds_a_workers_lost_change_applied_with_the_ledgers_refund(
+    fake: FakeRees46, redis_url: str, redis_order: str, env: dict[str, str]
+) -> None:
+    """A worker's change commits and its answer is dropped; the real command with
+    REES46_REDIS_URL prints it applied with the ledger's exact refund, and the worker's
+    redelivery is then answered from the record, the change sent once."""
+    fake.faults.on("change", Fault.drop_after_commit())
+    async with worker(fake, redis_url) as client:
+        with pytest.raises(OutcomeUnknownError):
+            await client.change(order_id=redis_order, cart_items=RETURN, idempotency_key="job-7")
+        run = await process("reconcile", redis_order, env=env)
+        assert run.code == ExitCode.OK, run.err
+        (effect,) = fake.ledger.effects_for("change", redis_order)
+        assert run.out.startswith(f"order {redis_order}: the change WAS applied\n")
+        assert f"refund to the buyer: {-effect.order_total_change}\n" in run.out
+        assert Decimal(value_of(run.out, "order_total_change")) == effect.order_total_change
+        to_pay = fake.book.orders[redis_order].calculation.payload["order_to_pay"]
+        assert Decimal(value_of(run.out, "order_to_pay")) == Decimal(str(to_pay))
+        assert value_of(run.out, "operation") == "change"
+        assert value_of(run.out, "applied") == "yes"
+        assert value_of(run.out, "decided_by").startswith("details:")
+        assert value_of(run.out, "idempotency_key") == "job-7"
+        again = await client.change(
+            order_id=redis_order, cart_items=RETURN, idempotency_key="job-7"
+        )
+    assert again.replayed is True
+    assert again.order_total_change == effect.order_total_change
+    assert fake.received("change") == 1
+
+
+async def test_reconcile_json_is_one_document_with_the_derived_change(
+    fake: FakeRees46, redis_url: str, redis_order: str
+) -> None:
+    """reconcile --json: applied, operation, decided_by, the key, and the derived result with
+    order_total_change as an exact string."""
+    fake.faults.on("change", Fault.drop_after_commit())
+    async with worker(fake, redis_url) as client:
+        with pytest.raises(OutcomeUnknownError) as lost:
+            await client.change(order_id=redis_order, cart_items=RETURN, idempotency_key="job-8")
+    key = lost.value.idempotency_key
+    assert key == "job-8"
+    run = await cli("reconcile", redis_order, "--idempotency-key", key, "--json")
+    assert run.code == ExitCode.OK, run.err
+    document = no_floats(run.out)
+    assert isinstance(document, dict)
+    (effect,) = fake.ledger.effects_for("change", redis_order)
+    assert (document["applied"], document["operation"], document["decided_by"]) == (
+        True,
+        "change",
+        "details",
+    )
+    assert document["idempotency_key"] == "job-8"
+    assert Decimal(document["result"]["order_total_change"]) == effect.order_total_change
+    assert document["result"]["identifier"] == MASKED
+    assert run.out.count("\n") == 1
+
+
+async def test_reconcile_a_change_never_processed_says_not_applied(
+    fake: FakeRees46, redis_url: str, redis_order: str
+) -> None:
+    """A 504 before processing: reconcile prints NOT applied (exit 0), and the worker's
+    redelivery is then sent once and succeeds."""
+    fake.faults.on("change", Fault.gateway_timeout())
+    async with worker(fake, redis_url) as client:
+        with pytest.raises(OutcomeUnknownError):
+            await client.change(order_id=redis_order, cart_items=RETURN)
+        run = await cli("reconcile", redis_order)
+        assert run.code == ExitCode.OK, run.err
+        assert run.out.startswith(f"order {redis_order}: the change was NOT applied\n")
+        assert value_of(run.out, "applied") == "no"
+        assert "order_total_change" not in run.out
+        again = await client.change(order_id=redis_order, cart_items=RETURN)
+    assert again.replayed is False
+    (effect,) = fake.ledger.effects_for("change", redis_order)
+    assert effect.order_total_change == again.order_total_change
+
+
+async def test_reconcile_with_nothing_to_reconcile_exits_12(
+    redis_order: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No unknown outcome in the workers' store: exit 12, one line; without REES46_REDIS_URL
+    the line says that only this run's records were searched."""
+    shared = await cli("reconcile", redis_order)
+    assert shared.code == ExitCode.NOTHING_TO_RECONCILE
+    assert shared.out == ""
+    assert shared.err.startswith("error: IdempotencyError: nothing to reconcile")
+    assert "REES46_REDIS_URL" not in shared.err
+    assert shared.err.count("\n") == 1
+    monkeypatch.delenv("REES46_REDIS_URL")
+    alone = await cli("reconcile", redis_order, "--json")
+    assert alone.code == ExitCode.NOTHING_TO_RECONCILE
+    assert "REES46_REDIS_URL is not set" in alone.err
+    assert alone.out == ""
+
+
+async def test_reconcile_an_order_changed_meanwhile_stays_unknown(
+    fake: FakeRees46, redis_url: str, redis_order: str
+) -> None:
+    """Someone else changed the order after the lost change: exit 7, nothing sent, and the
+    hint says to compare details with the shop's records."""
+    fake.faults.on("change", Fault.drop_after_commit())
+    async with worker(fake, redis_url) as client:
+        with pytest.raises(OutcomeUnknownError):
+            await client.change(order_id=redis_order, cart_items=RETURN)
+    async with fake.client(clock=FakeClock(), idempotency=None) as other_system:
+        await other_system.change(order_id=redis_order, cart_items=RETURN[:1])
+    run = await cli("reconcile", redis_order)
+    assert run.code == ExitCode.OUTCOME_UNKNOWN
+    assert "someone else changed it" in run.err
+    assert f"compare details --order-id {redis_order}" in run.err
+    assert run.err.count("\n") == 1
+    assert fake.received("change") == 2
+
+
+async def test_change_with_a_key_is_replayed_from_the_shared_store(
+    fake: FakeRees46, redis_order: str
+) -> None:
+    """With REES46_REDIS_URL a second run of change with the same key is answered from the
+    record: the same refund, replayed, one change in the ledger."""
+    argv = ("change", "--order-id", redis_order, "--item", "A:1000:3", "--item", "B:99.90:1")
+    first = await cli(*argv, "--idempotency-key", "ticket-1", "--yes", "--json")
+    second = await cli(*argv, "--idempotency-key", "ticket-1", "--yes", "--json")
+    assert (first.code, second.code) == (ExitCode.OK, ExitCode.OK), first.err + second.err
+    one, two = no_floats(first.out), no_floats(second.out)
+    assert isinstance(one, dict)
+    assert isinstance(two, dict)
+    assert (one["replayed"], two["replayed"]) == (False, True)
+    assert one["order_total_change"] == two["order_total_change"]
+    assert fake.received("change") == 1
+
+
+async def test_a_bad_redis_url_is_a_configuration_error(
+    fake: FakeRees46, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A REES46_REDIS_URL that is not a Redis URL: exit 3, one line, nothing sent."""
+    monkeypatch.setenv("REES46_REDIS_URL", "ftp://cache.example/0")
+    before = len(fake.ledger.requests)
+    run = await cli("reconcile", ORDER)
+    assert run.code == ExitCode.CONFIGURATION
+    assert run.err.startswith("error: configuration: ")
+    assert run.err.count("\n") == 1
+    assert len(fake.ledger.requests) == before

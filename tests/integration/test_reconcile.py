@@ -111,7 +111,7 @@ async def test_a_change_never_processed_is_not_applied_and_is_sent_again(
     with pytest.raises(OutcomeUnknownError):
         await client.change(order_id="1", cart_items=RETURN)
     found = await client.reconcile(order_id="1")
-    assert (found.applied, found.result, found.order_total_change) == (False, None, 0)
+    assert (found.applied, found.result, found.order_total_change) == (False, None, Decimal(0))
     again = await client.change(order_id="1", cart_items=RETURN)
     assert again.replayed is False
     assert _committed_changes(fake) == [again.order_total_change]

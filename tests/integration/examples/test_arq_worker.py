@@ -17,7 +17,7 @@ from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix, result_key_prefix
 from arq.worker import Worker, create_worker
 
-from rees46_loyalty import OutcomeUnknownError
+from rees46_loyalty import CartItem, OutcomeUnknownError
 from rees46_loyalty.testing import FakeRees46, Fault
 from tests.integration.examples.conftest import RedeliveryGate
 
@@ -160,17 +160,55 @@ async def test_the_job_function_called_twice_with_one_job_id(
     assert len(shop.ledger.effects_for("change", order)) == 1
 
 
-async def test_a_lost_answer_fails_the_job_on_every_delivery(
+async def test_a_lost_answer_is_reconciled_to_the_ledgers_refund(
     ctx: dict[str, Any], shop: FakeRees46, order: str
 ) -> None:
-    """The change was applied but its answer lost: the job fails with OutcomeUnknownError, and
-    so does its redelivery, without sending the change again."""
+    """The change was applied but its answer lost: the job reconciles and returns the ledger's
+    exact refund; its redelivery returns it too, and the change was sent once."""
     shop.faults.on("change", Fault.drop_after_commit())
-    for _ in range(2):
-        with pytest.raises(OutcomeUnknownError):
-            await arq_worker.refund(ctx, order, KEPT)
+    amount = await arq_worker.refund(ctx, order, KEPT)
+    again = await arq_worker.refund(ctx, order, KEPT)
+    assert Decimal(amount) == Decimal(again) == -shop.ledger.refunds(order) == 1000
     assert shop.received("change") == 1
     assert len(shop.ledger.effects_for("change", order)) == 1
+
+
+async def test_a_change_never_processed_is_retried_and_sent_once(
+    ctx: dict[str, Any], shop: FakeRees46, order: str
+) -> None:
+    """A 504 before the server processed the change: reconcile finds it not applied, the job
+    raises arq's Retry, and the retry sends the change once and returns its refund."""
+    shop.faults.on("change", Fault.gateway_timeout())
+    with pytest.raises(Retry) as retry:
+        await arq_worker.refund(ctx, order, KEPT)
+    assert isinstance(retry.value.__cause__, OutcomeUnknownError)
+    assert shop.ledger.effects_for("change") == []
+    assert await arq_worker.refund(ctx, order, KEPT) == "1000"
+    assert shop.received("change") == 2  # the unprocessed one and the retry's
+    assert len(shop.ledger.effects_for("change", order)) == 1
+    assert shop.ledger.refunds(order) == -1000
+
+
+async def test_an_order_changed_by_someone_else_fails_the_job(
+    ctx: dict[str, Any], shop: FakeRees46, order: str
+) -> None:
+    """The answer was lost and then another system changed the order: reconcile cannot
+    decide, the job fails with OutcomeUnknownError for a person, and nothing more is sent."""
+    shop.faults.on("change", Fault.drop_after_commit())
+    async with shop.client(idempotency=None) as other_system:
+        with pytest.raises(OutcomeUnknownError):
+            await ctx["loyalty"].change(
+                order_id=order,
+                cart_items=[CartItem(product_id="A", price=Decimal(1000), quantity=3)],
+                idempotency_key=ctx["job_id"],
+            )
+        shop.faults.clear()
+        await other_system.change(
+            order_id=order, cart_items=[CartItem(product_id="A", price=Decimal(1000), quantity=1)]
+        )
+    with pytest.raises(OutcomeUnknownError, match="someone else changed it"):
+        await arq_worker.refund(ctx, order, KEPT)
+    assert shop.received("change") == 2
 
 
 async def test_a_rate_limited_job_is_retried_when_the_api_says(

@@ -18,10 +18,11 @@ from typing import Any
 import celery_tasks
 import pytest
 from celery.contrib.testing.worker import start_worker
+from celery.exceptions import Retry
 from celery.signals import task_postrun
 from celery.worker import WorkController
 
-from rees46_loyalty import CartItem, OutcomeUnknownError, SyncLoyaltyClient
+from rees46_loyalty import CartItem, SyncLoyaltyClient
 from rees46_loyalty.testing import FakeRees46, Fault
 from tests.integration.examples.conftest import EXAMPLES
 
@@ -126,20 +127,38 @@ def test_two_returns_of_one_order_are_two_changes(
     assert threaded_shop.ledger.refunds(order) == -2000
 
 
-def test_a_lost_answer_fails_every_delivery_without_resending(
+def test_a_lost_answer_is_reconciled_to_the_ledgers_refund(
     tasks: ModuleType, worker: WorkController, runs: Runs, threaded_shop: FakeRees46
 ) -> None:
-    """The change was applied but its answer lost: the task fails with OutcomeUnknownError, and
-    so does its second delivery, which sends nothing."""
+    """The change was applied but its answer lost: the task reconciles and returns the ledger's
+    exact refund, so does its second delivery, and the change was sent once."""
     order = confirmed_order(threaded_shop)
     threaded_shop.faults.on("change", Fault.drop_after_commit())
     task_id = f"refund:{uuid.uuid4().hex}"
     for delivery in range(1, 3):
         tasks.refund.apply_async((order, KEPT), task_id=task_id)
-        _, failure = runs.wait_for(delivery)[-1]
-        assert isinstance(failure, OutcomeUnknownError)
+        assert runs.wait_for(delivery)[-1] == (task_id, "1000")
+    assert threaded_shop.ledger.refunds(order) == -1000
     assert threaded_shop.received("change") == 1
     assert len(threaded_shop.ledger.effects_for("change", order)) == 1
+
+
+def test_a_change_never_processed_is_retried_and_sent_once(
+    tasks: ModuleType, worker: WorkController, runs: Runs, threaded_shop: FakeRees46
+) -> None:
+    """A 504 before the server processed the change: not applied, self.retry, and the retry
+    (same task id) sends the change once and returns its refund."""
+    order = confirmed_order(threaded_shop)
+    threaded_shop.faults.on("change", Fault.gateway_timeout())
+    task_id = f"refund:{uuid.uuid4().hex}"
+    tasks.refund.apply_async((order, KEPT), task_id=task_id)
+    first, retried = runs.wait_for(2)
+    assert first[0] == task_id
+    assert isinstance(first[1], Retry)
+    assert retried == (task_id, "1000")
+    assert threaded_shop.received("change") == 2  # the unprocessed one and the retry's
+    assert len(threaded_shop.ledger.effects_for("change", order)) == 1
+    assert threaded_shop.ledger.refunds(order) == -1000
 
 
 def test_a_prefork_worker_process_runs_a_task_delivered_twice_once(

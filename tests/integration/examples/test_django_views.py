@@ -4,6 +4,7 @@ client, calling the fake REES46 API through SyncLoyaltyClient."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import django
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.test import Client
 
 from rees46_loyalty import CartItem, SyncLoyaltyClient
-from rees46_loyalty.testing import FakeRees46
+from rees46_loyalty.testing import FakeRees46, Fault
 from tests.conftest import PHONE
 
 pytestmark = pytest.mark.integration
@@ -85,8 +86,48 @@ def test_a_return_sent_twice_refunds_once(browser: Client, threaded_shop: FakeRe
     body = {"return_id": "R-1", "lines": [{"product_id": "A", "price": "1000", "quantity": 3}]}
     first = post(browser, f"/back-office/orders/{order}/return", body)
     second = post(browser, f"/back-office/orders/{order}/return", body)
-    assert first == (200, {"order_id": order, "refund": "1000", "replayed": False})
-    assert second == (200, {"order_id": order, "refund": "1000", "replayed": True})
+    assert first == (
+        200,
+        {"order_id": order, "refund": "1000", "replayed": False, "reconciled": False},
+    )
+    assert second == (
+        200,
+        {"order_id": order, "refund": "1000", "replayed": True, "reconciled": False},
+    )
+    assert len(threaded_shop.ledger.effects_for("change", order)) == 1
+
+
+def test_a_return_whose_answer_was_lost_is_reconciled_to_200(
+    browser: Client, threaded_shop: FakeRees46
+) -> None:
+    """The change was applied but its answer lost: the view reconciles and answers 200 with
+    the ledger's exact refund (never a 2xx without it); the change was sent once."""
+    order = confirmed_order(threaded_shop, "D-5")
+    threaded_shop.faults.on("change", Fault.drop_after_commit())
+    body = {"return_id": "R-5", "lines": [{"product_id": "A", "price": "1000", "quantity": 3}]}
+    status, answer = post(browser, f"/back-office/orders/{order}/return", body)
+    assert status == 200
+    assert answer["reconciled"] is True
+    assert Decimal(answer["refund"]) == -threaded_shop.ledger.refunds(order) == 1000
+    assert threaded_shop.received("change") == 1
+
+
+def test_a_return_never_processed_is_503_then_sent_once(
+    browser: Client, threaded_shop: FakeRees46
+) -> None:
+    """A 504 before REES46 processed the change: 503 with Retry-After; sent again by the back
+    office, the return goes through once."""
+    order = confirmed_order(threaded_shop, "D-6")
+    threaded_shop.faults.on("change", Fault.gateway_timeout())
+    body = {"return_id": "R-6", "lines": [{"product_id": "A", "price": "1000", "quantity": 3}]}
+    answer = browser.post(
+        f"/back-office/orders/{order}/return", body, content_type="application/json"
+    )
+    assert answer.status_code == 503
+    assert answer["Retry-After"] == "1"
+    assert threaded_shop.ledger.effects_for("change") == []
+    status, again = post(browser, f"/back-office/orders/{order}/return", body)
+    assert (status, again["refund"], again["replayed"]) == (200, "1000", False)
     assert len(threaded_shop.ledger.effects_for("change", order)) == 1
 
 

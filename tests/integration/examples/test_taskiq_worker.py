@@ -13,7 +13,6 @@ import pytest
 import taskiq_worker
 from taskiq import InMemoryBroker
 
-from rees46_loyalty import OutcomeUnknownError
 from rees46_loyalty.testing import FakeRees46, Fault
 from tests.integration.examples.conftest import RedeliveryGate
 
@@ -85,19 +84,39 @@ async def test_other_task_ids_are_other_returns(
     ]
 
 
-async def test_a_lost_answer_fails_the_task_on_every_delivery(
+async def test_a_lost_answer_is_reconciled_to_the_ledgers_refund(
     broker: InMemoryBroker, shop: FakeRees46, order: str
 ) -> None:
-    """The change was applied but its answer lost: OutcomeUnknownError, again on the
-    redelivery, and the change was sent once."""
+    """The change was applied but its answer lost: the task reconciles and returns the ledger's
+    exact refund, so does its redelivery, and the change was sent once."""
     shop.faults.on("change", Fault.drop_after_commit())
     kicker: Any = taskiq_worker.refund.kicker().with_task_id(f"refund:{uuid.uuid4().hex}")
+    amounts = []
     for _ in range(2):
         task = await kicker.kiq(order, KEPT)
         await broker.wait_all()
         result = await task.get_result()
-        assert isinstance(result.error, OutcomeUnknownError)
+        assert not result.is_err, result.error
+        amounts.append(Decimal(result.return_value))
+    assert amounts == [-shop.ledger.refunds(order)] * 2 == [1000] * 2
     assert shop.received("change") == 1
+    assert len(shop.ledger.effects_for("change", order)) == 1
+
+
+async def test_a_change_never_processed_is_retried_and_sent_once(
+    broker: InMemoryBroker, shop: FakeRees46, order: str
+) -> None:
+    """A 504 before the server processed the change: not applied, SendAgainError, and the retry
+    middleware delivers the task again under its id; the retry's change is the one in the
+    ledger, and the task's result is its refund."""
+    shop.faults.on("change", Fault.gateway_timeout())
+    task = await kick(f"refund:{uuid.uuid4().hex}").kiq(order, KEPT)
+    for _ in range(3):  # the first delivery, then the retry it kicked
+        await broker.wait_all()
+    result = await task.wait_result(timeout=30)
+    assert not result.is_err, result.error
+    assert Decimal(result.return_value) == -shop.ledger.refunds(order) == 1000
+    assert shop.received("change") == 2  # the unprocessed one and the retry's
     assert len(shop.ledger.effects_for("change", order)) == 1
 
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from rees46_loyalty import CartItem, OutcomeUnknownError
 from rees46_loyalty.testing import FakeRees46, Fault
 from tests.conftest import PHONE, SHOP_SECRET
 from tests.integration.examples.conftest import ShopApi, serving
@@ -114,20 +115,73 @@ async def test_confirming_a_cancelled_order_is_409(http: ShopApi, shop: FakeRees
     assert shop.ledger.effects_for("confirm") == []
 
 
-async def test_a_return_whose_answer_was_lost_is_202_with_a_reconcile_hint(
+async def test_a_return_whose_answer_was_lost_is_reconciled_to_200(
     http: ShopApi, shop: FakeRees46
 ) -> None:
-    """The change was applied but its answer lost: 202 pointing at the order's details; the
-    same return clicked again sends nothing and answers the same."""
+    """The change was applied but its answer lost: reconciled inline, 200 with the ledger's
+    exact refund; the same return clicked again is answered the same, and nothing is resent."""
     await paid(http)
     shop.faults.on("change", Fault.drop_after_commit())
     body = {"return_id": "R-1", "lines": SMALLER}
     answers = [await http.post("/back-office/orders/1001/return", json=body) for _ in "12"]
-    assert [a.status for a in answers] == [202, 202]
-    assert answers[0].body["error"] == "OutcomeUnknownError"
-    assert answers[0].body["reconcile"] == "GET /back-office/orders/1001"
+    assert [a.status for a in answers] == [200, 200]
+    assert answers[0].body["reconciled"] is True
+    assert answers[1].body["replayed"] is True
+    (effect,) = shop.ledger.effects_for("change", "1001")
+    for answer in answers:
+        assert Decimal(answer.body["refund"]) == -effect.order_total_change > 0
+    to_pay = shop.book.orders["1001"].calculation.payload["order_to_pay"]
+    assert Decimal(answers[0].body["order_to_pay"]) == Decimal(str(to_pay))
     assert shop.received("change") == 1
+
+
+async def test_a_return_never_processed_is_503_then_sent_once(
+    http: ShopApi, shop: FakeRees46
+) -> None:
+    """A 504 before REES46 processed the change: not applied, so 503 with Retry-After (never a
+    2xx); the back office sends the return again, and that one goes through, once."""
+    await paid(http)
+    shop.faults.on("change", Fault.gateway_timeout())
+    body = {"return_id": "R-1", "lines": SMALLER}
+    first = await http.post("/back-office/orders/1001/return", json=body)
+    assert first.status == 503
+    assert first.headers["Retry-After"] == "1"
+    assert first.body["error"] == "NotApplied"
+    assert shop.ledger.effects_for("change") == []
+    again = await http.post("/back-office/orders/1001/return", json=body)
+    assert again.status == 200
+    assert (again.body["replayed"], again.body["reconciled"]) == (False, False)
+    assert Decimal(again.body["refund"]) == -shop.ledger.refunds("1001") == 1000
     assert len(shop.ledger.effects_for("change", "1001")) == 1
+
+
+async def test_a_return_that_cannot_be_decided_is_409_with_the_reconcile_command(
+    http: ShopApi, shop: FakeRees46
+) -> None:
+    """The answer was lost, then another system changed the order: reconcile cannot decide,
+    and the answer is 409 (never a 2xx) naming the operator's reconcile command."""
+    await paid(http)
+    shop.faults.on("change", Fault.drop_after_commit())
+    body = {"return_id": "R-1", "lines": SMALLER}
+    async with shop.client(idempotency=None) as other_system:
+        with pytest.raises(OutcomeUnknownError):
+            await http.loyalty.change(
+                order_id="1001",
+                cart_items=[CartItem(product_id="A", price=Decimal(1000), quantity=3)],
+                idempotency_key="return:R-1",
+            )
+        shop.faults.clear()
+        await other_system.change(
+            order_id="1001", cart_items=[CartItem(product_id="A", price=Decimal(1000), quantity=1)]
+        )
+    answer = await http.post("/back-office/orders/1001/return", json=body)
+    assert answer.status == 409
+    assert answer.body["error"] == "OutcomeUnknownError"
+    assert "someone else changed it" in answer.body["detail"]
+    assert answer.body["reconcile"] == (
+        "python -m rees46_loyalty reconcile 1001 --idempotency-key return:R-1"
+    )
+    assert shop.received("change") == 2
 
 
 async def test_a_return_id_reused_for_another_return_is_409(
