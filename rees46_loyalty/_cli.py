@@ -9,8 +9,8 @@ one line on stderr, never a traceback.
 
 The idempotency store of the commands comes from :func:`operator_store`: the workers' Redis
 store when ``REES46_REDIS_URL`` is set (so that ``reconcile`` sees what a worker left unknown,
-and a ``change --idempotency-key`` run twice is answered from its record), else a store in
-memory that lives as long as one run.
+and a ``change --idempotency-key`` run twice is answered from its record), else this host's
+SQLite file, so that a command run twice, or after a crash, sees what the first run recorded.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 from . import _validation as check
@@ -49,7 +50,7 @@ from .errors import (
     OutcomeUnknownError,
     ValidationError,
 )
-from .idempotency import IdempotencyStore, MemoryIdempotencyStore
+from .idempotency import IdempotencyStore, SqliteIdempotencyStore
 
 __all__ = [
     "REDIS_URL_VARIABLE",
@@ -63,6 +64,7 @@ __all__ = [
 
 #: The environment variable naming the workers' Redis idempotency store.
 REDIS_URL_VARIABLE = "REES46_REDIS_URL"
+DATABASE_VARIABLE = "REES46_IDEMPOTENCY_DB"
 
 Result = tuple[list[str], dict[str, Any]]
 Send = Callable[[LoyaltyClient], Awaitable[Result]]
@@ -221,18 +223,33 @@ def run_in_new_loop(
         return prepared.interrupted(output)
 
 
+def operator_database() -> Path:
+    """This host's file of the operator commands' records.
+
+    ``REES46_IDEMPOTENCY_DB``, else ``$XDG_STATE_HOME/rees46_loyalty/idempotency.sqlite3``
+    (``~/.local/state`` when ``XDG_STATE_HOME`` is not set).
+    """
+    configured = os.environ.get(DATABASE_VARIABLE)
+    if configured:
+        return Path(configured)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "rees46_loyalty" / "idempotency.sqlite3"
+
+
 def operator_store(clock: Clock | None = None) -> IdempotencyStore:
     """The idempotency store of the operator commands.
 
     The workers' Redis store when ``REES46_REDIS_URL`` is set (with the SDK's default
-    namespace, as the workers' ``RedisIdempotencyStore(url)``), else a store in memory.
+    namespace, as the workers' ``RedisIdempotencyStore(url)``), else this host's SQLite file
+    (:func:`operator_database`): a command run twice on purpose, or after a crash, sees what
+    the first run recorded.
     """
     url = os.environ.get(REDIS_URL_VARIABLE)
     if url:
         from .idempotency import RedisIdempotencyStore  # noqa: PLC0415 - the redis extra
 
         return RedisIdempotencyStore(url)
-    return MemoryIdempotencyStore() if clock is None else MemoryIdempotencyStore(clock=clock)
+    return SqliteIdempotencyStore(operator_database(), clock=clock)
 
 
 def _reconcile_advice(args: argparse.Namespace) -> str:
@@ -244,8 +261,8 @@ def _reconcile_advice(args: argparse.Namespace) -> str:
     if os.environ.get(REDIS_URL_VARIABLE):
         return f"run {command}"
     return (
-        f"run {command} with {REDIS_URL_VARIABLE} set (this run kept its record in memory, "
-        f"so without it compare details --order-id {args.order_id} with what you sent)"
+        f"run {command} on this host (its record is in {operator_database()}; set "
+        f"{REDIS_URL_VARIABLE} to see the workers' records)"
     )
 
 
@@ -380,8 +397,8 @@ def _classify(error: LoyaltyError, args: argparse.Namespace) -> tuple[ExitCode, 
         hint = f"; do NOT send {what} again: {_reconcile_advice(args)}"
     elif code is ExitCode.NOTHING_TO_RECONCILE and not os.environ.get(REDIS_URL_VARIABLE):
         hint = (
-            f"; {REDIS_URL_VARIABLE} is not set, so only this run's records were searched: "
-            "set it to the workers' Redis"
+            f"; {REDIS_URL_VARIABLE} is not set, so only this host's records "
+            f"({operator_database()}) were searched: set it to the workers' Redis"
         )
     elif isinstance(error, OrderStatusError) and error.previous_outcome_unknown:
         hint = "; an earlier attempt of this call most likely did it: check history"

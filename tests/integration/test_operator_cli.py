@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from attrs import frozen
@@ -85,12 +86,14 @@ async def fake() -> AsyncIterator[FakeRees46]:
 
 
 @pytest.fixture
-def env(fake: FakeRees46, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The credentials and the fake server's URL, in this process's environment."""
+def env(fake: FakeRees46, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """The credentials, the fake server's URL and a records file of the test's own, in this
+    process's environment."""
     values = {
         "REES46_SHOP_ID": SHOP_ID,
         "REES46_SHOP_SECRET": SHOP_SECRET,
         "REES46_BASE_URL": fake.url,
+        "REES46_IDEMPOTENCY_DB": str(tmp_path / "operator.sqlite3"),
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -308,15 +311,15 @@ async def test_change_eof_sends_nothing(fake: FakeRees46, env: dict[str, str]) -
 
 async def test_change_outcome_unknown_says_reconcile(fake: FakeRees46, env: dict[str, str]) -> None:
     """A change whose answer is lost exits 7 and prints the reconcile command, not a resend;
-    without REES46_REDIS_URL it says the record of the run is gone, and to compare details."""
+    without REES46_REDIS_URL it names this host's records file, where the record is."""
     fake.faults.on("change", Fault.server_error(500, after_commit=True))
     argv = ("change", "--order-id", ORDER, "--item", "A:1000:3", "--idempotency-key", "t-1")
     run = await cli(*argv, "--yes")
     assert run.code == ExitCode.OUTCOME_UNKNOWN
     assert run.err.startswith("error: OutcomeUnknownError: ")
     assert f"python -m rees46_loyalty reconcile {ORDER} --idempotency-key t-1" in run.err
-    assert "with REES46_REDIS_URL set" in run.err
-    assert f"compare details --order-id {ORDER}" in run.err
+    assert "on this host (its record is in" in run.err
+    assert "operator.sqlite3" in run.err
     assert "do NOT send the change again" in run.err
     assert run.err.count("\n") == 1
     assert fake.received("change") == 1
@@ -394,9 +397,16 @@ async def test_error_classes_have_their_exit_codes(
     assert "Traceback" not in run.err
 
 
-async def test_a_second_cancel_exits_with_order_status(env: dict[str, str]) -> None:
-    """Cancelling a cancelled order is an order status error, exit code 6."""
+async def test_a_second_cancel_exits_with_order_status(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A cancel run twice on one host is answered from the host's records the second time
+    (nothing sent); from elsewhere it reaches the API: an order status error, exit code 6."""
     assert (await cli("cancel", "--order-id", ORDER, "--yes")).code == ExitCode.OK
+    again = await cli("cancel", "--order-id", ORDER, "--yes")
+    assert again.code == ExitCode.OK
+    assert "replayed    yes" in again.out
+    monkeypatch.setenv("REES46_IDEMPOTENCY_DB", str(tmp_path / "another-host.sqlite3"))
     run = await cli("cancel", "--order-id", ORDER, "--yes")
     assert run.code == ExitCode.ORDER_STATUS
     assert "Could not cancel order in its current status" in run.err
@@ -608,7 +618,8 @@ async def test_no_run_shows_the_secret_or_the_phone(
     runs.append(await cli("details", "--order-id", ORDER))
     monkeypatch.setenv("REES46_SHOP_SECRET", SHOP_SECRET + "-wrong")
     runs.append(await cli("history", "--identifier", PHONE))
-    assert [run.code for run in runs] == [0, 0, 0, 0, 5, 0, 0, 0, 6, 12, 0, 5, 9, 8]
+    # The second cancel is answered from this host's records (0), nothing is unknown (12).
+    assert [run.code for run in runs] == [0, 0, 0, 0, 5, 0, 0, 0, 0, 12, 0, 5, 9, 8]
     text = "\n".join(run.out + run.err for run in runs)
     assert MASKED in text
     assert SHOP_SECRET not in text
