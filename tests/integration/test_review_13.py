@@ -59,9 +59,6 @@ async def _confirmed(fake: FakeRees46, order_id: str) -> None:
         await setup.confirm(order_id=order_id)
 
 
-# -- reconcile and the note before a change ----------------------------------------------------
-
-
 @pytest.mark.xfail(
     strict=True,
     reason="reconcile decides an unknown apply by 'the order exists': an apply that would "
@@ -243,9 +240,6 @@ async def test_a_change_of_a_line_flag_only_is_sent(fake: FakeRees46, clock: Fak
     assert changed.order_total_change == fake.ledger.refunds("1") != 0
 
 
-# -- the sync client and its views -------------------------------------------------------------
-
-
 @pytest.mark.xfail(
     strict=True,
     reason="a with_options view does not keep its client alive: once the client is "
@@ -329,9 +323,6 @@ async def test_a_wrong_404_before_a_change_does_not_make_its_refund_unrecoverabl
         assert known == fake.ledger.refunds("1")
 
 
-# -- the SQLite store --------------------------------------------------------------------------
-
-
 @pytest.mark.xfail(
     strict=True,
     reason="the SQLite store keeps writing to its open connection after its file is deleted "
@@ -394,3 +385,28 @@ async def test_a_details_answer_with_a_product_on_two_lines_is_counted_by_units(
     async with fake.client(clock=clock, idempotency=store) as client:
         changed = await client.change(order_id="1", cart_items=one)
     assert changed.order_total_change == fake.ledger.refunds("1") != 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reconcile counts a confirm as applied when the order is cancelled ('or cancelled "
+    "after it'): a confirm lost before processing on an order cancelled before it is recorded "
+    "as a success, and the redelivered confirm is replayed as one instead of being refused",
+)
+async def test_a_confirm_of_an_order_cancelled_before_it_is_not_reported_applied(
+    fake: FakeRees46, clock: FakeClock
+) -> None:
+    """Created, cancelled, then a (late) confirm gets a 504 before processing: reconcile must
+    not say applied, and the redelivered confirm must not answer success."""
+    store = MemoryIdempotencyStore(clock=clock)
+    async with fake.client(clock=clock, idempotency=store, retry=NO_RETRY) as client:
+        await client.apply(order_id="1", cart_items=CART, identifier=PHONE)
+        await client.cancel(order_id="1")
+        fake.faults.on("confirm", Fault.gateway_timeout())
+        with pytest.raises(LoyaltyError):
+            await client.confirm(order_id="1", idempotency_key="late-confirm")
+        found = await client.reconcile(order_id="1", idempotency_key="late-confirm")
+        assert fake.ledger.effects_for("confirm") == []
+        assert found.applied is False
+        with pytest.raises(LoyaltyError, match="Could not confirm"):
+            await client.confirm(order_id="1", idempotency_key="late-confirm")
