@@ -368,8 +368,10 @@ class LoyaltyClient:
         :class:`OrderChange` its lost answer would have carried, with ``order_total_change``
         derived as ``order_to_pay`` now minus before, and it is recorded, so the redelivered
         identical call is answered with it. Not applied: the record goes, and the redelivered
-        call is sent. A ``cancel`` or ``confirm`` is decided from the order's status in
-        ``history``; an ``apply`` from whether the order exists. Sends no mutating request.
+        call is sent (a change that lands late after all is then derived, not lost). A
+        ``cancel`` or ``confirm`` is decided from the order's status in ``history``; an
+        ``apply`` is safe to repeat, so its unknown outcome simply goes. Sends no mutating
+        request.
 
         Raises:
             OutcomeUnknownError: It cannot be decided (someone else changed the order since;

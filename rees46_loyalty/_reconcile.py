@@ -8,15 +8,20 @@ The rules, each from what the API offers:
   the same way, as the money that moves. Now = before: not applied. Neither: someone else changed
   the order meanwhile, and nothing can be decided.
 * ``cancel`` and ``confirm``: the order's status in the member's ``history`` (the member from
-  ``details``): cancelled, or confirmed (or cancelled after it) — applied; else not.
-* ``apply``: the order exists (``details``) — applied.
+  ``details``): exactly cancelled (for a cancel) or confirmed (for a confirm) — applied; any
+  other status — not applied, and the call is sent again (the API refuses it if it was done).
+* ``apply``: safe to repeat, so nothing is decided: its unknown outcome goes, and the next
+  apply is sent (it sets the cart either way).
+
+"Not applied" is what the order shows now. A change that timed out may still be held by the
+server and land later: its note is kept, so that its redelivery, finding the order already
+holding its cart, derives the refund instead of losing it.
 
 Nothing here sends a mutating request.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -30,12 +35,15 @@ from .errors import IdempotencyError, NotFoundError, OutcomeUnknownError
 from .idempotency._records import Book, Finish, IdempotencyStore, Outcome, State
 from .models import LineItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
 
-__all__ = ["Reconciler", "Reconciliation", "cart_lines", "same_cart"]
+__all__ = ["Cart", "Reconciler", "Reconciliation", "same_cart"]
 
-Lines = frozenset[tuple[str, Decimal, Decimal]]
 
-_CANCELLED = re.compile(r"cancel|отмен", re.IGNORECASE)
-_CONFIRMED = re.compile(r"confirm|complete|исполн|заверш", re.IGNORECASE)
+# The statuses that say an order is cancelled, or confirmed; any other is neither (a status
+# that only mentions a cancel, "cancel_requested", is not a cancelled order).
+_CANCELLED = frozenset({"cancelled", "canceled", "отменен", "отменён", "отменено"})
+_CONFIRMED = frozenset(
+    {"confirmed", "completed", "complete", "исполнен", "завершен", "завершён", "подтвержден"}
+)
 
 
 @frozen(kw_only=True)
@@ -48,11 +56,12 @@ class Reconciliation:
         applied: Whether the API applied it.
         result: What its lost answer would have carried, when applied: for a ``change`` an
             :class:`OrderChange` whose ``order_total_change`` is derived (``order_to_pay`` now
-            minus before); for ``cancel`` and ``confirm`` an :class:`OrderRef`; for ``apply``
-            the order's :class:`OrderCalculation`. ``None`` when not applied.
+            minus before); for ``cancel`` and ``confirm`` an :class:`OrderRef`. ``None`` when
+            not applied.
         idempotency_key: The caller's key of that call, if it had one.
-        decided_by: ``"details"`` (the order's lines), ``"history"`` (its status), or
-            ``"record"`` (the store already knew the outcome: nothing was unknown).
+        decided_by: ``"details"`` (the order's lines), ``"history"`` (its status),
+            ``"repeat"`` (an ``apply``: safe to send again, nothing to decide), or ``"record"``
+            (the store already knew the outcome: nothing was unknown).
     """
 
     order_id: str
@@ -78,26 +87,65 @@ def _number(value: object) -> Decimal:
     raise TypeError(f"not a number: {type(value).__name__}")
 
 
-def _lines(pairs: Iterable[tuple[object, object, object]]) -> Lines:
-    return frozenset(
-        (str(product), _number(quantity), _number(price))
-        for product, quantity, price in pairs
-        if _number(quantity) != 0
+_FLAGS = ("discountable", "bonusable", "rewardable")
+
+
+@frozen
+class Cart:
+    """A cart as the API applies it: units per (product, price), and each line's flags.
+
+    A product's units may come on several lines (the API may split them); they count
+    together. A flag is compared where the request sets it.
+    """
+
+    units: Mapping[tuple[str, Decimal], Decimal]
+    flags: Mapping[tuple[str, Decimal], tuple[bool | None, ...]]
+
+    @classmethod
+    def of(cls, lines: Iterable[Mapping[str, Any]]) -> Cart:
+        """The cart of *lines* (mappings with ``product_id``, ``quantity``, ``price``, flags)."""
+        units: dict[tuple[str, Decimal], Decimal] = {}
+        flags: dict[tuple[str, Decimal], tuple[bool | None, ...]] = {}
+        for line in lines:
+            quantity = _number(line["quantity"])
+            if quantity == 0:
+                continue
+            key = (str(line["product_id"]), _number(line["price"]))
+            units[key] = units.get(key, Decimal(0)) + quantity
+            flags.setdefault(key, tuple(line.get(name) for name in _FLAGS))
+        return cls(units=units, flags=flags)
+
+    def holds(self, asked: Cart) -> bool:
+        """Whether this cart (an order's) is the cart *asked* for."""
+        if self.units != asked.units:
+            return False
+        return all(
+            wanted is None or held == wanted
+            for key, wanted_flags in asked.flags.items()
+            for wanted, held in zip(wanted_flags, self.flags.get(key, ()), strict=False)
+        )
+
+
+def cart_of_items(items: Iterable[LineItem]) -> Cart:
+    """The cart of an order's calculation."""
+    return Cart.of(
+        {
+            "product_id": item.product_id,
+            "quantity": item.quantity,
+            "price": item.price,
+            **{name: getattr(item, name) for name in _FLAGS},
+        }
+        for item in items
     )
 
 
-def cart_lines(items: Iterable[LineItem]) -> Lines:
-    """The lines of a calculation, as (product, quantity, price), comparable with a request's."""
-    return _lines((item.product_id, item.quantity, item.price) for item in items)
-
-
-def request_lines(body: bytes) -> Lines:
-    """The lines a request body asks for."""
+def cart_of_request(body: bytes) -> Cart:
+    """The cart a request body asks for."""
     document = loads(body)
     lines = document.get("cart_items") if isinstance(document, Mapping) else None
     if not isinstance(lines, list):
         raise TypeError("the request has no cart_items")
-    return _lines((line["product_id"], line["quantity"], line["price"]) for line in lines)
+    return Cart.of(lines)
 
 
 def same_cart(details_answer: bytes, request_body: bytes) -> bool:
@@ -105,7 +153,7 @@ def same_cart(details_answer: bytes, request_body: bytes) -> bool:
     calculation = load_answer(details_answer, OrderCalculation)
     if not calculation.items:
         return False
-    return cart_lines(calculation.items) == request_lines(request_body)
+    return cart_of_items(calculation.items).holds(cart_of_request(request_body))
 
 
 def derived_change(before: OrderCalculation, now_body: bytes) -> bytes:
@@ -131,11 +179,11 @@ def decide_change(
     """Applied (True), not applied (False), or :class:`OutcomeUnknownError`."""
     if outcome.request is None:
         raise _undecidable(outcome, order_id, "the change's request was not recorded")
-    asked = request_lines(outcome.request)
-    lines_now = cart_lines(now.items)
-    if lines_now == asked:
+    asked = cart_of_request(outcome.request)
+    cart_now = cart_of_items(now.items)
+    if cart_now.holds(asked):
         return True
-    if lines_now == cart_lines(before.items):
+    if cart_now == cart_of_items(before.items):
         return False
     raise _undecidable(
         outcome,
@@ -146,18 +194,16 @@ def decide_change(
 
 
 def status_applied(operation: str, history: OrderHistory, order_id: str) -> bool:
-    """Whether the order's status in *history* shows *operation* (cancel / confirm) done."""
+    """Whether the order's status in *history* shows *operation* (cancel / confirm) done.
+
+    A confirm counts only on a confirmed order: on a cancelled one it was not (or no longer)
+    what made the state, and sending it again is harmless (the API refuses it).
+    """
     status = next((order.status for order in history.orders if order.id == order_id), None)
     if status is None:
         return False
-    if _CANCELLED.search(status):
-        return True
-    return operation == "confirm" and _CONFIRMED.search(status) is not None
-
-
-def not_found_means_not_applied(error: NotFoundError) -> bool:
-    """Whether *error* says the order does not exist (so an ``apply`` never happened)."""
-    return "not found" in error.message.lower()
+    known = _CANCELLED if operation == "cancel" else _CONFIRMED
+    return status.strip().lower() in known
 
 
 def _undecidable(outcome: Outcome, order_id: str, why: str) -> OutcomeUnknownError:
@@ -213,14 +259,16 @@ class Reconciler:
         if outcome.state is not State.UNKNOWN:
             return self._recorded(outcome)
         operation = outcome.intent.operation
+        if operation == "apply":
+            # Safe to repeat: whether or not it landed, the next apply (sent) sets the cart.
+            await self._store.release(self._key, outcome.owner or "", outcome.intent)
+            return self._found(outcome, applied=False, result=None, decided_by="repeat")
         if operation == "change":
             applied, answer = await self._change(outcome)
-        elif operation == "apply":
-            applied, answer = await self._apply()
         else:
             applied, answer = await self._status(operation)
         if not applied:
-            await self._store.release(self._key, outcome.owner or "", outcome.intent)
+            await self._not_applied(outcome)
             return self._found(outcome, applied=False, result=None)
         assert answer is not None  # noqa: S101 - every applied decision carries its answer
         recorded = Outcome(state=State.SUCCEEDED, intent=outcome.intent, status=200, answer=answer)
@@ -248,14 +296,25 @@ class Reconciler:
             return False, None
         return True, derived_change(before, now.body)
 
-    async def _apply(self) -> tuple[bool, bytes | None]:
-        try:
-            now = await self._details()
-        except NotFoundError as error:
-            if not_found_means_not_applied(error):
-                return False, None
-            raise
-        return True, now.body
+    async def _not_applied(self, outcome: Outcome) -> None:
+        """Let the same intent be sent again; for a change sent, keep what it noted.
+
+        A request that timed out may still be held by the server and land after this look:
+        its redelivery then finds the order holding its cart, and derives its refund from the
+        order as it was before (see the idempotency middleware), instead of losing it.
+        """
+        owner = outcome.owner or ""
+        if outcome.intent.operation != "change" or outcome.request is None:
+            await self._store.release(self._key, owner, outcome.intent)
+            return
+        kept = Outcome(
+            state=State.UNKNOWN,
+            intent=outcome.intent,
+            not_applied=True,
+            before=outcome.before,
+            request=outcome.request,
+        )
+        await self._store.finish(self._key, owner, kept)
 
     async def _status(self, operation: str) -> tuple[bool, bytes | None]:
         details = (await self._details()).result

@@ -165,6 +165,9 @@ class Outcome:
     previous_unknown: bool = False
     owner: str | None = None
     expires: float | None = None
+    #: An unknown outcome that ``reconcile`` found not applied: it blocks nothing and the same
+    #: intent is sent again, but what was noted stays, in case the lost request lands late.
+    not_applied: bool = False
     #: What the call's lease noted (see :class:`Lease`), kept while the outcome is unknown.
     before: bytes | None = field(default=None, repr=False)
     request: bytes | None = field(default=None, repr=False)
@@ -172,7 +175,7 @@ class Outcome:
     @property
     def blocks(self) -> bool:
         """Whether this outcome keeps every mutating call on its order from being sent."""
-        return self.state is State.UNKNOWN and self.intent.once
+        return self.state is State.UNKNOWN and self.intent.once and not self.not_applied
 
     def same_request(self, intent: Intent) -> bool:
         """Whether *intent* asks for what this outcome is about."""
@@ -235,7 +238,6 @@ class Decision:
 _NO_OUTCOMES: Mapping[str, Outcome] = MappingProxyType({})
 # Decisions without an outcome are all alike: built once.
 _ACQUIRED = Decision(verdict=Verdict.ACQUIRED)
-_ACQUIRED_AFTER_UNKNOWN = Decision(verdict=Verdict.ACQUIRED, previous_unknown=True)
 
 
 def _unknown_of(lease: Lease, now: float, ttl: float) -> Outcome:
@@ -285,16 +287,23 @@ def decide(
         return Decision(verdict=Verdict.CONFLICT, outcome=mine), current, changed
     if mine is not None and mine.state is not State.UNKNOWN:
         return Decision(verdict=Verdict.REPLAY, outcome=mine), current, changed
-    if current is not None and current.lease is not None:
-        held = current.lease
-        if held.owner == owner:  # a begin repeated by the same call: it holds the lease already
+    held = current.lease if current is not None else None
+    if held is not None:
+        # The same call again holds the lease already; another call makes this one wait.
+        if held.owner == owner:
             return _ACQUIRED, current, changed
         return Decision(verdict=Verdict.BUSY, wait=held.expires - now), current, changed
     blocker = current.blocker if current is not None else None
     if blocker is not None:
         return Decision(verdict=Verdict.UNKNOWN, outcome=blocker), current, changed
     taken = Book(lease=Lease(owner=owner, intent=intent, expires=now + lease), outcomes=outcomes)
-    return (_ACQUIRED_AFTER_UNKNOWN if mine is not None else _ACQUIRED), taken, True
+    # After an unknown outcome of the same intent: sent, and told what is known of it.
+    sent = (
+        _ACQUIRED
+        if mine is None
+        else Decision(verdict=Verdict.ACQUIRED, outcome=mine, previous_unknown=True)
+    )
+    return sent, taken, True
 
 
 def finish(
@@ -331,7 +340,8 @@ def finish(
             answer=outcome.answer,
             previous_unknown=outcome.previous_unknown,
             owner=owner,
-            expires=None if durable else now + ttl,
+            expires=None if durable and not outcome.not_applied else now + ttl,
+            not_applied=outcome.not_applied,
             before=_first(outcome.before, noted.before if noted is not None else None),
             request=_first(outcome.request, noted.request if noted is not None else None),
         )
@@ -503,6 +513,8 @@ def book_to_json(book: Book) -> tuple[str, dict[str, bytes]]:
             entry["status"] = outcome.status
         if outcome.previous_unknown:
             entry["previous_unknown"] = True
+        if outcome.not_applied:
+            entry["not_applied"] = True
         if outcome.owner is not None:
             entry["owner"] = outcome.owner
         if outcome.expires is not None:
@@ -571,6 +583,7 @@ def _outcome_of(entry: object, answer: bytes | None) -> Outcome:
         status=status if isinstance(status, int) and not isinstance(status, bool) else None,
         answer=answer,
         previous_unknown=entry.get("previous_unknown") is True,
+        not_applied=entry.get("not_applied") is True,
         owner=owner if isinstance(owner, str) else None,
         expires=_seconds(entry, "expires"),
     )

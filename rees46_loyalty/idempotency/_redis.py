@@ -8,6 +8,8 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
+from attrs import evolve
+
 from .._scrub import scrubbed_init
 from ._records import (
     Book,
@@ -118,19 +120,23 @@ if mine then
   end
 end
 if book and book.lease then
-  if book.lease.owner == owner then return answer('acquired', '0', '') end
+  if book.lease.owner == owner then return answer('acquired', '', '') end
   return answer('busy', tostring(book.lease.expires - now), '')
 end
 for _, o in pairs(outcomes) do
-  if o.state == 'unknown' and o.intent.safety == 'once' then
+  if o.state == 'unknown' and o.intent.safety == 'once' and not o.not_applied then
     return answer('unknown', cjson.encode(o), '')
   end
 end
 if not book then book = {outcomes = {}} end
 book.lease = {owner = owner, intent = intent, expires = now + lease_ms}
 save(key, book, now)
-if mine then return {'acquired', '1', ''} end
-return {'acquired', '0', ''}
+if mine then
+  -- The same intent after an unknown outcome: what is known of it goes back with the lease.
+  return {'acquired', cjson.encode(mine), redis.call('HGET', key, 'b:' .. id) or '',
+          redis.call('HGET', key, 'r:' .. id) or ''}
+end
+return {'acquired', '', ''}
 """
 )
 
@@ -159,7 +165,7 @@ end
 local kept_by_me = mine or (existing ~= nil and existing.owner == owner)
 outcome.owner = owner
 if outcome.state == 'unknown' then
-  if not DURABLE[outcome.intent.safety] then outcome.expires = now + ttl end
+  if not DURABLE[outcome.intent.safety] or outcome.not_applied then outcome.expires = now + ttl end
   if ARGV[6] == '1' then
     -- What the call noted, written again: the store may have lost the lease that held it.
     redis.call('HSET', key, 'b:' .. id, ARGV[7], 'r:' .. id, ARGV[8])
@@ -360,13 +366,20 @@ class RedisIdempotencyStore:
         if not self._checked:
             self._checked = True
             await self.check()
-        verdict_text, extra, answer = await self._begin(
+        reply = await self._begin(
             keys=[self._key(key)],
             args=[json.dumps(intent_to_json(intent)), owner, self._lease_ms, self._ttl_ms],
         )
+        verdict_text, extra, answer = reply[0], reply[1], reply[2]
         verdict = Verdict(_text(verdict_text))
         if verdict is Verdict.ACQUIRED:
-            return Decision(verdict=verdict, previous_unknown=_text(extra) == "1")
+            if not _text(extra):
+                return Decision(verdict=verdict)
+            request = _bytes(reply[3]) if len(reply) > 3 else b""
+            known = outcome_from_json(_text(extra), None)
+            if request:  # noted together: the order before (maybe empty) and the request
+                known = evolve(known, before=_bytes(answer), request=request)
+            return Decision(verdict=verdict, outcome=known, previous_unknown=True)
         if verdict is Verdict.BUSY:
             return Decision(verdict=verdict, wait=int(float(_text(extra))) / 1000)
         outcome = outcome_from_json(_text(extra), _bytes(answer) or None)
@@ -382,6 +395,8 @@ class RedisIdempotencyStore:
             document["status"] = outcome.status
         if outcome.previous_unknown:
             document["previous_unknown"] = True
+        if outcome.not_applied:
+            document["not_applied"] = True
         answer = outcome.answer
         noted = outcome.before is not None and outcome.request is not None
         done = await self._finish(

@@ -33,8 +33,8 @@ import attrs
 from .._clock import Clock
 from .._http import ApiRequest, ApiResponse, Handler, SendTrace
 from .._operations import DETAILS
-from .._reconcile import same_cart
-from .._serialization import dumps
+from .._reconcile import derived_change, same_cart
+from .._serialization import dumps, load_answer
 from ..errors import (
     APIError,
     BadRequestError,
@@ -53,6 +53,7 @@ from ..idempotency._records import (
     State,
     Verdict,
 )
+from ..models import OrderCalculation
 from .errors import decode_response, recorded_answer
 
 __all__ = ["IdempotencyMiddleware", "IdempotencyStore", "fingerprint", "record_key"]
@@ -134,9 +135,12 @@ class IdempotencyMiddleware:
             deadline=lease_ends if request.deadline is None else min(request.deadline, lease_ends),
             trace=trace,
         )
-        noted = None
+        noted: tuple[bytes, bytes] | None = None
         if intent.once:
-            noted = await self._note_before(request, key, owner, intent, call_next)
+            looked = await self._note_before(request, key, owner, intent, decision, call_next)
+            if isinstance(looked, ApiResponse):  # a lost change that landed late: derived
+                return looked
+            noted = looked
         try:
             response = await call_next(request)
         except BaseException as failure:
@@ -168,9 +172,15 @@ class IdempotencyMiddleware:
         await self._record(request, key, owner, outcome)
         return response
 
-    async def _note_before(
-        self, request: ApiRequest, key: str, owner: str, intent: Intent, call_next: Handler
-    ) -> tuple[bytes, bytes]:
+    async def _note_before(  # noqa: PLR0917 - the call's parts, each needed
+        self,
+        request: ApiRequest,
+        key: str,
+        owner: str,
+        intent: Intent,
+        decision: Decision,
+        call_next: Handler,
+    ) -> tuple[bytes, bytes] | ApiResponse:
         """Read the order as it is and keep it, with the request, in the lease; or send nothing.
 
         An unknown outcome of the change can then be reconciled (``LoyaltyClient.reconcile``):
@@ -194,13 +204,25 @@ class IdempotencyMiddleware:
         )
         body = request.body if request.body is not None else dumps(request.data)
         try:
+            # A 404 here (no such order, or a lagging replica) is raised: a change of an order
+            # that does not exist cannot succeed, and one sent without the order's state from
+            # before could never be reconciled.
+            before = (await call_next(lookup)).body
+            if same_cart(before, body):
+                landed = await self._landed_late(request, key, owner, decision, before)
+                if landed is not None:
+                    return landed
+                _refuse_a_change_made_before(request)
             try:
-                before = (await call_next(lookup)).body
-            except NotFoundError:
-                before = b""
-            else:
-                _refuse_a_change_made_before(request, before, body)
-            if not await self.store.note(key, owner, before=before, request=body):
+                noted = await self.store.note(key, owner, before=before, request=body)
+            except Exception as exc:
+                raise IdempotencyError(
+                    f"the idempotency store failed, so nothing was sent: {type(exc).__name__}",
+                    operation=request.operation.name,
+                    order_id=request.order_id,
+                    retryable=True,
+                ) from exc
+            if not noted:
                 _refuse_a_change_without_lease(request)
         except BaseException:
             release = self.store.release(key, owner, intent)
@@ -213,6 +235,27 @@ class IdempotencyMiddleware:
                 )
             raise
         return before, body
+
+    async def _landed_late(
+        self, request: ApiRequest, key: str, owner: str, decision: Decision, now: bytes
+    ) -> ApiResponse | None:
+        """The derived answer of this very change, sent before and lost, that landed late.
+
+        ``reconcile`` found it not applied, and keeps what it had noted; the order now holds
+        the cart it asked for: it landed after all. Its ``order_total_change`` is derived (the
+        order's ``order_to_pay`` now minus before), recorded and answered; nothing is sent.
+        """
+        known = decision.outcome
+        if known is None or not known.not_applied or not known.before or not known.request:
+            return None
+        answer = derived_change(load_answer(known.before, OrderCalculation), now)
+        outcome = Outcome(state=State.SUCCEEDED, intent=known.intent, status=200, answer=answer)
+        done = await self.store.finish(key, owner, outcome)
+        _log_finish(request, done, "landed late")
+        replayed = self._replay(request, outcome, "replayed")
+        if isinstance(replayed, LoyaltyError):
+            raise replayed
+        return replayed
 
     async def _record(self, request: ApiRequest, key: str, owner: str, outcome: Outcome) -> None:
         """Store a success, shielded, and never fail the call over it.
@@ -437,18 +480,17 @@ def _refuse_a_change_without_lease(request: ApiRequest) -> None:
     )
 
 
-def _refuse_a_change_made_before(request: ApiRequest, before: bytes, body: bytes) -> None:
-    if same_cart(before, body):
-        error = OutcomeUnknownError(
-            f"order {request.order_id!r} already holds the cart of this change, so it was not "
-            "sent (it would move no money): an earlier change made it, and that change's "
-            "refund amount is not in the idempotency store; check the order's history and "
-            "the shop's refunds",
-            operation=request.operation.name,
-            order_id=request.order_id,
-        )
-        error.idempotency_key = request.idempotency_key
-        raise error
+def _refuse_a_change_made_before(request: ApiRequest) -> None:
+    error = OutcomeUnknownError(
+        f"order {request.order_id!r} already holds the cart of this change, so it was not "
+        "sent (it would move no money): an earlier change made it, and that change's refund "
+        "amount is not in the idempotency store; check the order's history and the shop's "
+        "refunds",
+        operation=request.operation.name,
+        order_id=request.order_id,
+    )
+    error.idempotency_key = request.idempotency_key
+    raise error
 
 
 def _log_finish(request: ApiRequest, done: Finish, what: str) -> None:

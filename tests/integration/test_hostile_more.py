@@ -195,7 +195,7 @@ async def test_a_pickled_error_holds_no_phone(fake: FakeRees46) -> None:
     keeps in its result backend) holds no unmasked phone."""
     body = json.dumps({"success": False, "payload": {"message": "blocked", "identifier": PHONE}})
     fake.faults.on("change", Fault.raw_answer(body.encode(), status=500, headers=JSON))
-    async with fake.client(retry=RetryPolicy.disabled()) as client:
+    async with fake.client(retry=RetryPolicy.disabled(), idempotency=None) as client:
         error = await failure_of(client.change(order_id="1", cart_items=CART, identifier=PHONE))
     assert isinstance(error, LoyaltyError)
     assert PHONE.encode() not in pickle.dumps(error)

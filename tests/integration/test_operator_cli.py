@@ -382,7 +382,7 @@ async def test_ctrl_c_after_a_change_was_sent_says_it_may_have_been_applied(
             ExitCode.VALIDATION,
             "ValidationError: cart_items",
         ),
-        (["change", "--order-id", "9", "--item", "A:1:1", "--yes"], ExitCode.ORDER_STATUS, ""),
+        (["change", "--order-id", "9", "--item", "A:1:1", "--yes"], ExitCode.NOT_FOUND, ""),
     ],
 )
 async def test_error_classes_have_their_exit_codes(

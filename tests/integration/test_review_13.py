@@ -59,12 +59,6 @@ async def _confirmed(fake: FakeRees46, order_id: str) -> None:
         await setup.confirm(order_id=order_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconcile decides an unknown apply by 'the order exists': an apply that would "
-    "have replaced a created order's cart, never processed, is reported applied and replayed "
-    "with the old cart's calculation",
-)
 async def test_an_unknown_apply_of_a_new_cart_never_processed_is_not_reported_applied(
     fake: FakeRees46, clock: FakeClock
 ) -> None:
@@ -84,12 +78,6 @@ async def test_an_unknown_apply_of_a_new_cart_never_processed_is_not_reported_ap
     assert again.order_total == Decimal("1000")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconcile decides 'not applied' from an order that the server has not processed "
-    "yet (the change timed out but is still held by the server): the change then commits, the "
-    "record is gone, and the redelivery is refused: the refund is known to nobody",
-)
 async def test_reconcile_while_the_server_still_holds_the_change_does_not_lose_the_refund(
     fake: FakeRees46, clock: FakeClock
 ) -> None:
@@ -118,11 +106,6 @@ async def test_reconcile_while_the_server_still_holds_the_change_does_not_lose_t
     assert len(fake.ledger.effects_for("change")) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a store failure while noting the order before a change escapes as the store's "
-    "own exception (sqlite3.OperationalError), outside the SDK's error tree",
-)
 async def test_a_store_failure_while_noting_a_change_is_an_idempotency_error(
     fake: FakeRees46, tmp_path: Path
 ) -> None:
@@ -147,11 +130,6 @@ async def test_a_store_failure_while_noting_a_change_is_an_idempotency_error(
     assert fake.ledger.requests_for("change") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconcile reads a cancel as done when the history status merely contains "
-    "'cancel' (e.g. 'cancel_requested', 'не отменён'): the cancel is never sent again",
-)
 async def test_a_history_status_that_only_mentions_cancel_is_not_a_cancelled_order(
     fake: FakeRees46, clock: FakeClock
 ) -> None:
@@ -213,12 +191,6 @@ def _swallow(client: SyncLoyaltyClient) -> None:
         client.estimate(cart_items=CART)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the refund-trap guard compares only (product, quantity, price): a change that "
-    "keeps the lines but flips a line's bonusable flag moves money, yet is refused forever "
-    "as 'already made' (and, were it unknown, reconcile would call it applied unseen)",
-)
 async def test_a_change_of_a_line_flag_only_is_sent(fake: FakeRees46, clock: FakeClock) -> None:
     """Same lines, product A no longer payable by bonuses: the API recomputes the order and
     the money moves; the SDK must send it and report the ledger's amount."""
@@ -286,13 +258,6 @@ def test_a_view_of_a_dropped_client_can_be_closed(threaded_shop: FakeRees46) -> 
     assert left == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the note before a change takes any 404 of its details lookup as 'no such order' "
-    "and sends the change with an empty 'before'; when the 404 was wrong (a lagging replica, a "
-    "proxy) and the answer is lost, reconcile can never decide: the refund is lost and the "
-    "order blocked until cleared (a change of a missing order cannot succeed: it need not go)",
-)
 async def test_a_wrong_404_before_a_change_does_not_make_its_refund_unrecoverable(
     fake: FakeRees46, clock: FakeClock
 ) -> None:
@@ -355,13 +320,6 @@ async def test_a_deleted_database_file_does_not_split_the_order_in_two(
     assert len(fake.ledger.effects_for("change")) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cart comparison of the refund-trap guard and of reconcile is a set of "
-    "(product, quantity, price) lines: a details answer that lists a product's units on "
-    "several lines (A x2 as two lines of 1) reads as 'A x1', so the partial return to A x1 is "
-    "refused as already made (and, unknown, would be reported applied)",
-)
 async def test_a_details_answer_with_a_product_on_two_lines_is_counted_by_units(
     fake: FakeRees46, clock: FakeClock
 ) -> None:
@@ -387,12 +345,6 @@ async def test_a_details_answer_with_a_product_on_two_lines_is_counted_by_units(
     assert changed.order_total_change == fake.ledger.refunds("1") != 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconcile counts a confirm as applied when the order is cancelled ('or cancelled "
-    "after it'): a confirm lost before processing on an order cancelled before it is recorded "
-    "as a success, and the redelivered confirm is replayed as one instead of being refused",
-)
 async def test_a_confirm_of_an_order_cancelled_before_it_is_not_reported_applied(
     fake: FakeRees46, clock: FakeClock
 ) -> None:
