@@ -212,3 +212,28 @@ asyncio.run(main())
 def test_intents_name_their_key() -> None:
     """An explicit key names the intent inside its order's book."""
     assert Intent(operation="change", fingerprint="f", key="job").id == "k:job"
+
+
+async def test_a_change_found_not_applied_that_lands_late_is_derived_not_lost(
+    fake: FakeRees46, store: IdempotencyStore, clock: FakeClock
+) -> None:
+    """The change times out while the server still holds it; reconcile (at once) finds it not
+    applied; then the server commits it. Its redelivery finds the order holding its cart and
+    answers the derived refund, the ledger's, without sending it again."""
+    async with fake.client(clock=clock, idempotency=store, timeout=0.1) as client:
+        await client.apply(order_id="1", cart_items=CART, identifier=PHONE)
+        await client.confirm(order_id="1")
+        fake.faults.on("change", Fault.latency(0.3))
+        with pytest.raises(OutcomeUnknownError):
+            await client.change(order_id="1", cart_items=RETURN)
+        found = await client.reconcile(order_id="1")
+        assert found.applied is False
+        for _ in range(200):  # the server's real-time hold ends, and it commits
+            if fake.ledger.effects_for("change"):
+                break
+            await asyncio.sleep(0.01)
+        again = await client.change(order_id="1", cart_items=RETURN)
+    [refund] = _committed_changes(fake)
+    assert again.order_total_change == refund
+    assert again.replayed is True
+    assert len(fake.ledger.requests_for("change")) == 1
