@@ -16,6 +16,7 @@ import functools
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from types import TracebackType
@@ -101,8 +102,17 @@ class _LoopThread:
         return self._loop
 
     def close(self, last: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Let the calls in flight end, run *last* on the loop, then stop it; idempotent."""
+        """Let the calls in flight end, run *last* on the loop, then stop it; idempotent.
+
+        Refused on the loop's own thread (a hook, a middleware): it would wait for itself.
+        """
         with self._lock:
+            if self._thread is not None and threading.get_ident() == self._thread.ident:
+                raise RuntimeError(
+                    "a SyncLoyaltyClient cannot be closed from its own event loop (from a hook "
+                    "or a middleware): close() waits for the calls in flight, the hook's among "
+                    "them, so it would wait for itself forever; close it from another thread"
+                )
             if self.closed:
                 return
             self.closed = True
@@ -133,6 +143,41 @@ def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
         loop.close()
+
+
+class _Shared:
+    """What a :class:`SyncLoyaltyClient` and its views share: the async client and its loop.
+
+    Each of them holds it, so it lives as long as one of them does. Dropped unclosed once the
+    last of them is gone, it warns (``ResourceWarning``) and stops the loop without waiting.
+    """
+
+    def __init__(self, client: LoyaltyClient) -> None:
+        self.client = client
+        self.runner = _LoopThread()
+
+    def close(self) -> None:
+        """Wait for the calls in flight, close the pool and the store, stop the loop."""
+        self.runner.close(self._close_on_loop)
+
+    async def _close_on_loop(self) -> None:
+        try:
+            await self.client.close()
+        finally:
+            if self.client.idempotency is not None:
+                await self.client.idempotency.close()
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if self.runner.closed or not self.runner.started_here:
+            return
+        _warn(
+            f"unclosed Sync{self.client!r}: close it with 'client.close()' or use "
+            "'with SyncLoyaltyClient(...) as client:'",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
+        self.runner.abandon(self.client.close)
 
 
 async def _finish(last: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -212,7 +257,6 @@ class SyncLoyaltyClient:
         tracing: bool | TracerProvider | None = False,
         clock: Clock | None = None,
     ) -> None:
-        self._view = True  # until built: a half-made client has nothing for __del__ to close
         self._client = LoyaltyClient(
             shop_id,
             shop_secret,
@@ -229,8 +273,9 @@ class SyncLoyaltyClient:
             tracing=tracing,
             clock=clock,
         )
-        self._runner = _LoopThread()
-        self._view = False
+        self._shared = _Shared(self._client)
+        self._runner = self._shared.runner
+        self._root: weakref.ref[SyncLoyaltyClient] | None = None  # a view's client
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> SyncLoyaltyClient:
@@ -266,29 +311,13 @@ class SyncLoyaltyClient:
     def close(self) -> None:
         """Wait for the calls in flight, close the pool and the idempotency store, stop the loop.
 
-        Idempotent. On a view made by :meth:`with_options` it does nothing.
+        Idempotent. Raises ``RuntimeError`` when called from the client's own loop (a hook, a
+        middleware): it would wait for itself. On a view made by :meth:`with_options`, it does
+        nothing while the client the view came from is still held; once that client is gone,
+        it closes what the view shares (see :meth:`with_options`).
         """
-        if not self._view:
-            self._runner.close(self._close_on_loop)
-
-    async def _close_on_loop(self) -> None:
-        try:
-            await self._client.close()
-        finally:
-            if self._client.idempotency is not None:
-                await self._client.idempotency.close()
-
-    def __del__(self, _warn: Any = warnings.warn) -> None:
-        if getattr(self, "_view", True) or self._runner.closed or not self._runner.started_here:
-            return
-        _warn(
-            f"unclosed {self!r}: close it with 'client.close()' or use "
-            "'with SyncLoyaltyClient(...) as client:'",
-            ResourceWarning,
-            stacklevel=2,
-            source=self,
-        )
-        self._runner.abandon(self._client.close)
+        if self._root is None or self._root() is None:
+            self._shared.close()
 
     @property
     def closed(self) -> bool:
@@ -310,12 +339,22 @@ class SyncLoyaltyClient:
     ) -> SyncLoyaltyClient:
         """A view with other options, sharing this client's loop, pool, store and hooks.
 
-        See :meth:`LoyaltyClient.with_options`; the view needs no closing.
+        See :meth:`LoyaltyClient.with_options`. The view holds what it shares, so it keeps
+        working when only the view is kept (``self.api = make_client().with_options(...)``).
+
+        Who closes: the client the view came from, while someone holds that client (closing a
+        view then does nothing, so a view closed early never breaks its client or the other
+        views). Once that client is gone (garbage-collected, or never kept, as in
+        ``SyncLoyaltyClient(...).with_options(...)``), the view is all that is left to close,
+        so its :meth:`close` (or ``with`` block) closes the loop, pool and store, for every view
+        that shares them. A view of a view counts the first client. Forgotten unclosed, the
+        last of them warns (``ResourceWarning``) as the client does.
         """
         view = object.__new__(SyncLoyaltyClient)
-        view._view = True
+        view._shared = self._shared
         view._runner = self._runner
         view._client = self._client.with_options(timeout=timeout, retry=retry)
+        view._root = self._root if self._root is not None else weakref.ref(self)
         return view
 
     # The operations, made from the async client's methods (their signatures and docstrings;

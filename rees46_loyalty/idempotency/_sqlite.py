@@ -57,6 +57,14 @@ class SqliteIdempotencyStore:
     commit synced to disk). Workers on several hosts need :class:`RedisIdempotencyStore`. It
     follows the same rules and the same record format as the other stores.
 
+    The store checks at every step that its file is still the one it opened. Once the file is
+    deleted or replaced (an operator, a temp-file cleaner), it would go on writing to a file
+    nobody else reads while the other processes start a new one: two records for one order, a
+    change sent twice. So every later step fails instead (an ``sqlite3.OperationalError`` that
+    says so; a call then sends nothing), and the store is never reopened behind the calls that
+    hold leases in it: make a new store (restart the worker) once the cause is understood.
+    A store used after :meth:`close` raises a ``RuntimeError``.
+
     Args:
         path: The database file (created, with its directory, if missing).
         ttl: Seconds a finished outcome is kept (default 24 h); at least ``lease``.
@@ -92,6 +100,9 @@ class SqliteIdempotencyStore:
         self._now: Callable[[], float] = time.time if clock is None else clock.monotonic
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self._broken: str | None = None  # why the store refuses every step, once it does
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"SqliteIdempotencyStore(path={str(self.path)!r}, lease={self.lease:g})"
@@ -161,11 +172,10 @@ class SqliteIdempotencyStore:
         return dropped
 
     async def close(self) -> None:
-        """Close the database connection."""
+        """Close the database connection; idempotent. The store cannot be used after it."""
         with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            self._closed = True
+            self._disconnect()
 
     # -- one transaction per step ---------------------------------------------------------------
 
@@ -179,6 +189,7 @@ class SqliteIdempotencyStore:
     ) -> tuple[T, Book | None, bool]:
         with self._lock:
             connection = self._connect()
+            self._check_file()  # before waiting for the lock of a file nobody else uses
             # IMMEDIATE: the write lock is taken before the book is read, so that reading it
             # and writing it back are one step for every process on the host.
             connection.execute("BEGIN IMMEDIATE")
@@ -188,23 +199,63 @@ class SqliteIdempotencyStore:
                 if changed:
                     self._save(connection, key, book)
                     self._purge(connection, now)
+                self._check_file()  # nothing is committed to a file left behind
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                if self._connection is not None:  # a failed check closed it: nothing to undo
+                    connection.execute("ROLLBACK")
                 raise
         return answer, book, changed
 
     def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError(
+                f"this SqliteIdempotencyStore ({str(self.path)!r}) is closed; create a new one"
+            )
+        if self._broken is not None:
+            raise sqlite3.OperationalError(self._broken)
         if self._connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
-            connection.executescript(_SCHEMA)
-            self._connection = connection
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
+                connection.executescript(_SCHEMA)
+                # The file is made by now; the one this connection writes to.
+                opened = self.path.stat()
+            except BaseException:
+                connection.close()
+                raise
+            self._connection, self._identity = connection, (opened.st_dev, opened.st_ino)
         return self._connection
+
+    def _check_file(self) -> None:
+        """Fail (for good) if the file at ``path`` is no longer the one the connection opened.
+
+        Closing the connection discards a transaction still open on it.
+        """
+        try:
+            found = self.path.stat()
+            what = "replaced" if (found.st_dev, found.st_ino) != self._identity else None
+        except FileNotFoundError:
+            what = "deleted"
+        if what is None:
+            return
+        self._broken = (
+            f"the idempotency records file {str(self.path)!r} was {what} while this store had "
+            "it open: its records (and the leases of the calls in flight) are no longer where "
+            "the other processes look, so this store refuses every step; create a new store "
+            "(restart the worker) once the file is back in its place"
+        )
+        self._disconnect()
+        raise sqlite3.OperationalError(self._broken)
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     @staticmethod
     def _load(connection: sqlite3.Connection, key: str) -> Book | None:

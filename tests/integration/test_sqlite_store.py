@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -90,3 +91,40 @@ async def test_the_store_refuses_nonsense(tmp_path: Path) -> None:
         SqliteIdempotencyStore(tmp_path / "x.db", ttl=10, lease=60)
     with pytest.raises(TypeError, match="lease"):
         SqliteIdempotencyStore(tmp_path / "x.db", lease="60")  # type: ignore[arg-type]
+
+
+async def test_a_store_used_after_close_says_so_and_opens_nothing(tmp_path: Path) -> None:
+    """close() ends the store: a later step raises a RuntimeError, the file is not reopened."""
+    store = SqliteIdempotencyStore(tmp_path / "closed.db")
+    assert await store.get("1") is None
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.get("1")
+    assert store._connection is None
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_a_file_deleted_or_replaced_under_the_store_is_refused_for_good(
+    tmp_path: Path, how: str
+) -> None:
+    """The file goes (or another takes its place): every later step fails, naming the cause,
+    even once a fresh file is at the path; the store never reopens behind its leases."""
+    path = tmp_path / "books.db"
+    store = SqliteIdempotencyStore(path)
+    assert await store.get("1") is None
+    for suffix in ("", "-wal", "-shm"):
+        await asyncio.to_thread(Path(f"{path}{suffix}").unlink, missing_ok=True)
+    if how == "replaced":
+        other = SqliteIdempotencyStore(path)
+        assert await other.get("1") is None  # another process makes a fresh file
+        await other.close()
+    with pytest.raises(sqlite3.OperationalError, match=f"was {how}"):
+        await store.get("1")
+    assert store._connection is None
+    fresh = SqliteIdempotencyStore(path)
+    assert await fresh.get("1") is None
+    with pytest.raises(sqlite3.OperationalError, match="refuses every step"):
+        await store.get("1")
+    await fresh.close()
+    await store.close()

@@ -292,3 +292,20 @@ def test_a_client_made_but_unused_before_a_fork_starts_afresh_in_the_child(
     assert _fork_and_report(child) == 0
     assert threaded_shop.received("estimate") == 1
     client.close()
+
+
+def test_a_view_of_a_dropped_client_forgotten_unclosed_warns_and_stops(
+    threaded_shop: FakeRees46,
+) -> None:
+    """The view alone keeps the loop; dropped unclosed, it warns as the client does."""
+    view = SyncLoyaltyClient(
+        threaded_shop.shop_id, threaded_shop.shop_secret, base_url=threaded_shop.url
+    ).with_options(timeout=5)
+    view.estimate(cart_items=CART)
+    thread = view._runner._thread
+    assert thread is not None
+    with pytest.warns(ResourceWarning, match=r"unclosed SyncLoyaltyClient\("):  # noqa: PT031
+        del view
+        gc.collect()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
