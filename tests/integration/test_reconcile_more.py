@@ -1,4 +1,4 @@
-"""Review of reconcile(), the SQLite store and the sync client: repros of what breaks them."""
+"""The holes an attack on reconcile(), the SQLite store and the sync client found, one test each."""
 
 from __future__ import annotations
 
