@@ -7,6 +7,8 @@ import logging
 import math
 import zlib
 from collections import OrderedDict
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from attrs import evolve
 
@@ -16,8 +18,10 @@ from ._records import (
     Decision,
     Finish,
     Intent,
+    Lease,
     Outcome,
     State,
+    Verdict,
     as_of,
     decide,
     finish,
@@ -33,7 +37,8 @@ logger = logging.getLogger("rees46_loyalty")
 #: Answers longer than this are kept compressed: a 200-line change answers ~180 KB of JSON that
 #: compresses 10 to 60 times, and a long-running worker keeps thousands of them.
 _COMPRESS_ABOVE = 4096
-_NONE: dict[str, Outcome] = {}
+_NONE: Mapping[str, Outcome] = MappingProxyType({})
+_TAKEN = Decision(verdict=Verdict.ACQUIRED)
 _GONE = (0, 0.0)
 #: What one kept outcome costs beside its answer's bytes (its objects and the book's), roughly.
 _OUTCOME_OVERHEAD = 600
@@ -110,6 +115,10 @@ class MemoryIdempotencyStore:
     async def begin(self, key: str, intent: Intent, owner: str) -> Decision:
         """Decide what a call with *intent* does on the order *key*, taking the lease if it may."""
         book = self._books.get(key)
+        if book is None:  # the common case, as decide() has it: a new order's lease
+            lease = Lease(owner=owner, intent=intent, expires=self.clock.monotonic() + self.lease)
+            self._books[key] = Book(lease=lease, outcomes=_NONE)
+            return _TAKEN
         decision, stored, changed = decide(
             book, intent, owner=owner, now=self.clock.monotonic(), lease=self.lease, ttl=self.ttl
         )
@@ -129,7 +138,29 @@ class MemoryIdempotencyStore:
         if outcome.answer is not None and len(outcome.answer) > _COMPRESS_ABOVE:
             outcome = evolve(outcome, answer=_shrink(outcome.answer))
         book = self._books.get(key)
-        done, stored = finish(book, owner, outcome, now=self.clock.monotonic(), ttl=self.ttl)
+        now = self.clock.monotonic()
+        lease = book.lease if book is not None else None
+        if (
+            lease is not None
+            and lease.owner == owner
+            and not book.outcomes  # type: ignore[union-attr]
+            and outcome.state is not State.UNKNOWN
+        ):
+            # The common case, as finish() has it: the first outcome of an order whose lease
+            # this call holds (ran out or not: it is this call's own, either way).
+            recorded = Outcome(
+                state=outcome.state,
+                intent=outcome.intent,
+                status=outcome.status,
+                answer=outcome.answer,
+                previous_unknown=outcome.previous_unknown,
+                owner=owner,
+                expires=now + self.ttl,
+            )
+            stored: Book | None = Book(lease=None, outcomes={outcome.intent.id: recorded})
+            done = Finish.RECORDED
+        else:
+            done, stored = finish(book, owner, outcome, now=now, ttl=self.ttl)
         if stored is not book:
             self._put(key, book, stored)
         self._notify(key)
