@@ -267,8 +267,8 @@ async def test_change_shows_the_new_cart_and_the_refund(
     """change shows the whole new cart before sending and prints the refund it answered."""
     run = await cli("change", "--order-id", ORDER, "--item", "A:1000.00:3", stdin="yes\n")
     assert run.code == ExitCode.OK
-    assert f"change order {ORDER}; its whole new cart:" in run.err
-    assert "order_total before discounts: 3000.00" in run.err
+    assert f"change order {ORDER}: its cart now and the whole new cart" in run.err
+    assert "order_total before discounts: 4099.90 now, 3000.00 new" in run.err
     (effect,) = fake.ledger.effects_for("change", ORDER)
     refund = -effect.order_total_change
     assert refund > 0
@@ -316,12 +316,15 @@ async def test_change_outcome_unknown_says_reconcile(fake: FakeRees46, env: dict
     argv = ("change", "--order-id", ORDER, "--item", "A:1000:3", "--idempotency-key", "t-1")
     run = await cli(*argv, "--yes")
     assert run.code == ExitCode.OUTCOME_UNKNOWN
-    assert run.err.startswith("error: OutcomeUnknownError: ")
-    assert f"python -m rees46_loyalty reconcile {ORDER} --idempotency-key t-1" in run.err
-    assert "on this host (its record is in" in run.err
-    assert "operator.sqlite3" in run.err
-    assert "do NOT send the change again" in run.err
-    assert run.err.count("\n") == 1
+    # --yes shows the comparison all the same; the error is the one line after it.
+    comparison, error = run.err.rsplit("\n", 2)[0], run.err.splitlines()[-1]
+    assert comparison.startswith(f"change order {ORDER}: its cart now and the whole new cart")
+    assert error.startswith("error: OutcomeUnknownError: ")
+    assert f"python -m rees46_loyalty reconcile {ORDER} --idempotency-key t-1" in error
+    assert "on this host (its record is in" in error
+    assert "operator.sqlite3" in error
+    assert "do NOT send the change again" in error
+    assert "nothing was sent" not in error
     assert fake.received("change") == 1
 
 
@@ -333,8 +336,14 @@ async def test_the_real_command_writes_one_line_for_a_lost_answer(
     fake.faults.on("change", Fault.server_error(500, after_commit=True))
     run = await process("change", "--order-id", ORDER, "--item", "A:1000:3", "--yes", env=env)
     assert run.code == ExitCode.OUTCOME_UNKNOWN
-    assert run.err.count("\n") == 1
-    assert run.err.startswith("error: OutcomeUnknownError: ")
+    assert "WARNING" not in run.err
+    comparison, error = run.err.split("error: ", 1)
+    assert comparison.startswith(f"change order {ORDER}: its cart now and the whole new cart")
+    assert comparison.rstrip().endswith("(shown after the change as order_total_change)") or (
+        "may go back to the buyer" in comparison.splitlines()[-1]
+    )
+    assert error.startswith("OutcomeUnknownError: ")
+    assert error.count("\n") == 1
 
 
 async def test_ctrl_c_after_a_change_was_sent_says_it_may_have_been_applied(
