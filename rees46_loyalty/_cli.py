@@ -1,10 +1,12 @@
 """The operator commands: ``details``, ``history``, ``cancel``, ``change``, ``reconcile``.
 
 A command runs in two steps. :func:`prepare` needs no event loop and sends nothing: it reads
-the credentials from the environment, checks the arguments as the SDK would, and for ``cancel``
-and ``change`` shows what will be sent and reads y/N. It runs outside the event loop so that
-Ctrl-C at the question interrupts at once. :meth:`Prepared.execute` then sends the request and
-prints the answer. Every error class has its own exit code (see ``_cli_args.ExitCode``) and
+the credentials from the environment and checks the arguments as the SDK would.
+:meth:`Prepared.execute` then runs the rest in one event loop: for ``change`` it looks the order
+up and shows its cart now beside the new one, with an estimate of the money that would move (and
+a warning when the order already holds the new cart); for ``cancel`` and ``change`` it asks
+y/N; then it sends the request and prints the answer. Ctrl-C at the question interrupts at once
+and nothing is sent. Every error class has its own exit code (see ``_cli_args.ExitCode``) and
 one line on stderr, never a traceback.
 
 The idempotency store of the commands comes from :func:`operator_store`: the workers' Redis
@@ -18,14 +20,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import _validation as check
 from ._cli_args import ExitCode
 from ._cli_render import (
-    cart_lines,
+    comparison_lines,
     dump_json,
     escape_controls,
     history_lines,
@@ -36,6 +41,7 @@ from ._cli_render import (
 )
 from ._client import MIN_SECRET_LENGTH, LoyaltyClient
 from ._clock import Clock
+from ._reconcile import Cart, cart_of_items
 from ._redact import REDACTED, mask_identifier, secret_forms
 from .errors import (
     AuthenticationError,
@@ -51,6 +57,7 @@ from .errors import (
     ValidationError,
 )
 from .idempotency import IdempotencyStore, SqliteIdempotencyStore
+from .models import CartItem, OrderCalculation
 
 __all__ = [
     "REDIS_URL_VARIABLE",
@@ -68,6 +75,8 @@ DATABASE_VARIABLE = "REES46_IDEMPOTENCY_DB"
 
 Result = tuple[list[str], dict[str, Any]]
 Send = Callable[[LoyaltyClient], Awaitable[Result]]
+#: Reads what the question shows before a command is sent (the order's cart, for change).
+Look = Callable[[LoyaltyClient], Awaitable[list[str]]]
 
 
 class Output:
@@ -102,7 +111,7 @@ class Output:
 
 
 class Prepared:
-    """A checked, confirmed command with its client, ready to send."""
+    """A checked command with its client: looks up, confirms and sends in :meth:`execute`."""
 
     def __init__(
         self,
@@ -110,11 +119,18 @@ class Prepared:
         client: LoyaltyClient,
         send: Send,
         store: IdempotencyStore | None = None,
+        *,
+        question: list[str] | None = None,
+        look: Look | None = None,
+        stdin: TextIO | None = None,
     ) -> None:
         self._args = args
         self._client = client
         self._send = send
         self._store = store  # the store made for this run, closed after it
+        self._question = question or []
+        self._look = look
+        self._stdin = stdin
         #: Whether the request may have left: an interruption after that is an unknown outcome.
         self.sending = False
 
@@ -133,11 +149,20 @@ class Prepared:
         )
         return ExitCode.OUTCOME_UNKNOWN
 
-    async def execute(self, output: Output) -> int:
-        """Send the request, print the answer; returns the exit code."""
+    async def execute(self, output: Output, *, own_loop: bool = False) -> int:
+        """Look up, confirm, send the request and print the answer; returns the exit code.
+
+        *own_loop*: the loop is this command's own (``asyncio.run``), whose Ctrl-C handler
+        only cancels the running task: the question then restores the immediate
+        KeyboardInterrupt, so that Ctrl-C ends a wait on stdin at once.
+        """
         try:
             try:
                 async with self._client:
+                    shown = [] if self._look is None else await self._look(self._client)
+                    code = self._confirm(shown, output, own_loop=own_loop)
+                    if code is not None:
+                        return code
                     self.sending = True
                     lines, document = await self._send(self._client)
             finally:
@@ -145,6 +170,8 @@ class Prepared:
                     await self._store.close()
         except LoyaltyError as error:
             code, hint = _classify(error, self._args)
+            if not self.sending and self._args.command in ("cancel", "change"):
+                hint += f"; nothing was sent (the {self._args.command} was not sent)"
             output.err(f"error: {type(error).__name__}: {error}{hint}\n")
             return code
         except Exception as error:  # noqa: BLE001 - a command line says what broke, in one line
@@ -152,6 +179,39 @@ class Prepared:
             return ExitCode.UNEXPECTED
         output.out(dump_json(document) if self._args.json else "\n".join(lines) + "\n")
         return ExitCode.OK
+
+    def _confirm(self, shown: list[str], output: Output, *, own_loop: bool) -> ExitCode | None:
+        """Show the comparison and the question, read y/N; None to send, else the exit code."""
+        question = [*shown, *self._question]
+        if getattr(self._args, "yes", False) or not question:
+            if shown:  # --yes: the comparison is shown all the same, on stderr
+                output.err("\n".join(shown) + "\n")
+            return None
+        try:
+            with _immediate_interrupt(enabled=own_loop):
+                confirmed = _confirmed(question, self._stdin, output)
+        except KeyboardInterrupt:  # at the question: nothing was sent
+            output.err("\ninterrupted\n")
+            return ExitCode.INTERRUPTED
+        return None if confirmed else ExitCode.NOT_CONFIRMED
+
+
+@contextmanager
+def _immediate_interrupt(*, enabled: bool) -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt at once meanwhile, as outside an event loop.
+
+    ``asyncio.run`` handles SIGINT by cancelling its task, which a blocking read of stdin
+    would not notice until the operator pressed Enter.
+    """
+    previous = signal.getsignal(signal.SIGINT) if enabled else None
+    if previous is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def prepare(
@@ -161,7 +221,7 @@ def prepare(
     output: Output,
     client_options: Mapping[str, Any] | None = None,
 ) -> Prepared | ExitCode:
-    """Check the configuration and the arguments, and confirm; nothing is sent here.
+    """Check the configuration and the arguments; nothing is sent or asked here.
 
     Returns the command ready to send, or the exit code to stop with. *client_options* go to
     :meth:`LoyaltyClient.from_env` (tests pass a fake clock).
@@ -180,13 +240,11 @@ def prepare(
         output.err(f"error: configuration: {text}\n")
         return ExitCode.CONFIGURATION
     try:
-        send, question = _checked(args)
+        send, question, look = _checked(args)
     except ValidationError as error:
         output.err(f"error: ValidationError: {error.message} (nothing was sent)\n")
         return ExitCode.VALIDATION
-    if question and not getattr(args, "yes", False) and not _confirmed(question, stdin, output):
-        return ExitCode.NOT_CONFIRMED
-    return Prepared(args, client, send, store)
+    return Prepared(args, client, send, store, question=question, look=look, stdin=stdin)
 
 
 async def run(
@@ -210,15 +268,12 @@ def run_in_new_loop(
 ) -> int:
     """Run an operator command from synchronous code (the command line); the exit code."""
     output = Output(stdout, stderr)
-    try:
-        prepared = prepare(args, stdin=stdin, output=output)
-    except KeyboardInterrupt:  # at the question: nothing was sent
-        output.err("\ninterrupted\n")
-        return ExitCode.INTERRUPTED
+    prepared = prepare(args, stdin=stdin, output=output)
     if isinstance(prepared, ExitCode):
         return prepared
     try:
-        return asyncio.run(prepared.execute(output))
+        # One loop for the look-up, the question and the send: the client is bound to it.
+        return asyncio.run(prepared.execute(output, own_loop=True))
     except KeyboardInterrupt:
         return prepared.interrupted(output)
 
@@ -266,8 +321,8 @@ def _reconcile_advice(args: argparse.Namespace) -> str:
     )
 
 
-def _checked(args: argparse.Namespace) -> tuple[Send, list[str]]:
-    """Check the arguments as the SDK will; the sending step and the question to ask."""
+def _checked(args: argparse.Namespace) -> tuple[Send, list[str], Look | None]:
+    """Check the arguments as the SDK will; the sending step, the question, the look-up."""
     command: str = args.command
     if command == "history":
         identifier = check.identifier(args.identifier, command)
@@ -277,7 +332,7 @@ def _checked(args: argparse.Namespace) -> tuple[Send, list[str]]:
             document = {"identifier": mask_identifier(identifier), **to_json(result)}
             return history_lines(identifier, result), document
 
-        return history, []
+        return history, [], None
     order_id = check.order_id(args.order_id, command)
     if command == "reconcile":
         key: str | None = args.idempotency_key
@@ -288,29 +343,33 @@ def _checked(args: argparse.Namespace) -> tuple[Send, list[str]]:
             found = await client.reconcile(order_id=order_id, idempotency_key=key)
             return reconciliation_lines(found), to_json(found)
 
-        return reconcile, []
+        return reconcile, [], None
     if command == "details":
 
         async def details(client: LoyaltyClient) -> Result:
             result = await client.details(order_id=order_id)
             return order_lines(result), to_json(result)
 
-        return details, []
+        return details, [], None
     if command == "cancel":
 
         async def cancel(client: LoyaltyClient) -> Result:
             result = await client.cancel(order_id=order_id)
             return ref_lines("cancelled", result), to_json(result)
 
-        return cancel, [
-            f"cancel order {order_id}:",
-            "  spent bonuses and codes go back to the member, its rewards are taken back;",
-            "  final: this order id can never be applied again.",
-        ]
+        return (
+            cancel,
+            [
+                f"cancel order {order_id}:",
+                "  spent bonuses and codes go back to the member, its rewards are taken back;",
+                "  final: this order id can never be applied again.",
+            ],
+            None,
+        )
     return _checked_change(args, order_id)
 
 
-def _checked_change(args: argparse.Namespace, order_id: str) -> tuple[Send, list[str]]:
+def _checked_change(args: argparse.Namespace, order_id: str) -> tuple[Send, list[str], Look | None]:
     key: str | None = args.idempotency_key
     if key is not None:
         check.idempotency_key(key, "change")
@@ -321,29 +380,76 @@ def _checked_change(args: argparse.Namespace, order_id: str) -> tuple[Send, list
         order_id_value=order_id,
     )
 
+    async def look(client: LoyaltyClient) -> list[str]:
+        # A failure here (no such order, no connection) ends the command: nothing is sent.
+        order = await client.details(order_id=order_id)
+        holds_it = _holds(order, request.cart_items)
+        if holds_it:
+            return comparison_lines(order, request.cart_items, holds_it=True)
+        try:
+            estimate = await _estimate(client, order, request.cart_items)
+        except LoyaltyError as error:
+            # Shown, not hidden: the operator decides without the estimate.
+            failure = f"{type(error).__name__}: {error}"
+            return comparison_lines(
+                order, request.cart_items, holds_it=False, estimate_failure=failure
+            )
+        return comparison_lines(order, request.cart_items, holds_it=False, estimate=estimate)
+
     async def change(client: LoyaltyClient) -> Result:
         result = await client.change(
             order_id=order_id, cart_items=request.cart_items, idempotency_key=key
         )
         return order_lines(result), to_json(result)
 
-    question = [
-        f"change order {order_id}; its whole new cart:",
-        *cart_lines(request.cart_items),
-        "  products left out are returned; the server computes the money that moves.",
-    ]
-    if key is not None:
-        question.append(f"  idempotency key: {key}")
-    return change, question
+    question = [f"  idempotency key: {key}"] if key is not None else []
+    return change, question, look
 
 
-def _confirmed(question: list[str], stdin: TextIO, output: Output) -> bool:
+def _holds(order: OrderCalculation, cart: tuple[CartItem, ...]) -> bool:
+    """Whether *order* already holds *cart*, compared as the SDK compares them."""
+    asked = Cart.of(
+        {
+            "product_id": item.product_id,
+            "quantity": item.quantity,
+            "price": item.price,
+            "discountable": item.discountable,
+            "bonusable": item.bonusable,
+            "rewardable": item.rewardable,
+        }
+        for item in cart
+    )
+    return bool(order.items) and cart_of_items(order.items).holds(asked)
+
+
+async def _estimate(
+    client: LoyaltyClient, order: OrderCalculation, cart: tuple[CartItem, ...]
+) -> OrderCalculation:
+    """The new cart estimated for the order's member, with the order's codes and bonuses.
+
+    A change keeps the order's promo codes, certificates and bonus settings and spends no
+    more bonuses than the order did, so the estimate asks for the same; it is still only an
+    estimate (the member's balance now, rewards of added products).
+    """
+    spent = order.order_bonuses_to_charge
+    return await client.estimate(
+        cart_items=cart,
+        identifier=order.identifier,
+        payment_type=order.payment_type,
+        promo_codes=order.promo_codes or None,
+        certificates=order.certificates or None,
+        charge_bonuses=True if spent > 0 else None,
+        bonuses_amount=spent if spent > 0 else None,
+    )
+
+
+def _confirmed(question: list[str], stdin: TextIO | None, output: Output) -> bool:
     """Show what will be sent and read y/N from *stdin*; no answer (EOF) is a no."""
     # The question goes to stderr, so that stdout holds only the answer (and --json stays a
     # single document).
     output.err("\n".join(question) + "\nsend it? [y/N] ")
-    answer = stdin.readline()
-    if answer and not stdin.isatty():
+    answer = "" if stdin is None else stdin.readline()
+    if answer and stdin is not None and not stdin.isatty():
         # A piped answer is not echoed: end the question's line ourselves.
         output.err("\n")
     if not answer:

@@ -17,10 +17,11 @@ import attrs
 
 from ._reconcile import Reconciliation
 from ._redact import mask_identifier, mask_phones
-from .models import CartItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
+from .models import CartItem, LineItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
 
 __all__ = [
     "cart_lines",
+    "comparison_lines",
     "dump_json",
     "escape_controls",
     "history_lines",
@@ -274,6 +275,101 @@ def reconciliation_lines(found: Reconciliation) -> list[str]:
         pairs.append(("order_to_pay", money(result.order_to_pay)))
     pairs.append(("next", after))
     return [*lines, *_aligned(pairs)]
+
+
+def _units(lines: Iterable[CartItem | LineItem]) -> dict[tuple[str, Decimal], Decimal]:
+    """Units per (product, unit price), in the order the lines come."""
+    units: dict[tuple[str, Decimal], Decimal] = {}
+    for line in lines:
+        key = (line.product_id or "", Decimal(line.price).normalize())
+        units[key] = units.get(key, Decimal(0)) + Decimal(line.quantity)
+    return units
+
+
+def _signed(value: Decimal) -> str:
+    return "" if value == 0 else f"{value:+f}"
+
+
+def comparison_lines(
+    order: OrderCalculation,
+    new_cart: Sequence[CartItem],
+    *,
+    holds_it: bool,
+    estimate: OrderCalculation | None = None,
+    estimate_failure: str | None = None,
+) -> list[str]:
+    """The order's cart now beside the whole new cart of a ``change``, and what would move.
+
+    The money is an estimate: the new cart's ``estimate`` against the order's ``order_to_pay``
+    now. When the order already holds the new cart, a warning that it may be done instead.
+    """
+    now, new = _units(order.items), _units(new_cart)
+    rows = [
+        [
+            product_id,
+            money(price),
+            number(now.get((product_id, price), Decimal(0))),
+            number(new.get((product_id, price), Decimal(0))),
+            _signed(new.get((product_id, price), Decimal(0)) - now.get((product_id, price), 0)),
+        ]
+        for product_id, price in {**now, **new}
+    ]
+    header = ("product_id", "price", "now", "new", "difference")
+    total_new = sum((Decimal(i.price) * Decimal(i.quantity) for i in new_cart), Decimal(0))
+    lines = [
+        f"change order {_shown(order.order_id)}: its cart now and the whole new cart",
+        *_table(header, rows, text_columns=1, indent="  "),
+        (f"  order_total before discounts: {money(order.order_total)} now, {money(total_new)} new"),
+        f"  order_to_pay now: {money(order.order_to_pay)}",
+    ]
+    if holds_it:
+        return [
+            *lines,
+            (
+                f"WARNING: order {_shown(order.order_id)} already holds this cart: the change "
+                "may already have been made."
+            ),
+            (
+                "  Sending it would move no money (the API would answer order_total_change 0, "
+                "and the first change's refund is not in that answer). The SDK does not send "
+                "it: it answers from its record of the first change when it has one, else it "
+                "refuses (OutcomeUnknownError). Find the first change's refund in history and "
+                "the shop's refunds."
+            ),
+        ]
+    lines.append("  products left out are returned; the server computes the money that moves.")
+    if estimate is None:
+        failure = f" ({estimate_failure})" if estimate_failure else ""
+        return [
+            *lines,
+            (
+                f"money that would move: unknown, the estimate failed{failure}; the API "
+                "computes the exact amount"
+            ),
+        ]
+    moves = estimate.order_to_pay - order.order_to_pay
+    if moves < 0:
+        what = f"about {money(-moves)} back to the buyer (refund)"
+    elif moves > 0:
+        what = f"about {money(moves)} more to take from the buyer"
+    else:
+        what = "about 0: no money would move"
+    lines += [
+        f"money that would move: {what}",
+        (
+            f"  an estimate: the new cart estimated to pay {money(estimate.order_to_pay)} against "
+            f"{money(order.order_to_pay)} now; the API computes the exact amount (shown after "
+            "the change as order_total_change)"
+        ),
+    ]
+    short = order.order_bonuses_to_charge - estimate.order_bonuses_to_charge
+    if short > 0:
+        lines.append(
+            f"  the estimate spends {money(estimate.order_bonuses_to_charge)} bonuses where the "
+            f"order spent {money(order.order_bonuses_to_charge)} (the member's balance now lacks "
+            f"the order's own): up to {money(short)} more may go back to the buyer"
+        )
+    return lines
 
 
 def cart_lines(cart: Sequence[CartItem]) -> list[str]:

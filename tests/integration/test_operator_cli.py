@@ -267,8 +267,8 @@ async def test_change_shows_the_new_cart_and_the_refund(
     """change shows the whole new cart before sending and prints the refund it answered."""
     run = await cli("change", "--order-id", ORDER, "--item", "A:1000.00:3", stdin="yes\n")
     assert run.code == ExitCode.OK
-    assert f"change order {ORDER}; its whole new cart:" in run.err
-    assert "order_total before discounts: 3000.00" in run.err
+    assert f"change order {ORDER}: its cart now and the whole new cart" in run.err
+    assert "order_total before discounts: 4099.90 now, 3000.00 new" in run.err
     (effect,) = fake.ledger.effects_for("change", ORDER)
     refund = -effect.order_total_change
     assert refund > 0
@@ -316,12 +316,15 @@ async def test_change_outcome_unknown_says_reconcile(fake: FakeRees46, env: dict
     argv = ("change", "--order-id", ORDER, "--item", "A:1000:3", "--idempotency-key", "t-1")
     run = await cli(*argv, "--yes")
     assert run.code == ExitCode.OUTCOME_UNKNOWN
-    assert run.err.startswith("error: OutcomeUnknownError: ")
-    assert f"python -m rees46_loyalty reconcile {ORDER} --idempotency-key t-1" in run.err
-    assert "on this host (its record is in" in run.err
-    assert "operator.sqlite3" in run.err
-    assert "do NOT send the change again" in run.err
-    assert run.err.count("\n") == 1
+    # --yes shows the comparison all the same; the error is the one line after it.
+    comparison, error = run.err.rsplit("\n", 2)[0], run.err.splitlines()[-1]
+    assert comparison.startswith(f"change order {ORDER}: its cart now and the whole new cart")
+    assert error.startswith("error: OutcomeUnknownError: ")
+    assert f"python -m rees46_loyalty reconcile {ORDER} --idempotency-key t-1" in error
+    assert "on this host (its record is in" in error
+    assert "operator.sqlite3" in error
+    assert "do NOT send the change again" in error
+    assert "nothing was sent" not in error
     assert fake.received("change") == 1
 
 
@@ -333,8 +336,14 @@ async def test_the_real_command_writes_one_line_for_a_lost_answer(
     fake.faults.on("change", Fault.server_error(500, after_commit=True))
     run = await process("change", "--order-id", ORDER, "--item", "A:1000:3", "--yes", env=env)
     assert run.code == ExitCode.OUTCOME_UNKNOWN
-    assert run.err.count("\n") == 1
-    assert run.err.startswith("error: OutcomeUnknownError: ")
+    assert "WARNING" not in run.err
+    comparison, error = run.err.split("error: ", 1)
+    assert comparison.startswith(f"change order {ORDER}: its cart now and the whole new cart")
+    assert comparison.rstrip().endswith("(shown after the change as order_total_change)") or (
+        "may go back to the buyer" in comparison.splitlines()[-1]
+    )
+    assert error.startswith("OutcomeUnknownError: ")
+    assert error.count("\n") == 1
 
 
 async def test_ctrl_c_after_a_change_was_sent_says_it_may_have_been_applied(
@@ -366,6 +375,181 @@ async def test_ctrl_c_after_a_change_was_sent_says_it_may_have_been_applied(
     assert child.returncode == ExitCode.OUTCOME_UNKNOWN
     assert "interrupted after the change was sent: it may have been applied" in err.decode()
     assert f"python -m rees46_loyalty reconcile {ORDER}" in err.decode()
+
+
+# -- change: the refund trap ------------------------------------------------------------------
+
+
+class Interrupted(io.StringIO):
+    """An stdin whose read is interrupted by Ctrl-C."""
+
+    def readline(self, size: int | None = -1) -> str:  # type: ignore[override]  # noqa: ARG002
+        raise KeyboardInterrupt
+
+
+async def test_change_compares_the_cart_now_with_the_new_one_and_estimates_the_money(
+    fake: FakeRees46, env: dict[str, str]
+) -> None:
+    """Before the question: each product's units now and new, and about how much would move,
+    labelled an estimate; the answer's exact refund then follows on stdout."""
+    run = await cli("change", "--order-id", ORDER, "--item", "A:1000:3", "--item", "B:99.90:1")
+    assert run.code == ExitCode.NOT_CONFIRMED
+    assert fake.received("change") == 0
+    lines = run.err.splitlines()
+    assert lines[0] == f"change order {ORDER}: its cart now and the whole new cart"
+    assert lines[1].split() == ["product_id", "price", "now", "new", "difference"]
+    assert lines[2].split() == ["A", "1000.00", "4", "3", "-1"]
+    assert lines[3].split() == ["B", "99.90", "1", "1"]
+    before = fake.book.orders[ORDER].calculation.order_to_pay
+    assert f"order_to_pay now: {before}" in run.err
+    estimated = Decimal(run.err.split("money that would move: about ")[1].split()[0])
+    assert "back to the buyer (refund)" in run.err
+    assert "an estimate" in run.err
+    assert "the API computes the exact amount" in run.err
+    assert "WARNING" not in run.err
+    sent = await cli(
+        "change", "--order-id", ORDER, "--item", "A:1000:3", "--item", "B:99.90:1", stdin="y\n"
+    )
+    (effect,) = fake.ledger.effects_for("change", ORDER)
+    # The fake's member balance lacks the order's own bonuses: the line under the estimate
+    # names the gap, and the estimate plus that gap is the exact refund here.
+    gap = Decimal(sent.err.split("up to ")[1].split()[0])
+    assert estimated + gap == -effect.order_total_change
+    assert sent.out.startswith(f"refund to the buyer: {-effect.order_total_change:.2f}")
+
+
+async def test_change_warns_when_the_order_already_holds_the_cart(
+    fake: FakeRees46, env: dict[str, str]
+) -> None:
+    """A second change to the same cart is shown as possibly done already, moving no money;
+    confirmed anyway, the SDK sends nothing (answered from its record)."""
+    argv = ("change", "--order-id", ORDER, "--item", "A:1000:3", "--item", "B:99.90:1")
+    await cli(*argv, "--yes")
+    assert fake.received("change") == 1
+    refused = await cli(*argv)
+    assert refused.code == ExitCode.NOT_CONFIRMED
+    assert f"WARNING: order {ORDER} already holds this cart: the change may already have " in (
+        refused.err
+    )
+    assert "Sending it would move no money" in refused.err
+    assert "The SDK does not send it" in refused.err
+    assert "money that would move: about" not in refused.err
+    again = await cli(*argv, "--yes", "--json")
+    assert "WARNING" in again.err
+    document = no_floats(again.out)
+    assert isinstance(document, dict)
+    assert document["replayed"] is True
+    assert fake.received("change") == 1
+
+
+async def test_change_warns_after_a_change_made_elsewhere(
+    fake: FakeRees46, env: dict[str, str]
+) -> None:
+    """A change made by another system (no record here) is warned of, and sending it anyway
+    is refused by the SDK with nothing sent."""
+    async with fake.client(clock=FakeClock(), idempotency=None) as other:
+        await other.change(order_id=ORDER, cart_items=RETURN)
+    run = await cli(
+        "change", "--order-id", ORDER, "--item", "A:1000:3", "--item", "B:99.90:1", "--yes"
+    )
+    assert "WARNING: order 1001 already holds this cart" in run.err
+    assert run.code == ExitCode.OUTCOME_UNKNOWN
+    assert "already holds the cart of this change, so it was not sent" in run.err
+    assert fake.received("change") == 1
+
+
+async def test_ctrl_c_at_the_change_question_sends_nothing(
+    fake: FakeRees46, env: dict[str, str]
+) -> None:
+    """In-process, Ctrl-C at the question after the comparison: exit 130, nothing sent."""
+    out, err = io.StringIO(), io.StringIO()
+    code = await main_async(
+        ["change", "--order-id", ORDER, "--item", "A:1000:3"],
+        stdout=out,
+        stderr=err,
+        stdin=Interrupted(),
+        client_options={"clock": FakeClock()},
+    )
+    _outputs.extend([out.getvalue(), err.getvalue()])
+    assert code == ExitCode.INTERRUPTED
+    assert "money that would move" in err.getvalue()
+    assert err.getvalue().endswith("\ninterrupted\n")
+    assert out.getvalue() == ""
+    assert fake.received("change") == 0
+
+
+async def test_ctrl_c_at_the_question_of_the_command_line_sends_nothing(
+    fake: FakeRees46, env: dict[str, str]
+) -> None:
+    """Through main() (its own asyncio.run, on a thread so that the fake server keeps
+    answering), Ctrl-C at the question after the look-up is 130, nothing sent."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["change", "--order-id", ORDER, "--item", "A:1000:3"]
+    code = await asyncio.to_thread(main, argv, out, err=err, stdin=Interrupted())
+    _outputs.extend([out.getvalue(), err.getvalue()])
+    assert code == ExitCode.INTERRUPTED
+    assert "money that would move: about" in err.getvalue()
+    assert err.getvalue().endswith("send it? [y/N] \ninterrupted\n")
+    assert fake.received("details") >= 1
+    assert fake.received("change") == 0
+
+
+async def test_sigint_at_the_change_question_of_the_real_command_sends_nothing(
+    fake: FakeRees46, env: dict[str, str]
+) -> None:
+    """A real process waiting at the question (stdin open) ends at once on SIGINT with 130."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("REES46_")}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rees46_loyalty",
+        "change",
+        "--order-id",
+        ORDER,
+        "--item",
+        "A:1000:3",
+        env={**environ, **env},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert child.stderr is not None
+    shown = b""
+    while not shown.endswith(b"send it? [y/N] "):
+        chunk = await asyncio.wait_for(child.stderr.read(1), timeout=60)
+        assert chunk, shown
+        shown += chunk
+    child.send_signal(signal.SIGINT)
+    out, rest = await asyncio.wait_for(child.communicate(), timeout=60)
+    err = (shown + rest).decode()
+    _outputs.extend([out.decode(), err])
+    assert child.returncode == ExitCode.INTERRUPTED
+    assert "money that would move: about" in err
+    assert err.endswith("\ninterrupted\n")
+    assert fake.received("change") == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "words"),
+    [
+        (None, ExitCode.NOT_FOUND, "NotFoundError"),
+        (Fault.unavailable(), ExitCode.TRANSIENT, "try again later"),
+    ],
+)
+async def test_a_failing_lookup_sends_no_change(
+    fake: FakeRees46, env: dict[str, str], fault: Fault | None, code: ExitCode, words: str
+) -> None:
+    """No such order, or no answer to details: its exit code, one line, no question, no change."""
+    order = "nope" if fault is None else ORDER
+    if fault is not None:
+        fake.faults.on("details", fault, times=10)
+    run = await cli("change", "--order-id", order, "--item", "A:1000:3", stdin="y\n")
+    assert run.code == code
+    assert run.err.count("\n") == 1
+    assert words in run.err
+    assert "nothing was sent (the change was not sent)" in run.err
+    assert "send it?" not in run.err
+    assert fake.received("change") == 0
 
 
 # -- exit codes --------------------------------------------------------------------------------
