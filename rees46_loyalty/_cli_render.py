@@ -20,7 +20,6 @@ from ._redact import mask_identifier, mask_phones
 from .models import CartItem, LineItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
 
 __all__ = [
-    "cart_lines",
     "comparison_lines",
     "dump_json",
     "escape_controls",
@@ -370,16 +369,3 @@ def comparison_lines(
             f"the order's own): up to {money(short)} more may go back to the buyer"
         )
     return lines
-
-
-def cart_lines(cart: Sequence[CartItem]) -> list[str]:
-    """A cart about to be sent: its lines and the sum of price x quantity before discounts."""
-    rows = [
-        [item.product_id, number(Decimal(item.quantity)), money(Decimal(item.price))]
-        for item in cart
-    ]
-    total = sum((Decimal(item.price) * Decimal(item.quantity) for item in cart), Decimal(0))
-    return [
-        *_table(("product_id", "quantity", "price"), rows, text_columns=1, indent="  "),
-        f"  order_total before discounts: {money(total)}",
-    ]
