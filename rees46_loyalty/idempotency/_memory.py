@@ -94,6 +94,7 @@ class MemoryIdempotencyStore:
         # dropped.
         self._finished: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
         self._bytes = 0
+        self._puts = 0
         self._warned_full = False
         self._changed: dict[str, asyncio.Event] = {}
 
@@ -157,10 +158,16 @@ class MemoryIdempotencyStore:
                 owner=owner,
                 expires=now + self.ttl,
             )
-            stored: Book | None = Book(lease=None, outcomes={outcome.intent.id: recorded})
-            done = Finish.RECORDED
-        else:
-            done, stored = finish(book, owner, outcome, now=now, ttl=self.ttl)
+            name = outcome.intent.id
+            self._books[key] = Book(lease=None, outcomes={name: recorded})
+            answer = recorded.answer
+            size = _OUTCOME_OVERHEAD + (len(answer) if answer else 0)
+            self._finished[(key, name)] = (size, recorded.expires or math.inf)
+            self._bytes += size
+            self._after_put()
+            self._notify(key)
+            return Finish.RECORDED
+        done, stored = finish(book, owner, outcome, now=now, ttl=self.ttl)
         if stored is not book:
             self._put(key, book, stored)
         self._notify(key)
@@ -240,15 +247,20 @@ class MemoryIdempotencyStore:
         else:
             self._books[key] = new
         if before is not after and (before or after):
+            self._after_put()
+
+    def _after_put(self) -> None:
+        self._puts += 1
+        if not self._puts % 8:  # every eighth write: expired outcomes are cheap to keep awhile
             self._drop_expired()
         if self._bytes > self.max_bytes or len(self._finished) > self.max_records:
             self._drop_oldest()
 
     def _drop_expired(self) -> None:
         # Outcomes finish in about the order they expire (one TTL for all), so a look at the
-        # oldest two per write keeps the store free of expired ones without a sweep.
+        # oldest few every few writes keeps the store free of expired ones without a sweep.
         finished = self._finished
-        for _ in range(2):
+        for _ in range(16):
             if not finished:
                 return
             key, name = oldest = next(iter(finished))

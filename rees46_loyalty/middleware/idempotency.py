@@ -81,7 +81,7 @@ def fingerprint(request: ApiRequest) -> str:
     """
     body = request.body
     lines = request.data.get("cart_items")
-    if isinstance(lines, Sequence) and not _sorted(lines):
+    if type(lines) is list and len(lines) > 1 and not _sorted(lines):
         body = dumps({**request.data, "cart_items": sorted(lines, key=_by_product)})
     elif body is None:
         body = dumps(request.data)
@@ -495,6 +495,8 @@ def _refuse_a_change_made_before(request: ApiRequest) -> None:
 
 def _log_finish(request: ApiRequest, done: Finish, what: str) -> None:
     """Say what the store really did with a call's outcome, when it is not the usual."""
+    if done is Finish.RECORDED:  # the usual: nothing to say
+        return
     name = request.operation.name
     extra = _extra(request, "sent")
     if done is Finish.RECORDED_AFTER_LOSS:
