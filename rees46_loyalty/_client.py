@@ -236,14 +236,8 @@ class LoyaltyClient:
         ``REES46_SHOP_ID`` and ``REES46_SHOP_SECRET`` are required, ``REES46_BASE_URL`` is used
         when set; other constructor arguments go through *kwargs*.
         """
-        missing = [
-            name for name in ("REES46_SHOP_ID", "REES46_SHOP_SECRET") if not os.environ.get(name)
-        ]
-        if missing:
-            raise ValueError(f"environment variable(s) not set: {', '.join(missing)}")
-        if os.environ.get("REES46_BASE_URL"):
-            kwargs.setdefault("base_url", os.environ["REES46_BASE_URL"])
-        return cls(os.environ["REES46_SHOP_ID"], os.environ["REES46_SHOP_SECRET"], **kwargs)
+        shop_id, shop_secret = credentials_from_env(kwargs)
+        return cls(shop_id, shop_secret, **kwargs)
 
     def __repr__(self) -> str:
         # getattr: a client whose constructor raised is shown too (by a traceback's locals).
@@ -693,6 +687,22 @@ def _name_unreachable_store(error: IdempotencyError) -> None:
 
 
 _BASE_URL_HINT = "Check base_url (REES46_BASE_URL for from_env() and the command line)"
+
+
+def credentials_from_env(options: dict[str, Any]) -> tuple[str, str]:
+    """The credentials from ``REES46_SHOP_ID`` and ``REES46_SHOP_SECRET``.
+
+    ``ValueError`` names those not set; ``REES46_BASE_URL``, when set, goes into *options*
+    unless they already have a base URL.
+    """
+    missing = [
+        name for name in ("REES46_SHOP_ID", "REES46_SHOP_SECRET") if not os.environ.get(name)
+    ]
+    if missing:
+        raise ValueError(f"environment variable(s) not set: {', '.join(missing)}")
+    if os.environ.get("REES46_BASE_URL"):
+        options.setdefault("base_url", os.environ["REES46_BASE_URL"])
+    return os.environ["REES46_SHOP_ID"], os.environ["REES46_SHOP_SECRET"]
 
 
 def _checked_base_url(base_url: str, allow_insecure_http: bool) -> URL:

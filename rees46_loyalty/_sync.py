@@ -28,6 +28,7 @@ from ._client import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUT,
     LoyaltyClient,
+    credentials_from_env,
 )
 from ._clock import Clock
 from ._hooks import Hooks
@@ -284,14 +285,8 @@ class SyncLoyaltyClient:
         ``REES46_SHOP_ID`` and ``REES46_SHOP_SECRET`` are required, ``REES46_BASE_URL`` is used
         when set; other constructor arguments go through *kwargs*.
         """
-        missing = [
-            name for name in ("REES46_SHOP_ID", "REES46_SHOP_SECRET") if not os.environ.get(name)
-        ]
-        if missing:
-            raise ValueError(f"environment variable(s) not set: {', '.join(missing)}")
-        if os.environ.get("REES46_BASE_URL"):
-            kwargs.setdefault("base_url", os.environ["REES46_BASE_URL"])
-        return cls(os.environ["REES46_SHOP_ID"], os.environ["REES46_SHOP_SECRET"], **kwargs)
+        shop_id, shop_secret = credentials_from_env(kwargs)
+        return cls(shop_id, shop_secret, **kwargs)
 
     def __repr__(self) -> str:
         client = getattr(self, "_client", None)  # None while the constructor runs

@@ -215,7 +215,10 @@ class SqliteIdempotencyStore:
         if self._broken is not None:
             raise sqlite3.OperationalError(self._broken)
         if self._connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The records hold members' phone numbers: a new file (and its journal, which SQLite
+            # makes with the file's permissions) is for its owner alone.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
             connection = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks._redis import redis_server
 from rees46_loyalty import LoyaltyClient
+from rees46_loyalty.idempotency import (
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    RedisIdempotencyStore,
+    SqliteIdempotencyStore,
+)
 from rees46_loyalty.testing import FakeClock, FakeRees46
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
 
@@ -34,6 +42,25 @@ async def sdk(fake: FakeRees46, clock: FakeClock) -> AsyncIterator[LoyaltyClient
     idempotency layer, so that every call reaches the server."""
     async with fake.client(clock=clock, idempotency=None) as client:
         yield client
+
+
+@pytest.fixture(params=["memory", "redis", "sqlite"])
+async def store(
+    request: pytest.FixtureRequest, clock: FakeClock, redis_url: str, tmp_path: Path
+) -> AsyncIterator[IdempotencyStore]:
+    """Each idempotency store: in memory (on the fake clock), a real Redis (under a namespace
+    of its own) and a SQLite file of the test's own."""
+    if request.param == "memory":
+        yield MemoryIdempotencyStore(clock=clock)
+        return
+    if request.param == "sqlite":
+        sqlite = SqliteIdempotencyStore(tmp_path / "idempotency.db")
+        yield sqlite
+        await sqlite.close()
+        return
+    redis = RedisIdempotencyStore(redis_url, namespace=f"test-{uuid.uuid4().hex}")
+    yield redis
+    await redis.close()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -38,24 +37,6 @@ pytestmark = pytest.mark.integration
 CART = [CartItem(product_id="A", price=Decimal("1000"), quantity=4)]
 SMALLER = [CartItem(product_id="A", price=Decimal("1000"), quantity=3)]
 SMALLEST = [CartItem(product_id="A", price=Decimal("1000"), quantity=1)]
-
-
-@pytest.fixture(params=["memory", "redis", "sqlite"])
-async def store(
-    request: pytest.FixtureRequest, clock: FakeClock, redis_url: str, tmp_path: Path
-) -> AsyncIterator[IdempotencyStore]:
-    """Each store; the Redis one under a namespace of its own."""
-    if request.param == "memory":
-        yield MemoryIdempotencyStore(clock=clock)
-        return
-    if request.param == "sqlite":
-        sqlite = SqliteIdempotencyStore(tmp_path / "idempotency.db")
-        yield sqlite
-        await sqlite.close()
-        return
-    redis_store = RedisIdempotencyStore(redis_url, namespace=f"test-{uuid.uuid4().hex}")
-    yield redis_store
-    await redis_store.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -22,9 +21,7 @@ from rees46_loyalty import (
 from rees46_loyalty.idempotency import (
     IdempotencyStore,
     Intent,
-    MemoryIdempotencyStore,
     RedisIdempotencyStore,
-    SqliteIdempotencyStore,
 )
 from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
@@ -50,23 +47,6 @@ async def fake() -> AsyncIterator[FakeRees46]:
         server.add_product("A", "Tea")
         server.add_product("B", "Cup")
         yield server
-
-
-@pytest.fixture(params=["memory", "redis", "sqlite"])
-async def store(
-    request: pytest.FixtureRequest, clock: FakeClock, redis_url: str, tmp_path: Path
-) -> AsyncIterator[IdempotencyStore]:
-    if request.param == "memory":
-        yield MemoryIdempotencyStore(clock=clock)
-        return
-    if request.param == "sqlite":
-        sqlite = SqliteIdempotencyStore(tmp_path / "idempotency.db")
-        yield sqlite
-        await sqlite.close()
-        return
-    redis = RedisIdempotencyStore(redis_url, namespace=f"rec-{uuid.uuid4().hex}")
-    yield redis
-    await redis.close()
 
 
 @pytest.fixture

@@ -128,3 +128,14 @@ async def test_a_file_deleted_or_replaced_under_the_store_is_refused_for_good(
         await store.get("1")
     await fresh.close()
     await store.close()
+
+
+async def test_a_new_records_file_is_for_its_owner_alone(tmp_path: Path) -> None:
+    """The records hold members' phones: a file the store creates is readable by its owner
+    only, and so are the directories it makes."""
+    path = tmp_path / "new" / "idempotency.db"
+    store = SqliteIdempotencyStore(path)
+    await store.get("7:shop-42:1")
+    await store.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o077 == 0
