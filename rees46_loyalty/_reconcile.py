@@ -31,7 +31,7 @@ from attrs import frozen
 from ._http import ApiResponse
 from ._operations import DETAILS, HISTORY, OPERATIONS, Operation
 from ._serialization import dumps, load_answer, loads
-from .errors import IdempotencyError, NotFoundError, OutcomeUnknownError
+from .errors import IdempotencyError, OutcomeUnknownError
 from .idempotency._records import Book, Finish, IdempotencyStore, Outcome, State
 from .models import LineItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
 
@@ -282,12 +282,6 @@ class Reconciler:
         if outcome.request is None or outcome.before is None:
             # A change is sent only once its note is in the store: without one, it never left.
             return False, None
-        if not outcome.before:  # the order did not exist when the change was sent
-            try:
-                await self._details()
-            except NotFoundError:
-                return False, None
-            raise _undecidable(outcome, self._order_id, "the order did not exist before it")
         before = _decoded("details", outcome.before)
         assert isinstance(before, OrderCalculation)  # noqa: S101 - details decodes to it
         now = await self._details()
