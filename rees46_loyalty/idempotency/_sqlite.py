@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import sqlite3
@@ -215,10 +216,8 @@ class SqliteIdempotencyStore:
         if self._broken is not None:
             raise sqlite3.OperationalError(self._broken)
         if self._connection is None:
-            # The records hold members' phone numbers: a new file (and its journal, which SQLite
-            # makes with the file's permissions) is for its owner alone.
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            new = not self.path.exists()
             connection = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
@@ -226,6 +225,8 @@ class SqliteIdempotencyStore:
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
                 connection.executescript(_SCHEMA)
+                if new:  # the records hold members' phones: the files are for their owner alone
+                    _owner_only(self.path)
                 # The file is made by now; the one this connection writes to.
                 opened = self.path.stat()
             except BaseException:
@@ -299,3 +300,10 @@ class SqliteIdempotencyStore:
         for key in expired:
             connection.execute("DELETE FROM fields WHERE key = ?", (key,))
             connection.execute("DELETE FROM books WHERE key = ?", (key,))
+
+
+def _owner_only(path: Path) -> None:
+    """Make a new database file and its WAL journal readable by their owner alone."""
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):  # a journal SQLite has not made yet
+            name.chmod(0o600)
