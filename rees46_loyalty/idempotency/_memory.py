@@ -9,6 +9,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from attrs import evolve
 
@@ -42,6 +43,9 @@ _TAKEN = Decision(verdict=Verdict.ACQUIRED)
 _GONE = (0, 0.0)
 #: What one kept outcome costs beside its answer's bytes (its objects and the book's), roughly.
 _OUTCOME_OVERHEAD = 600
+
+#: A book without a lease, kept as plain values: one tuple an outcome (see :func:`_pack`).
+_Packed = tuple[tuple[Any, ...], ...]
 
 
 class MemoryIdempotencyStore:
@@ -89,7 +93,8 @@ class MemoryIdempotencyStore:
         self.max_bytes = max_bytes
         self.max_records = max_records
         self.clock: Clock = SystemClock() if clock is None else clock
-        self._books: dict[str, Book] = {}
+        # Books with a lease (calls in flight: few) as objects, the others packed.
+        self._books: dict[str, Book | _Packed] = {}
         # Finished outcomes, oldest first, with the bytes each holds and its expiry: what may be
         # dropped.
         self._finished: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
@@ -115,11 +120,12 @@ class MemoryIdempotencyStore:
 
     async def begin(self, key: str, intent: Intent, owner: str) -> Decision:
         """Decide what a call with *intent* does on the order *key*, taking the lease if it may."""
-        book = self._books.get(key)
-        if book is None:  # the common case, as decide() has it: a new order's lease
+        kept = self._books.get(key)
+        if kept is None:  # the common case, as decide() has it: a new order's lease
             lease = Lease(owner=owner, intent=intent, expires=self.clock.monotonic() + self.lease)
             self._books[key] = Book(lease=lease, outcomes=_NONE)
             return _TAKEN
+        book = _unpack(kept)
         decision, stored, changed = decide(
             book, intent, owner=owner, now=self.clock.monotonic(), lease=self.lease, ttl=self.ttl
         )
@@ -138,7 +144,7 @@ class MemoryIdempotencyStore:
         """Record *owner*'s outcome and release its lease (see :class:`Finish`)."""
         if outcome.answer is not None and len(outcome.answer) > _COMPRESS_ABOVE:
             outcome = evolve(outcome, answer=_shrink(outcome.answer))
-        book = self._books.get(key)
+        book = self._book(key)
         now = self.clock.monotonic()
         lease = book.lease if book is not None else None
         if (
@@ -148,21 +154,14 @@ class MemoryIdempotencyStore:
             and outcome.state is not State.UNKNOWN
         ):
             # The common case, as finish() has it: the first outcome of an order whose lease
-            # this call holds (ran out or not: it is this call's own, either way).
-            recorded = Outcome(
-                state=outcome.state,
-                intent=outcome.intent,
-                status=outcome.status,
-                answer=outcome.answer,
-                previous_unknown=outcome.previous_unknown,
-                owner=owner,
-                expires=now + self.ttl,
-            )
+            # this call holds (ran out or not: it is this call's own, either way). Kept packed
+            # at once, without the objects the general rules would build.
+            expires = now + self.ttl
             name = outcome.intent.id
-            self._books[key] = Book(lease=None, outcomes={name: recorded})
-            answer = recorded.answer
+            self._books[key] = (_packed(name, outcome, owner=owner, expires=expires),)
+            answer = outcome.answer
             size = _OUTCOME_OVERHEAD + (len(answer) if answer else 0)
-            self._finished[(key, name)] = (size, recorded.expires or math.inf)
+            self._finished[(key, name)] = (size, expires)
             self._bytes += size
             self._after_put()
             self._notify(key)
@@ -175,7 +174,7 @@ class MemoryIdempotencyStore:
 
     async def note(self, key: str, owner: str, *, before: bytes, request: bytes) -> bool:
         """Keep with *owner*'s lease the order as it was and the request."""
-        book = self._books.get(key)
+        book = self._book(key)
         stored = note(
             book, owner, before=before, request=request, now=self.clock.monotonic(), ttl=self.ttl
         )
@@ -186,7 +185,7 @@ class MemoryIdempotencyStore:
 
     async def release(self, key: str, owner: str, intent: Intent) -> None:
         """Drop *owner*'s lease: its call provably changed nothing."""
-        book = self._books.get(key)
+        book = self._book(key)
         stored = release(book, owner, intent, now=self.clock.monotonic(), ttl=self.ttl)
         if stored is not book:
             self._put(key, book, stored)
@@ -204,7 +203,7 @@ class MemoryIdempotencyStore:
 
     async def get(self, key: str) -> Book | None:
         """The book of the order *key*, as the rules read it now (answers expanded)."""
-        book = self._books.get(key)
+        book = self._book(key)
         current = as_of(book, self.clock.monotonic(), self.ttl)
         if current is not book:
             self._put(key, book, current)
@@ -215,7 +214,7 @@ class MemoryIdempotencyStore:
 
     async def forget(self, key: str, idempotency_key: str | None = None) -> list[Outcome]:
         """Drop the order's unknown outcomes and terminal failures (only *idempotency_key*'s)."""
-        book = self._books.get(key)
+        book = self._book(key)
         dropped, stored = forget(book, idempotency_key, now=self.clock.monotonic(), ttl=self.ttl)
         if stored is not book:
             self._put(key, book, stored)
@@ -226,6 +225,10 @@ class MemoryIdempotencyStore:
         """Nothing to close; here for the store protocol."""
 
     # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _book(self, key: str) -> Book | None:
+        kept = self._books.get(key)
+        return None if kept is None else _unpack(kept)
 
     def _put(self, key: str, old: Book | None, new: Book | None) -> None:
         """Store *new* as the book of *key* (``None``: delete) and account for what changed."""
@@ -245,7 +248,7 @@ class MemoryIdempotencyStore:
         if new is None:
             self._books.pop(key, None)
         else:
-            self._books[key] = new
+            self._books[key] = new if new.lease is not None else _pack(new)
         if before is not after and (before or after):
             self._after_put()
 
@@ -270,7 +273,7 @@ class MemoryIdempotencyStore:
 
     def _remove(self, key: str, name: str) -> Outcome:
         self._bytes -= self._finished.pop((key, name))[0]
-        book = self._books[key]
+        book = _unpack(self._books[key])
         outcome = book.outcomes[name]
         left = Book(
             lease=book.lease, outcomes={n: o for n, o in book.outcomes.items() if n != name}
@@ -278,7 +281,7 @@ class MemoryIdempotencyStore:
         if left.empty:
             del self._books[key]
         else:
-            self._books[key] = left
+            self._books[key] = left if left.lease is not None else _pack(left)
         return outcome
 
     def _drop_oldest(self) -> None:
@@ -331,3 +334,62 @@ def _expand(answer: bytes) -> bytes:
     if answer[:1] == _ZLIB_TAG:
         return zlib.decompress(answer[1:])
     return answer
+
+
+# Books without a lease are kept packed: tuples of strings, numbers and bytes, which the garbage
+# collector stops tracking. Kept as objects (a book, its outcomes, their intents), the tens of
+# thousands of orders a busy worker remembers were walked by every collection, and each call
+# paid for it, the more the fuller the store.
+
+
+def _packed(
+    name: str, outcome: Outcome, *, owner: str | None, expires: float | None
+) -> tuple[Any, ...]:
+    intent = outcome.intent
+    return (
+        name,
+        outcome.state.value,
+        outcome.status,
+        outcome.answer,
+        outcome.previous_unknown,
+        owner,
+        expires,
+        outcome.not_applied,
+        outcome.before,
+        outcome.request,
+        intent.operation,
+        intent.fingerprint,
+        intent.key,
+        intent.safety,
+    )
+
+
+def _pack(book: Book) -> _Packed:
+    return tuple(
+        _packed(name, outcome, owner=outcome.owner, expires=outcome.expires)
+        for name, outcome in book.outcomes.items()
+    )
+
+
+def _unpack(kept: Book | _Packed) -> Book:
+    if isinstance(kept, Book):
+        return kept
+    outcomes: dict[str, Outcome] = {}
+    for packed in kept:
+        name, state, status, answer, previous, owner, expires, not_applied, before, request = (
+            packed[:10]
+        )
+        operation, fingerprint, key, safety = packed[10:]
+        outcomes[name] = Outcome(
+            state=State(state),
+            intent=Intent(operation=operation, fingerprint=fingerprint, key=key, safety=safety),
+            status=status,
+            answer=answer,
+            previous_unknown=previous,
+            owner=owner,
+            expires=expires,
+            not_applied=not_applied,
+            before=before,
+            request=request,
+        )
+    return Book(lease=None, outcomes=outcomes)

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
+import os
 import secrets
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
@@ -98,6 +100,27 @@ def _sorted(lines: Sequence[Any]) -> bool:
     )
 
 
+# Owners of leases: unique among all the processes sharing a store. A random prefix per process
+# (drawn anew in a forked child: a client made before a fork, as under gunicorn --preload, lives
+# on in every child) and a counter; a random name per call costs a system call each.
+_owner_prefix = secrets.token_hex(12)
+_owner_numbers = itertools.count()
+
+
+def _new_owner() -> str:
+    return f"{_owner_prefix}{next(_owner_numbers):x}"
+
+
+def _after_fork() -> None:
+    global _owner_prefix, _owner_numbers  # noqa: PLW0603 - per-process state, by design
+    _owner_prefix = secrets.token_hex(12)
+    _owner_numbers = itertools.count()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 class IdempotencyMiddleware:
     """Replays, serialises and records mutating calls; see the module docstring."""
 
@@ -121,9 +144,7 @@ class IdempotencyMiddleware:
             key=request.idempotency_key,
             safety=operation.safety.value,
         )
-        # Random per call: a client made before a fork (gunicorn --preload) lives on in every
-        # child, so nothing derived from the client alone tells their leases apart.
-        owner = secrets.token_hex(16)
+        owner = _new_owner()
         trace = request.trace if request.trace is not None else SendTrace()
         decision = await self._acquire(request, key, intent, owner, trace)
         if isinstance(decision, ApiResponse):  # replayed

@@ -1,0 +1,70 @@
+"""The memory store's cost to the process: what it leaves the garbage collector, and its owners."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import pytest
+
+from rees46_loyalty.idempotency import Intent, MemoryIdempotencyStore, Outcome, State
+from rees46_loyalty.middleware import idempotency as layer
+from tests.conftest import FakeClock
+
+ANSWER = b'{"status":"success","payload":{"order_id":"1"}}'
+
+
+async def _fill(store: MemoryIdempotencyStore, orders: int) -> None:
+    for number in range(orders):
+        key = f"4:shop:{number}"
+        intent = Intent(operation="cancel", fingerprint=str(number), safety="cancel")
+        await store.begin(key, intent, "owner")
+        await store.finish(
+            key, "owner", Outcome(state=State.SUCCEEDED, intent=intent, status=200, answer=ANSWER)
+        )
+
+
+async def test_finished_outcomes_add_nothing_for_the_garbage_collector_to_walk() -> None:
+    """10,000 kept outcomes leave (nearly) no objects the collector tracks, and replay alike.
+
+    Kept as objects, every collection walked them all and each call paid for it.
+    """
+    store = MemoryIdempotencyStore(clock=FakeClock())
+    gc.collect()
+    before = len(gc.get_objects())
+    await _fill(store, 10_000)
+    gc.collect()
+    assert len(store) == 10_000
+    assert len(gc.get_objects()) - before < 500
+    again = Intent(operation="cancel", fingerprint="1234", safety="cancel")
+    decision = await store.begin("4:shop:1234", again, "another")
+    assert decision.outcome is not None
+    assert decision.outcome.answer == ANSWER
+    assert decision.outcome.intent == again
+
+
+def test_lease_owners_are_unique_per_call() -> None:
+    """Each call gets an owner name of its own."""
+    owners = {layer._new_owner() for _ in range(1000)}
+    assert len(owners) == 1000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_names_its_owners_apart_from_its_parent() -> None:
+    """A child forked from a process that made a client never reuses the parent's owner names."""
+    read, write = os.pipe()
+    parent_next = layer._new_owner()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.write(write, layer._new_owner().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    mine = layer._new_owner()
+    assert child
+    assert child[:24] != mine[:24]
+    assert child != parent_next
