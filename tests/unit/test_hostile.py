@@ -30,10 +30,10 @@ from rees46_loyalty import (
     RetryPolicy,
     ValidationError,
 )
-from rees46_loyalty._cli import Output
 from rees46_loyalty._hooks import ResponseRecord
 from rees46_loyalty._operations import OPERATIONS
 from rees46_loyalty._serialization import set_fast_decode
+from rees46_loyalty.cli._operator import Output
 from rees46_loyalty.middleware import AuthMiddleware
 from rees46_loyalty.middleware.errors import decode_response
 from rees46_loyalty.middleware.idempotency import record_key
