@@ -37,7 +37,6 @@ __all__ = [
     "MAX_AMOUNT",
     "MAX_PLACES",
     "PayloadShapeError",
-    "dump_result",
     "dumps",
     "fast_decode",
     "fast_decoding",
@@ -272,9 +271,6 @@ def _make_converter() -> Converter:
 
 
 _converter = _make_converter()
-# Stored results keep every digit: Decimals become JSON strings, which _structure_decimal reads.
-_storage_converter = _converter.copy()
-_storage_converter.register_unstructure_hook(Decimal, str)
 
 
 def structure(payload: object, model: type[T]) -> T:
@@ -289,19 +285,14 @@ def structure(payload: object, model: type[T]) -> T:
         raise PayloadShapeError(["nested too deeply @ $"]) from None
 
 
-def dump_result(result: object) -> bytes:
-    """Encode a result model for a store, exactly (Decimals as strings); read by load_answer."""
-    return dumps(_storage_converter.unstructure(result))
-
-
 def load_answer(body: bytes, model: type[T]) -> T:
-    """The result model of a successful answer's body (an envelope), or of a stored result."""
+    """The result model of a successful answer's body (an envelope), recorded or derived."""
     fast = fast_decode(body, model)
     if fast is not None:
         return fast
     document = loads(body)
     payload = document.get("payload") if isinstance(document, dict) else None
-    return structure(document if payload is None else payload, model)
+    return structure(payload, model)
 
 
 def unstructure(obj: object) -> Any:
