@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 
 from rees46_loyalty import CartItem, LoyaltyClient, RetryPolicy
-from rees46_loyalty._serialization import set_fast_decode
+from rees46_loyalty._serialization import fast_decoding
 from rees46_loyalty.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 
 from ._redis import redis_server
@@ -112,16 +112,16 @@ class _Sdk:
         options.setdefault("idempotency", MemoryIdempotencyStore(lease=600))
         self._client = LoyaltyClient(SHOP_ID, SECRET, base_url=f"{url}/{workload}", **options)
         self._cart = _cart(workload)
-        self._fast = fast
-        self._previous = True
+        # Entered and left in the measuring task: its calls are the only ones it decides for.
+        self._decoding = fast_decoding(enabled=fast)
 
     async def __aenter__(self) -> Call:
         await self._client.__aenter__()
-        self._previous = set_fast_decode(self._fast)
+        self._decoding.__enter__()
         return self.cancel if not self._cart else self.change
 
     async def __aexit__(self, *exc: object) -> None:
-        set_fast_decode(self._previous)
+        self._decoding.__exit__(None, None, None)
         await self._client.close()
         store = self._client.idempotency
         if isinstance(store, RedisIdempotencyStore):  # the benchmark made it: it closes it
@@ -148,8 +148,9 @@ def _kinds(url: str, redis_url: str) -> dict[str, Callable[[str], Any]]:
             ),
         ),
     }
-    if set_fast_decode(True):  # the speedups extra is installed
-        kinds["sdk, no fast decode"] = lambda w: _Sdk(url, w, fast=False)
+    with fast_decoding(enabled=True) as available:  # False without the speedups extra
+        if available:
+            kinds["sdk, no fast decode"] = lambda w: _Sdk(url, w, fast=False)
     return kinds
 
 

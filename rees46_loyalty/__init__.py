@@ -7,7 +7,7 @@ Example::
         calc = await client.estimate(cart_items=cart)
 """
 
-import logging
+import logging as _logging
 
 from ._client import DEFAULT_BASE_URL, LoyaltyClient
 from ._clock import Clock, SystemClock
@@ -17,7 +17,7 @@ from ._operations import Operation, RetrySafety
 from ._policy import RetryPolicy
 from ._reconcile import Reconciliation
 from ._sync import SyncLoyaltyClient
-from ._version import VERSION
+from ._version import VERSION as _VERSION
 from .errors import (
     APIError,
     AuthenticationError,
@@ -100,8 +100,8 @@ __all__ = [
 ]
 
 #: The installed version of the SDK (``"0"`` in a source tree that is not installed).
-__version__ = VERSION
+__version__ = _VERSION
 
 # A library's loggers print nothing until the application configures logging (Python's
 # logging HOWTO): without this, Python's last-resort handler would write WARNINGs to stderr.
-logging.getLogger("rees46_loyalty").addHandler(logging.NullHandler())
+_logging.getLogger("rees46_loyalty").addHandler(_logging.NullHandler())

@@ -18,7 +18,9 @@ import json
 import operator
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -35,9 +37,9 @@ __all__ = [
     "MAX_AMOUNT",
     "MAX_PLACES",
     "PayloadShapeError",
-    "dump_result",
     "dumps",
     "fast_decode",
+    "fast_decoding",
     "load_answer",
     "loads",
     "structure",
@@ -269,9 +271,6 @@ def _make_converter() -> Converter:
 
 
 _converter = _make_converter()
-# Stored results keep every digit: Decimals become JSON strings, which _structure_decimal reads.
-_storage_converter = _converter.copy()
-_storage_converter.register_unstructure_hook(Decimal, str)
 
 
 def structure(payload: object, model: type[T]) -> T:
@@ -286,19 +285,14 @@ def structure(payload: object, model: type[T]) -> T:
         raise PayloadShapeError(["nested too deeply @ $"]) from None
 
 
-def dump_result(result: object) -> bytes:
-    """Encode a result model for a store, exactly (Decimals as strings); read by load_answer."""
-    return dumps(_storage_converter.unstructure(result))
-
-
 def load_answer(body: bytes, model: type[T]) -> T:
-    """The result model of a successful answer's body (an envelope), or of a stored result."""
+    """The result model of a successful answer's body (an envelope), recorded or derived."""
     fast = fast_decode(body, model)
     if fast is not None:
         return fast
     document = loads(body)
     payload = document.get("payload") if isinstance(document, dict) else None
-    return structure(document if payload is None else payload, model)
+    return structure(payload, model)
 
 
 def unstructure(obj: object) -> Any:
@@ -346,15 +340,24 @@ def _decoder_for(model: type) -> tuple[Any, bool]:
     return entry
 
 
-_fast_decode_enabled = msgspec is not None
+# Whether the fast path may decode: a context variable, so that a setting is seen only by the
+# code that made it and the tasks it starts (asyncio copies the context into each task).
+_fast_path = ContextVar("rees46_loyalty_fast_path", default=msgspec is not None)
 
 
-def set_fast_decode(enabled: bool) -> bool:
-    """Turn the fast path on or off (benchmarks and tests); returns the previous setting."""
-    global _fast_decode_enabled  # noqa: PLW0603 - one switch for the whole process
-    previous = _fast_decode_enabled
-    _fast_decode_enabled = enabled and msgspec is not None
-    return previous
+@contextmanager
+def fast_decoding(*, enabled: bool) -> Iterator[bool]:
+    """Within the block, answers take the fast path only if *enabled* (benchmarks and tests).
+
+    Yields whether the fast path is on (never without the ``speedups`` extra). The setting holds
+    for this context and the tasks started from it, never for other callers (a concurrent task,
+    another thread), and the previous one is back when the block ends, however it ends.
+    """
+    token = _fast_path.set(enabled and msgspec is not None)
+    try:
+        yield _fast_path.get()
+    finally:
+        _fast_path.reset(token)
 
 
 # The body lowercased with every digit as 0, one pass for two quick looks. Numbers out of the
@@ -437,7 +440,7 @@ def _amounts_bounded(value: object) -> bool:
 
 def fast_decode(body: bytes, model: type[T]) -> T | None:
     """The result model of a successful answer, or ``None`` to leave it to the reference path."""
-    if not _fast_decode_enabled:
+    if not _fast_path.get():
         return None
     decoder, all_defaults = _decoders.get(model) or _decoder_for(model)
     if _needs_reference_path(body, all_defaults):

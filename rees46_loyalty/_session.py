@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 
 import aiohttp
@@ -11,36 +12,33 @@ __all__ = ["SessionHolder"]
 _CONNECTION_LIMIT = 100
 
 
-async def _request_starts(
-    session: aiohttp.ClientSession,  # noqa: ARG001 - the signal's signature
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestStartParams,  # noqa: ARG001
-) -> None:
-    # Proof that this request is traced: from here until the headers go, nothing is written.
-    # Without it (a session without these signals, a test double of aiohttp) the transport's
-    # assumption stands: anything may have been written.
-    trace = context.trace_request_ctx
-    if trace is not None:
-        trace.writing = False
+def _marks_writing(*, writing: bool) -> Callable[..., Awaitable[None]]:
+    """A trace signal's handler that sets the request's trace ``writing`` to *writing*.
 
+    Without these signals (a session without them, a test double of aiohttp) the transport's
+    assumption stands: anything may have been written.
+    """
 
-async def _writing_starts(
-    session: aiohttp.ClientSession,  # noqa: ARG001 - the signal's signature
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestHeadersSentParams,  # noqa: ARG001
-) -> None:
-    # aiohttp calls this just before it writes the request's first byte: until then the server
-    # cannot have processed anything, whatever happens to the attempt (a wait for a pooled
-    # connection, a connect, a cancellation).
-    trace = context.trace_request_ctx
-    if trace is not None:
-        trace.writing = True
+    async def mark(
+        session: aiohttp.ClientSession,  # noqa: ARG001 - the signal's signature
+        context: SimpleNamespace,
+        params: object,  # noqa: ARG001
+    ) -> None:
+        trace = context.trace_request_ctx
+        if trace is not None:
+            trace.writing = writing
+
+    return mark
 
 
 def _trace_config() -> aiohttp.TraceConfig:
     config = aiohttp.TraceConfig()
-    config.on_request_start.append(_request_starts)
-    config.on_request_headers_sent.append(_writing_starts)
+    # Proof that this request is traced: from here until the headers go, nothing is written.
+    config.on_request_start.append(_marks_writing(writing=False))
+    # aiohttp calls this just before it writes the request's first byte: until then the server
+    # cannot have processed anything, whatever happens to the attempt (a wait for a pooled
+    # connection, a connect, a cancellation).
+    config.on_request_headers_sent.append(_marks_writing(writing=True))
     return config
 
 

@@ -4,14 +4,18 @@ A middleware is ``async (request, call_next) -> response`` over :class:`ApiReque
 :class:`ApiResponse`, the shape of aiohttp's own middlewares; the first one listed is the
 outermost. The client's chain, outermost first::
 
-    retry  ->  your middlewares  ->  logging  ->  errors  ->  auth  ->  transport
+    call span  ->  idempotency  ->  retry                   (once per call)
+      ->  attempt span  ->  your middlewares  ->  logging  ->  errors  ->  auth  ->  transport
+                                                              (once per attempt)
 
-so your middlewares run once per attempt, see typed errors, and never see the shop secret.
+The spans are there with ``tracing=`` on, the idempotency layer unless ``idempotency=None``.
+So your middlewares run once per attempt (never for a call answered from the idempotency
+store), see typed errors, and never see the shop secret.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence as _Sequence
 
 from .._http import ApiRequest, ApiResponse, Handler, Middleware
 from .auth import AuthMiddleware
@@ -33,7 +37,7 @@ __all__ = [
 ]
 
 
-def compose(middlewares: Sequence[Middleware], handler: Handler) -> Handler:
+def compose(middlewares: _Sequence[Middleware], handler: Handler) -> Handler:
     """Wrap *handler* in *middlewares*, the first listed outermost. Built once, called often."""
     for middleware in reversed(middlewares):
         handler = _bind(middleware, handler)

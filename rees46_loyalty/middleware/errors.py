@@ -1,6 +1,7 @@
 """The errors middleware: HTTP status + envelope -> a result model or a typed exception.
 
-This is the only place that reads REES46's envelopes. Two revisions exist and both are accepted::
+It turns the API's answers into results or errors. Two revisions of the envelope exist and both
+are accepted::
 
     {"success": true, "payload": {...}}     {"success": false, "payload": {"message": "..."}}
     {"status": "success", "payload": {...}} {"status": "error", "payload": {"message": "..."}}

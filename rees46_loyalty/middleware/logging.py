@@ -98,29 +98,13 @@ def _log(
         "status": status,
         "elapsed_ms": elapsed_ms(elapsed),
     }
+    outcome: object
     if interrupted is not None:
-        extra["error"] = type(interrupted).__name__
-        logger.debug(
-            "%s attempt %d interrupted: %s",
-            request.operation.name,
-            request.attempt,
-            type(interrupted).__name__,
-            extra=extra,
-        )
+        extra["error"] = outcome = type(interrupted).__name__
+        message = "%s attempt %d interrupted: %s"
     elif error is not None:
         extra["error"] = type(error).__name__
-        logger.debug(
-            "%s attempt %d failed: %s",
-            request.operation.name,
-            request.attempt,
-            error,
-            extra=extra,
-        )
+        message, outcome = "%s attempt %d failed: %s", error
     else:
-        logger.debug(
-            "%s attempt %d answered %d",
-            request.operation.name,
-            request.attempt,
-            status,
-            extra=extra,
-        )
+        message, outcome = "%s attempt %d answered %d", status
+    logger.debug(message, request.operation.name, request.attempt, outcome, extra=extra)

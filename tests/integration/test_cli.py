@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from rees46_loyalty import CartItem, LoyaltyClient
-from rees46_loyalty._demo import run_demo
+from rees46_loyalty.cli._demo import run_demo
 from rees46_loyalty.testing import FakeClock
 
 pytestmark = pytest.mark.integration

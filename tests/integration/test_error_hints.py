@@ -21,7 +21,7 @@ from rees46_loyalty import (
     RetryPolicy,
     ValidationError,
 )
-from rees46_loyalty.__main__ import main
+from rees46_loyalty.cli import main
 from rees46_loyalty.idempotency import RedisIdempotencyStore
 from rees46_loyalty.testing import FakeRees46
 

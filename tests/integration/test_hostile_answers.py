@@ -26,7 +26,7 @@ from rees46_loyalty import (
     RetryPolicy,
 )
 from rees46_loyalty._client import DEFAULT_MAX_RESPONSE_BYTES
-from rees46_loyalty._serialization import set_fast_decode
+from rees46_loyalty._serialization import fast_decoding
 from rees46_loyalty.testing import FakeRees46, Fault
 from tests.conftest import PHONE
 from tests.leaks import failure_of, tracked_text
@@ -288,13 +288,12 @@ async def _outcome(client: LoyaltyClient, fake: FakeRees46, answer: Any, *, fast
     if compress and headers.get("Content-Encoding") == "gzip":
         body = gzip.compress(body)
     fake.faults.on(operation, Fault.raw_answer(body, status=status, headers=headers))
-    previous = set_fast_decode(fast)
     try:
-        result = await asyncio.wait_for(CALLS[operation](client), timeout=10)
+        with fast_decoding(enabled=fast):
+            result = await asyncio.wait_for(CALLS[operation](client), timeout=10)
     except LoyaltyError as error:  # documented; anything else fails the test
         return type(error)
     finally:
-        set_fast_decode(previous)
         fake.faults.clear()
     return result
 

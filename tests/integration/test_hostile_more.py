@@ -26,7 +26,7 @@ from rees46_loyalty import (
     SyncLoyaltyClient,
     ValidationError,
 )
-from rees46_loyalty._serialization import set_fast_decode
+from rees46_loyalty._serialization import fast_decoding
 from rees46_loyalty.idempotency import MemoryIdempotencyStore
 from rees46_loyalty.testing import FakeRees46, Fault
 from tests.conftest import PHONE, SHOP_SECRET
@@ -139,14 +139,13 @@ async def test_disguised_huge_amounts_are_refused_in_both_paths(
     outcomes: list[BaseException | None] = []
     for fast in (False, True):
         fake.faults.on("estimate", Fault.raw_answer(body, headers=JSON))
-        previous = set_fast_decode(fast)
         try:
-            async with fake.client(idempotency=None, retry=RetryPolicy.disabled()) as client:
-                outcomes.append(await failure_of(client.estimate(cart_items=CART)))
+            with fast_decoding(enabled=fast):
+                async with fake.client(idempotency=None, retry=RetryPolicy.disabled()) as client:
+                    outcomes.append(await failure_of(client.estimate(cart_items=CART)))
         except AssertionError:  # the call succeeded
             outcomes.append(None)
         finally:
-            set_fast_decode(previous)
             fake.faults.clear()
     assert all(isinstance(outcome, MalformedResponseError) for outcome in outcomes)
 

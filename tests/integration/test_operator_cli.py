@@ -23,8 +23,8 @@ import pytest
 from attrs import frozen
 
 from rees46_loyalty import CartItem, LoyaltyClient, OutcomeUnknownError
-from rees46_loyalty.__main__ import main, main_async
-from rees46_loyalty._cli_args import COMMANDS, ExitCode
+from rees46_loyalty.cli import main, main_async
+from rees46_loyalty.cli._args import COMMANDS, ExitCode
 from rees46_loyalty.idempotency import RedisIdempotencyStore
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from rees46_loyalty._cli_args import _cart_item
-from rees46_loyalty._cli_render import money, number, to_json
+from rees46_loyalty.cli._args import _cart_item
+from rees46_loyalty.cli._render import money, number, to_json
 from rees46_loyalty.models import CartItem, OrderRef
 
 

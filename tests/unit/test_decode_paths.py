@@ -3,6 +3,7 @@ cattrs): for any answer, the same result object or the same error class."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import typing
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from rees46_loyalty import ApiRequest, ApiResponse, LoyaltyError
 from rees46_loyalty._operations import OPERATIONS
-from rees46_loyalty._serialization import fast_decode, set_fast_decode
+from rees46_loyalty._serialization import fast_decode, fast_decoding
 from rees46_loyalty.middleware.errors import decode_response
 from tests.payloads import CALCULATION, CHANGE, HISTORY, REF
 
@@ -69,14 +70,12 @@ def _models() -> Iterator[type]:
 
 
 def _outcome(operation: str, body: bytes, *, fast: bool) -> Any:
-    previous = set_fast_decode(fast)
-    try:
-        request = ApiRequest(operation=OPERATIONS[operation], data={})
-        response = decode_response(request, ApiResponse(status=200, headers={}, body=body))
-    except LoyaltyError as error:
-        return type(error)
-    finally:
-        set_fast_decode(previous)
+    with fast_decoding(enabled=fast):
+        try:
+            request = ApiRequest(operation=OPERATIONS[operation], data={})
+            response = decode_response(request, ApiResponse(status=200, headers={}, body=body))
+        except LoyaltyError as error:
+            return type(error)
     return response.result
 
 
@@ -127,11 +126,53 @@ def test_what_the_fast_path_leaves_to_the_reference_path(body: bytes) -> None:
 
 
 def test_the_fast_path_can_be_turned_off() -> None:
-    """set_fast_decode(False) sends every answer down the reference path."""
+    """Inside fast_decoding(enabled=False) answers take the reference path; after it, not."""
     body = json.dumps({"status": "success", "payload": REF}).encode()
-    previous = set_fast_decode(False)
-    try:
+    with fast_decoding(enabled=False) as on:
+        assert on is False
         assert fast_decode(body, OPERATIONS["cancel"].result_type) is None
-    finally:
-        set_fast_decode(previous)
     assert fast_decode(body, OPERATIONS["cancel"].result_type) is not None
+
+
+def test_fast_decoding_restores_the_previous_setting_however_the_block_ends() -> None:
+    """Nested blocks restore the setting of the block around them, after an exception too."""
+    body = json.dumps({"status": "success", "payload": REF}).encode()
+    model = OPERATIONS["cancel"].result_type
+    seen: list[object] = []
+
+    def fails_inside() -> None:
+        with fast_decoding(enabled=True) as on:
+            seen.extend([on, fast_decode(body, model)])
+            raise KeyError("the block fails")
+
+    with fast_decoding(enabled=False):
+        with pytest.raises(KeyError):
+            fails_inside()
+        assert fast_decode(body, model) is None  # the outer block's setting is back
+    assert fast_decode(body, model) is not None
+    assert seen[0] is True
+    assert seen[1] is not None
+
+
+async def test_fast_decoding_does_not_leak_into_other_tasks() -> None:
+    """A task that turns the fast path off changes nothing for a task running meanwhile."""
+    body = json.dumps({"status": "success", "payload": REF}).encode()
+    model = OPERATIONS["cancel"].result_type
+    turned_off, looked = asyncio.Event(), asyncio.Event()
+
+    async def reference_only() -> object:
+        with fast_decoding(enabled=False):
+            turned_off.set()
+            await looked.wait()
+            return fast_decode(body, model)
+
+    async def default() -> object:
+        await turned_off.wait()
+        try:
+            return fast_decode(body, model)
+        finally:
+            looked.set()
+
+    off, on = await asyncio.gather(reference_only(), default())
+    assert off is None
+    assert on is not None

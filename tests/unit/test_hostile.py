@@ -30,10 +30,10 @@ from rees46_loyalty import (
     RetryPolicy,
     ValidationError,
 )
-from rees46_loyalty._cli import Output
 from rees46_loyalty._hooks import ResponseRecord
 from rees46_loyalty._operations import OPERATIONS
-from rees46_loyalty._serialization import set_fast_decode
+from rees46_loyalty._serialization import fast_decoding
+from rees46_loyalty.cli._operator import Output
 from rees46_loyalty.middleware import AuthMiddleware
 from rees46_loyalty.middleware.errors import decode_response
 from rees46_loyalty.middleware.idempotency import record_key
@@ -140,14 +140,12 @@ def test_any_escaped_form_of_the_secret_is_redacted(data: st.DataObject, secret:
 
 def outcome(operation: str, body: bytes, *, fast: bool) -> Any:
     """The result of decoding *body* as a 200 answer of *operation*, or the error class."""
-    previous = set_fast_decode(fast)
-    try:
-        request = ApiRequest(operation=OPERATIONS[operation], data={})
-        return decode_response(request, ApiResponse(status=200, headers={}, body=body)).result
-    except LoyaltyError as error:
-        return type(error)
-    finally:
-        set_fast_decode(previous)
+    with fast_decoding(enabled=fast):
+        try:
+            request = ApiRequest(operation=OPERATIONS[operation], data={})
+            return decode_response(request, ApiResponse(status=200, headers={}, body=body)).result
+        except LoyaltyError as error:
+            return type(error)
 
 
 def calculation_with(amount: str) -> bytes:

@@ -10,8 +10,8 @@ from typing import TextIO
 import pytest
 from aioresponses import aioresponses as AioResponses  # noqa: N812
 
-from rees46_loyalty import CartItem, LoyaltyClient, SystemClock, _demo
-from rees46_loyalty.__main__ import main
+from rees46_loyalty import CartItem, LoyaltyClient, SystemClock
+from rees46_loyalty.cli import _demo, main
 from tests.conftest import PHONE, FakeClock
 from tests.payloads import CALCULATION, REF, status_envelope
 from tests.unit.helpers import url

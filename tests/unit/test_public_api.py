@@ -1,10 +1,14 @@
 """The package's public surface."""
 
 from __future__ import annotations
+import __future__
 
 import importlib
 import importlib.metadata
+import types
 from pathlib import Path
+
+import pytest
 
 import rees46_loyalty
 from rees46_loyalty import errors
@@ -16,6 +20,62 @@ def test_all_is_sorted_and_importable() -> None:
     assert names == sorted(names, key=lambda n: (not n.isupper(), n))
     for name in names:
         assert getattr(rees46_loyalty, name) is not None
+
+
+# The packages whose namespace is their interface: every public name in it is exported.
+PACKAGES = [
+    "rees46_loyalty",
+    "rees46_loyalty.idempotency",
+    "rees46_loyalty.middleware",
+    "rees46_loyalty.models",
+    "rees46_loyalty.testing",
+]
+
+
+def _public_names(module: types.ModuleType) -> list[str]:
+    """The names a user sees in *module*: all but the private ones and compiler directives.
+
+    Not identifiers either (``@py_builtins``: pytest's assertion rewriting of its plugins).
+    """
+    return [
+        name
+        for name, value in vars(module).items()
+        if name.isidentifier()
+        and not name.startswith("_")
+        and not isinstance(value, __future__._Feature)
+    ]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_a_package_shows_only_its_exports_and_submodules(name: str) -> None:
+    """Every public name of the package is in its __all__ (which names only what exists) or is
+    one of its subpackages: no import of its own leaks into what users see."""
+    package = importlib.import_module(name)
+    exported = set(package.__all__)
+    leaked = [
+        attribute
+        for attribute in _public_names(package)
+        if attribute not in exported
+        and not (
+            isinstance(getattr(package, attribute), types.ModuleType)
+            and getattr(package, attribute).__name__ == f"{name}.{attribute}"
+        )
+    ]
+    assert leaked == [], f"import these under a private name or export them: {leaked}"
+    assert all(hasattr(package, attribute) for attribute in exported)
+
+
+def test_errors_exports_every_public_thing_it_defines() -> None:
+    """Every public class or function errors.py defines is in its __all__, which names only
+    what exists (its imports, a module's own business, are not checked)."""
+    defined = [
+        name
+        for name in _public_names(errors)
+        if getattr(getattr(errors, name), "__module__", None) == errors.__name__
+    ]
+    assert set(defined) <= set(errors.__all__)
+    assert "LoyaltyError" in defined
+    assert all(hasattr(errors, name) for name in errors.__all__)
 
 
 def test_every_error_is_re_exported_from_the_root() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from rees46_loyalty import BadRequestError, LoyaltyClient, SyncLoyaltyClient
 from rees46_loyalty._redact import redact, redact_headers
-from rees46_loyalty._serialization import fast_decode, set_fast_decode
+from rees46_loyalty._serialization import fast_decode, fast_decoding
 from rees46_loyalty.idempotency import RedisIdempotencyStore
 from rees46_loyalty.models import OrderCalculation, OrderRef
 from tests.conftest import SHOP_SECRET
@@ -75,13 +75,11 @@ ESCAPED_INFINITY = rb'{"success":true,"payload":{"order_total":"\u0049nfinity","
 )
 def test_fast_path_refuses_out_of_range_amounts_in_disguise(body: bytes) -> None:
     """An out-of-range or infinite amount as a disguised string never passes the fast path."""
-    previous = set_fast_decode(True)
-    try:
-        result = fast_decode(body, OrderCalculation)
-    except Exception:  # noqa: BLE001 - a refusal of any kind is a fix
-        result = None
-    finally:
-        set_fast_decode(previous)
+    with fast_decoding(enabled=True):
+        try:
+            result = fast_decode(body, OrderCalculation)
+        except Exception:  # noqa: BLE001 - a refusal of any kind is a fix
+            result = None
     assert result is None  # left to the reference path, which refuses it
 
 

@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TextIO
 
-from ._clock import Clock
-from ._http import ApiRequest, ApiResponse, Handler
-from ._policy import RetryPolicy
-from .errors import LoyaltyError, OrderStatusError, OutcomeUnknownError
-from .models import CartItem, OrderChange
-from .testing import FakeRees46, Fault
-from .testing._seed import DEMO_MEMBER, seed
+from .._clock import Clock
+from .._http import ApiRequest, ApiResponse, Handler
+from .._policy import RetryPolicy
+from ..errors import LoyaltyError, OrderStatusError, OutcomeUnknownError
+from ..models import CartItem, OrderChange
+from ..testing import FakeRees46, Fault
+from ..testing._seed import DEMO_MEMBER, seed
 
 __all__ = ["run_demo"]
 

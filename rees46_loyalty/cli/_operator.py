@@ -6,7 +6,7 @@ the credentials from the environment and checks the arguments as the SDK would.
 up and shows its cart now beside the new one, with an estimate of the money that would move (and
 a warning when the order already holds the new cart); for ``cancel`` and ``change`` it asks
 y/N; then it sends the request and prints the answer. Ctrl-C at the question interrupts at once
-and nothing is sent. Every error class has its own exit code (see ``_cli_args.ExitCode``) and
+and nothing is sent. Every error class has its own exit code (see ``_args.ExitCode``) and
 one line on stderr, never a traceback.
 
 The idempotency store of the commands comes from :func:`operator_store`: the workers' Redis
@@ -27,9 +27,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _validation as check
-from ._cli_args import ExitCode
-from ._cli_render import (
+from .. import _validation as check
+from .. import errors
+from .._client import MIN_SECRET_LENGTH, LoyaltyClient
+from .._clock import Clock
+from .._reconcile import Cart, cart_of_items
+from .._redact import REDACTED, mask_identifier, secret_forms
+from ..idempotency import IdempotencyStore, SqliteIdempotencyStore
+from ..models import CartItem, OrderCalculation
+from ._args import ExitCode
+from ._render import (
     comparison_lines,
     dump_json,
     escape_controls,
@@ -39,25 +46,6 @@ from ._cli_render import (
     ref_lines,
     to_json,
 )
-from ._client import MIN_SECRET_LENGTH, LoyaltyClient
-from ._clock import Clock
-from ._reconcile import Cart, cart_of_items
-from ._redact import REDACTED, mask_identifier, secret_forms
-from .errors import (
-    AuthenticationError,
-    BadRequestError,
-    ConnectError,
-    IdempotencyError,
-    LoyaltyError,
-    MalformedResponseError,
-    NotAnApiError,
-    NotFoundError,
-    OrderStatusError,
-    OutcomeUnknownError,
-    ValidationError,
-)
-from .idempotency import IdempotencyStore, SqliteIdempotencyStore
-from .models import CartItem, OrderCalculation
 
 __all__ = [
     "REDIS_URL_VARIABLE",
@@ -168,7 +156,7 @@ class Prepared:
             finally:
                 if self._store is not None:
                     await self._store.close()
-        except LoyaltyError as error:
+        except errors.LoyaltyError as error:
             code, hint = _classify(error, self._args)
             if not self.sending and self._args.command in ("cancel", "change"):
                 hint += f"; nothing was sent (the {self._args.command} was not sent)"
@@ -241,7 +229,7 @@ def prepare(
         return ExitCode.CONFIGURATION
     try:
         send, question, look = _checked(args)
-    except ValidationError as error:
+    except errors.ValidationError as error:
         output.err(f"error: ValidationError: {error.message} (nothing was sent)\n")
         return ExitCode.VALIDATION
     return Prepared(args, client, send, store, question=question, look=look, stdin=stdin)
@@ -301,7 +289,7 @@ def operator_store(clock: Clock | None = None) -> IdempotencyStore:
     """
     url = os.environ.get(REDIS_URL_VARIABLE)
     if url:
-        from .idempotency import RedisIdempotencyStore  # noqa: PLC0415 - the redis extra
+        from ..idempotency import RedisIdempotencyStore  # noqa: PLC0415 - the redis extra
 
         return RedisIdempotencyStore(url)
     return SqliteIdempotencyStore(operator_database(), clock=clock)
@@ -388,7 +376,7 @@ def _checked_change(args: argparse.Namespace, order_id: str) -> tuple[Send, list
             return comparison_lines(order, request.cart_items, holds_it=True)
         try:
             estimate = await _estimate(client, order, request.cart_items)
-        except LoyaltyError as error:
+        except errors.LoyaltyError as error:
             # Shown, not hidden: the operator decides without the estimate.
             failure = f"{type(error).__name__}: {error}"
             return comparison_lines(
@@ -461,26 +449,27 @@ def _confirmed(question: list[str], stdin: TextIO | None, output: Output) -> boo
     return True
 
 
+_Kinds = type[errors.LoyaltyError] | tuple[type[errors.LoyaltyError], ...]
 # The first match wins: OrderStatusError and NotFoundError are APIErrors too.
-_EXIT_CODES: tuple[tuple[type[LoyaltyError] | tuple[type[LoyaltyError], ...], ExitCode], ...] = (
-    (OutcomeUnknownError, ExitCode.OUTCOME_UNKNOWN),
-    (OrderStatusError, ExitCode.ORDER_STATUS),
-    (NotFoundError, ExitCode.NOT_FOUND),
-    (AuthenticationError, ExitCode.AUTHENTICATION),
-    ((ValidationError, BadRequestError), ExitCode.VALIDATION),
-    (NotAnApiError, ExitCode.CONFIGURATION),  # REES46_BASE_URL does not serve the API
-    (MalformedResponseError, ExitCode.MALFORMED_ANSWER),
+_EXIT_CODES: tuple[tuple[_Kinds, ExitCode], ...] = (
+    (errors.OutcomeUnknownError, ExitCode.OUTCOME_UNKNOWN),
+    (errors.OrderStatusError, ExitCode.ORDER_STATUS),
+    (errors.NotFoundError, ExitCode.NOT_FOUND),
+    (errors.AuthenticationError, ExitCode.AUTHENTICATION),
+    ((errors.ValidationError, errors.BadRequestError), ExitCode.VALIDATION),
+    (errors.NotAnApiError, ExitCode.CONFIGURATION),  # REES46_BASE_URL does not serve the API
+    (errors.MalformedResponseError, ExitCode.MALFORMED_ANSWER),
 )
 
 
-def _exit_code(error: LoyaltyError) -> ExitCode:
+def _exit_code(error: errors.LoyaltyError) -> ExitCode:
     if (
-        isinstance(error, IdempotencyError)
+        isinstance(error, errors.IdempotencyError)
         and not error.retryable
         and error.operation == "reconcile"
     ):
         return ExitCode.NOTHING_TO_RECONCILE
-    if isinstance(error, IdempotencyError) and not error.retryable:
+    if isinstance(error, errors.IdempotencyError) and not error.retryable:
         # A key reused for another request: the operator's input, like a validation error.
         return ExitCode.VALIDATION
     for kinds, code in _EXIT_CODES:
@@ -489,7 +478,7 @@ def _exit_code(error: LoyaltyError) -> ExitCode:
     return ExitCode.TRANSIENT if error.retryable else ExitCode.UNEXPECTED
 
 
-def _classify(error: LoyaltyError, args: argparse.Namespace) -> tuple[ExitCode, str]:
+def _classify(error: errors.LoyaltyError, args: argparse.Namespace) -> tuple[ExitCode, str]:
     """The exit code of *error*, and a hint on what to do next (may be empty)."""
     code = _exit_code(error)
     hint = ""
@@ -506,11 +495,11 @@ def _classify(error: LoyaltyError, args: argparse.Namespace) -> tuple[ExitCode, 
             f"; {REDIS_URL_VARIABLE} is not set, so only this host's records "
             f"({operator_database()}) were searched: set it to the workers' Redis"
         )
-    elif isinstance(error, OrderStatusError) and error.previous_outcome_unknown:
+    elif isinstance(error, errors.OrderStatusError) and error.previous_outcome_unknown:
         hint = "; an earlier attempt of this call most likely did it: check history"
     elif code is ExitCode.AUTHENTICATION:
         hint = "; check REES46_SHOP_ID and REES46_SHOP_SECRET"
-    elif isinstance(error, ConnectError):
+    elif isinstance(error, errors.ConnectError):
         hint = ""  # its message names the base URL and REES46_BASE_URL
     elif code is ExitCode.TRANSIENT:
         hint = "; try again later"

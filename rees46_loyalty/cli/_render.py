@@ -15,9 +15,9 @@ from typing import Any
 
 import attrs
 
-from ._reconcile import Reconciliation
-from ._redact import mask_identifier, mask_phones
-from .models import CartItem, LineItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
+from .._reconcile import Reconciliation
+from .._redact import mask_identifier, mask_phones
+from ..models import CartItem, LineItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
 
 __all__ = [
     "comparison_lines",

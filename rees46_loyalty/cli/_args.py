@@ -1,6 +1,6 @@
 """The arguments of the operator commands, their help, and their exit codes.
 
-The commands themselves run in ``_cli.py``; ``__main__.py`` adds them to its parser.
+The commands themselves run in ``_operator.py``; ``cli/__init__.py`` adds them to its parser.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import enum
 import textwrap
 from decimal import Decimal, InvalidOperation
 
-from .models import CartItem
+from ..models import CartItem
 
 __all__ = ["COMMANDS", "EXIT_CODES_HELP", "ExitCode", "add_commands"]
 
@@ -102,34 +102,53 @@ def _cart_item(text: str) -> CartItem:
     return CartItem(product_id=product_id, price=amounts[0], quantity=amounts[1])
 
 
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    description: str,
+    *examples: str,
+) -> argparse.ArgumentParser:
+    """Add the command *name*, with its help and the epilog every operator command shares.
+
+    *summary* is its line in the list of commands; *description* and *examples* open its own
+    help, which ends with the environment variables and the exit codes.
+    """
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=_paragraph(description),
+        epilog=_epilog(*examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the operator commands to the subparsers of ``python -m rees46_loyalty``."""
-    formatter = argparse.RawDescriptionHelpFormatter
     prog = "python -m rees46_loyalty"
 
-    details = commands.add_parser(
+    details = _command(
+        commands,
         "details",
-        help="show an order as the server has it (amounts, member, lines)",
-        description=_paragraph(
+        "show an order as the server has it (amounts, member, lines)",
+        (
             "Show an order as the REES46 server has it now: amounts, the member "
             "(phone masked), codes and lines. Only reads."
         ),
-        epilog=_epilog(
-            f"{prog} details --order-id 1001", f"{prog} details --order-id 1001 --json | jq ."
-        ),
-        formatter_class=formatter,
+        f"{prog} details --order-id 1001",
+        f"{prog} details --order-id 1001 --json | jq .",
     )
     details.add_argument("--order-id", required=True, help="the shop's order number")
 
-    history = commands.add_parser(
+    history = _command(
+        commands,
         "history",
-        help="list a member's orders with their status",
-        description=_paragraph(
+        "list a member's orders with their status",
+        (
             "List the orders of one loyalty member with date, status and total. "
             "Only reads. The phone number is masked in the output."
         ),
-        epilog=_epilog(f"{prog} history --identifier 7XXXXXXXXXX  # the phone, digits only"),
-        formatter_class=formatter,
+        f"{prog} history --identifier 7XXXXXXXXXX  # the phone, digits only",
     )
     history.add_argument(
         "--identifier",
@@ -138,36 +157,35 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="the member's phone number as digits, country code first (7XXXXXXXXXX)",
     )
 
-    cancel = commands.add_parser(
+    cancel = _command(
+        commands,
         "cancel",
-        help="cancel an order (asks for confirmation)",
-        description=_paragraph(
+        "cancel an order (asks for confirmation)",
+        (
             "Cancel an applied or confirmed order: spent bonuses and codes go back to "
             "the member, rewards of the order are taken back. Final: the order id can never be "
             "applied again. Asks for confirmation unless --yes."
         ),
-        epilog=_epilog(f"{prog} cancel --order-id 1001", f"{prog} cancel --order-id 1001 --yes"),
-        formatter_class=formatter,
+        f"{prog} cancel --order-id 1001",
+        f"{prog} cancel --order-id 1001 --yes",
     )
     cancel.add_argument("--order-id", required=True, help="the order to cancel")
 
-    change = commands.add_parser(
+    change = _command(
+        commands,
         "change",
-        help="replace the cart of a confirmed order, e.g. a partial return (asks first)",
-        description=_paragraph(
+        "replace the cart of a confirmed order, e.g. a partial return (asks first)",
+        (
             "Replace the cart of a confirmed order, usually for a partial return. "
             "The --item lines are the WHOLE new cart: a product left out is returned. The answer's "
             "order_total_change is the money that moves (negative: refund it to the buyer). "
             "Never send the same change twice: a second one answers 0 and the refund amount is "
             "lost. Asks for confirmation unless --yes."
         ),
-        epilog=_epilog(
-            "# the order had SKU-1 x 4 and SKU-2 x 1; one SKU-1 and the SKU-2 come back:",
-            f"{prog} change --order-id 1001 --item SKU-1:1000.00:3",
-            f"{prog} change --order-id 1001 --item SKU-1:1000:3 --item CUP:99.90:1 \\\n"
-            "      --idempotency-key ticket-4711 --yes --json",
-        ),
-        formatter_class=formatter,
+        "# the order had SKU-1 x 4 and SKU-2 x 1; one SKU-1 and the SKU-2 come back:",
+        f"{prog} change --order-id 1001 --item SKU-1:1000.00:3",
+        f"{prog} change --order-id 1001 --item SKU-1:1000:3 --item CUP:99.90:1 \\\n"
+        "      --idempotency-key ticket-4711 --yes --json",
     )
     change.add_argument("--order-id", required=True, help="the confirmed order to change")
     change.add_argument(
@@ -188,10 +206,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "is answered from it), without it only as long as this run",
     )
 
-    reconcile = commands.add_parser(
+    reconcile = _command(
+        commands,
         "reconcile",
-        help="find out whether a change or cancel with an unknown outcome was applied",
-        description=_paragraph(
+        "find out whether a change or cancel with an unknown outcome was applied",
+        (
             "Decide an unknown outcome (exit code 7 of change or cancel, or a worker's "
             "OutcomeUnknownError) from the order as the server has it now, and record it in the "
             "idempotency store: an applied change gets its refund (order_total_change, derived "
@@ -199,11 +218,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "answered from the record; a change not applied may be sent again. Sends no "
             "change or cancel, only reads. Needs REES46_REDIS_URL to see the workers' records."
         ),
-        epilog=_epilog(
-            f"REES46_REDIS_URL=redis://localhost:6379/0 {prog} reconcile 1001",
-            f"{prog} reconcile 1001 --idempotency-key refund:4711 --json",
-        ),
-        formatter_class=formatter,
+        f"REES46_REDIS_URL=redis://localhost:6379/0 {prog} reconcile 1001",
+        f"{prog} reconcile 1001 --idempotency-key refund:4711 --json",
     )
     reconcile.add_argument("order_id", metavar="ORDER_ID", help="the order to reconcile")
     reconcile.add_argument(
