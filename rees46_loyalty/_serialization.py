@@ -29,8 +29,6 @@ from cattrs.errors import BaseValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.v import transform_error
 
-from .models.cart import CartItem
-
 __all__ = [
     "MAX_AMOUNT",
     "MAX_PLACES",
@@ -42,6 +40,7 @@ __all__ = [
     "loads",
     "structure",
     "unstructure",
+    "wire_number",
 ]
 
 T = TypeVar("T")
@@ -97,10 +96,13 @@ def loads(body: bytes | str) -> Any:
     return json.loads(body, parse_float=_bounded_decimal, parse_constant=_reject_constant)
 
 
-def _json_number(value: Decimal) -> int | float:
-    # The stdlib encoder cannot write a Decimal as a number. An integral Decimal becomes an int;
-    # any other becomes the float whose shortest repr has the same digits, which holds for every
-    # Decimal of up to 15 significant digits (checked before sending, see _validation).
+def wire_number(value: Decimal) -> int | float:
+    """*value* as the JSON encoder writes it: an int when integral, else a float.
+
+    The stdlib encoder cannot write a Decimal as a number. The float's shortest repr has the
+    Decimal's digits, which holds for every Decimal of up to 15 significant digits (checked
+    before sending, see _validation).
+    """
     if value == value.to_integral_value():
         return int(value)
     return float(value)
@@ -108,7 +110,7 @@ def _json_number(value: Decimal) -> int | float:
 
 def _default(value: object) -> object:
     if isinstance(value, Decimal):
-        return _json_number(value)
+        return wire_number(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
@@ -230,23 +232,6 @@ def _without_local_fields_unstructure(type_: Any, converter: Converter) -> Calla
     )
 
 
-def _cart_item_wire(item: CartItem) -> dict[str, Any]:
-    # Written by hand: a cart of 2,000 lines goes through this 2,000 times per call.
-    price, quantity = item.price, item.quantity
-    wire: dict[str, Any] = {
-        "product_id": item.product_id,
-        "price": _json_number(price) if type(price) is Decimal else price,
-        "quantity": _json_number(quantity) if type(quantity) is Decimal else quantity,
-    }
-    if item.discountable is not None:
-        wire["discountable"] = item.discountable
-    if item.bonusable is not None:
-        wire["bonusable"] = item.bonusable
-    if item.rewardable is not None:
-        wire["rewardable"] = item.rewardable
-    return wire
-
-
 def _make_converter() -> Converter:
     converter = Converter(omit_if_default=True, detailed_validation=True)
     converter.register_structure_hook(str, _structure_str)
@@ -260,8 +245,7 @@ def _make_converter() -> Converter:
     )
     converter.register_structure_hook_factory(_is_homogeneous_tuple, _strict_tuple)
     converter.register_structure_hook_factory(_is_dict, _strict_dict)
-    converter.register_unstructure_hook(Decimal, _json_number)
-    converter.register_unstructure_hook(CartItem, _cart_item_wire)
+    converter.register_unstructure_hook(Decimal, wire_number)
     has_local = lambda type_: bool(_local_fields(type_))  # noqa: E731
     converter.register_structure_hook_factory(attrs.has, _model_structure)
     converter.register_unstructure_hook_factory(has_local, _without_local_fields_unstructure)

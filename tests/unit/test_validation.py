@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 from decimal import Decimal
 from typing import Any
 
+import attrs
 import pytest
 from aioresponses import aioresponses as AioResponses  # noqa: N812
 
-from rees46_loyalty import CartItem, LoyaltyClient, ValidationError
+from rees46_loyalty import CartItem, CheckoutFields, LoyaltyClient, ValidationError
+from rees46_loyalty import _validation as check
+from rees46_loyalty.models import CheckoutRequest
 from tests.conftest import PHONE
-from tests.unit.helpers import count
+from tests.payloads import CALCULATION, status_envelope
+from tests.unit.helpers import body_of, count, url
 
 GOOD = CartItem(product_id="A", price=Decimal(100), quantity=1)
 
@@ -172,3 +177,66 @@ async def test_international_identifiers_are_accepted(
     history = await client.history(identifier=identifier)
     assert history.orders == ()
     assert count(mocked) == 1
+
+
+def test_a_checkout_field_is_declared_once_for_the_model_the_signature_and_the_checks() -> None:
+    """CheckoutFields holds CheckoutRequest's optional fields, in its order; each names a rule."""
+    model = attrs.fields(CheckoutRequest)
+    assert [a.name for a in model][:2] == ["cart_items", "order_id"]
+    assert list(CheckoutFields.__annotations__) == [a.name for a in model][2:]
+    assert CheckoutFields.__total__ is False
+    assert all(a.metadata["rule"] in check._RULES for a in model)
+    for name in ("estimate", "apply", "change"):
+        fields = inspect.signature(getattr(LoyaltyClient, name)).parameters["fields"]
+        assert fields.kind is inspect.Parameter.VAR_KEYWORD
+        assert fields.annotation == "Unpack[CheckoutFields]"
+
+
+@pytest.mark.parametrize("operation", ["estimate", "apply", "change"])
+async def test_a_misspelt_field_is_a_type_error_naming_it(
+    client: LoyaltyClient, mocked: AioResponses, operation: str
+) -> None:
+    """An unknown keyword raises TypeError as a written-out signature would; nothing is sent."""
+    expected = rf"^{operation}\(\) got an unexpected keyword argument 'locaton_id'$"
+    with pytest.raises(TypeError, match=expected):
+        await getattr(client, operation)(**arguments(operation, {"locaton_id": "msk-1"}))
+    assert count(mocked) == 0
+
+
+class _Sku(str):
+    __slots__ = ()
+
+
+class _Units(int):
+    pass
+
+
+class _Money(Decimal):
+    __slots__ = ()
+
+
+async def test_subclasses_of_str_int_and_decimal_pass_in_a_cart_line(
+    client: LoyaltyClient, mocked: AioResponses
+) -> None:
+    """A str subclass as product id and int / Decimal subclasses as amounts pass as their bases.
+
+    They were refused as "the same product ID" before: the quick check of a line wanted the
+    exact types, and the explanation of a refused line found nothing else wrong.
+    """
+    mocked.post(url("estimate"), payload=status_envelope(CALCULATION))
+    line = CartItem(product_id=_Sku("A"), price=_Money("99.90"), quantity=_Units(2))
+    await client.estimate(cart_items=[line])
+    assert body_of(mocked)["cart_items"] == [{"product_id": "A", "price": 99.9, "quantity": 2}]
+
+
+@pytest.mark.parametrize(
+    ("amount", "sent"), [(150, 150), (0, 0), (Decimal("150.00"), 150), (Decimal("0.5"), 0.5)]
+)
+async def test_bonuses_amount_goes_out_as_an_int_or_a_float(
+    client: LoyaltyClient, mocked: AioResponses, amount: Decimal | int, sent: float
+) -> None:
+    """An int cap is sent as it is, an integral Decimal as an int, any other as its float."""
+    mocked.post(url("estimate"), payload=status_envelope(CALCULATION))
+    await client.estimate(cart_items=[GOOD], bonuses_amount=amount)
+    assert body_of(mocked)["bonuses_amount"] == sent
+    assert type(body_of(mocked)["bonuses_amount"]) is type(sent)
