@@ -35,6 +35,8 @@ __all__ = [
     "PayloadShapeError",
     "dump_result",
     "dumps",
+    "envelope_payload",
+    "envelope_succeeded",
     "fast_decode",
     "load_answer",
     "loads",
@@ -275,14 +277,45 @@ def dump_result(result: object) -> bytes:
     return dumps(_storage_converter.unstructure(result))
 
 
+def envelope_payload(document: object) -> Mapping[str, Any] | None:
+    """The payload of a decoded envelope (the object under ``payload``), or ``None``.
+
+    REES46 answers in an envelope of one of two revisions::
+
+        {"success": true, "payload": {...}}     {"success": false, "payload": {"message": "..."}}
+        {"status": "success", "payload": {...}} {"status": "error", "payload": {"message": "..."}}
+    """
+    if isinstance(document, Mapping):
+        payload = document.get("payload")
+        if isinstance(payload, Mapping):
+            return payload
+    return None
+
+
+def envelope_succeeded(success: object, status: object) -> bool | None:
+    """What an envelope's flag says: success, error, or ``None`` when it has neither flag.
+
+    *success* and *status* are the envelope's ``success`` and ``status`` fields (``None`` when
+    absent); a boolean ``success`` decides, else ``status``.
+    """
+    if isinstance(success, bool):
+        return success
+    if status == "success":
+        return True
+    if status == "error":
+        return False
+    return None
+
+
 def load_answer(body: bytes, model: type[T]) -> T:
-    """The result model of a successful answer's body (an envelope), or of a stored result."""
+    """The result model of a successful answer's body (an envelope), recorded or derived."""
     fast = fast_decode(body, model)
     if fast is not None:
         return fast
-    document = loads(body)
-    payload = document.get("payload") if isinstance(document, dict) else None
-    return structure(document if payload is None else payload, model)
+    payload = envelope_payload(loads(body))
+    if payload is None:
+        raise PayloadShapeError(["expected an envelope with a payload object @ $"])
+    return structure(payload, model)
 
 
 def unstructure(obj: object) -> Any:
@@ -430,10 +463,9 @@ def fast_decode(body: bytes, model: type[T]) -> T | None:
         envelope = decoder.decode(body)
     except Exception:  # noqa: BLE001 - any failure (RecursionError too): the reference path decides
         return None
-    succeeded = envelope.success is True or (
-        envelope.success is None and envelope.status == "success"
-    )
-    if not succeeded or envelope.payload is None:
+    if envelope_succeeded(envelope.success, envelope.status) is not True or (
+        envelope.payload is None
+    ):
         return None
     result: T = envelope.payload
     if (b"\\u" in body or not body.isascii()) and not _amounts_bounded(result):
