@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import sys
 import warnings
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,7 +65,11 @@ from .models import (
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
-    from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
+# typing_extensions is no runtime dependency: on 3.10 only type checkers see Unpack.
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_BASE_URL", "LoyaltyClient"]
 

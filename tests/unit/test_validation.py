@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import sys
+import typing
 from decimal import Decimal
 from typing import Any
 
@@ -190,6 +192,14 @@ def test_a_checkout_field_is_declared_once_for_the_model_the_signature_and_the_c
         fields = inspect.signature(getattr(LoyaltyClient, name)).parameters["fields"]
         assert fields.kind is inspect.Parameter.VAR_KEYWORD
         assert fields.annotation == "Unpack[CheckoutFields]"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="typing.Unpack is new in 3.11")
+@pytest.mark.parametrize("operation", ["estimate", "apply", "change"])
+def test_the_checkout_methods_type_hints_resolve_at_runtime(operation: str) -> None:
+    """Tools reading the hints at runtime get every field of CheckoutFields under ``fields``."""
+    hints = typing.get_type_hints(getattr(LoyaltyClient, operation))
+    assert typing.get_args(hints["fields"]) == (CheckoutFields,)
 
 
 @pytest.mark.parametrize("operation", ["estimate", "apply", "change"])
