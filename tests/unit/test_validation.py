@@ -11,9 +11,12 @@ from typing import Any
 import attrs
 import pytest
 from aioresponses import aioresponses as AioResponses  # noqa: N812
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rees46_loyalty import CartItem, CheckoutFields, LoyaltyClient, ValidationError
 from rees46_loyalty import _validation as check
+from rees46_loyalty._serialization import dumps, unstructure
 from rees46_loyalty.models import CheckoutRequest
 from tests.conftest import PHONE
 from tests.payloads import CALCULATION, status_envelope
@@ -250,3 +253,62 @@ async def test_bonuses_amount_goes_out_as_an_int_or_a_float(
     await client.estimate(cart_items=[GOOD], bonuses_amount=amount)
     assert body_of(mocked)["bonuses_amount"] == sent
     assert type(body_of(mocked)["bonuses_amount"]) is type(sent)
+
+
+_amounts = st.one_of(
+    st.integers(min_value=1, max_value=10**15 - 1),
+    st.decimals(
+        min_value=Decimal("0.01"), max_value=Decimal("999999999.99"), places=2, allow_nan=False
+    ),
+)
+_flags = st.sampled_from([None, True, False])
+_texts = st.one_of(st.none(), st.text(min_size=1, max_size=20).filter(str.strip))
+
+
+@st.composite
+def _checkout_calls(draw: st.DrawFn) -> dict[str, Any]:
+    ids = draw(st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=8, unique=True))
+    cart = [
+        CartItem(
+            product_id=product_id,
+            price=draw(_amounts),
+            quantity=draw(_amounts),
+            discountable=draw(_flags),
+            bonusable=draw(_flags),
+            rewardable=draw(_flags),
+        )
+        for product_id in ids
+    ]
+    fields: dict[str, Any] = {
+        "payment_type": draw(_texts),
+        "location_id": draw(_texts),
+        "promo_codes": draw(st.one_of(st.none(), st.lists(st.text(min_size=1, max_size=8)))),
+        "bonuses_amount": draw(st.one_of(st.none(), st.just(0), _amounts)),
+        "use_personal_certificates": draw(_flags),
+        "current_time": draw(st.sampled_from([None, "00:00", "09:05", "23:59"])),
+    }
+    if draw(st.booleans()):
+        fields["identifier"] = PHONE
+        fields["charge_bonuses"] = draw(_flags)
+    return {"cart_items": cart, "order_id": draw(_texts), "fields": fields}
+
+
+@given(_checkout_calls())
+def test_the_one_pass_body_is_what_the_converter_writes_for_the_model(call: dict[str, Any]) -> None:
+    """The body built while checking equals the converter's encoding of the checked request."""
+    model = check.checkout_request(
+        "estimate",
+        cart_items=call["cart_items"],
+        order_id_required=False,
+        order_id_value=call["order_id"],
+        **call["fields"],
+    )
+    body = check.checkout_body(
+        "estimate",
+        cart_items=call["cart_items"],
+        order_id=call["order_id"],
+        order_id_required=False,
+        fields=call["fields"],
+    )
+    assert body == unstructure(model)
+    assert dumps(body) == dumps(unstructure(model))
