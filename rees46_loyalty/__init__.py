@@ -38,6 +38,7 @@ from .errors import (
 )
 from .models import (
     CartItem,
+    CheckoutFields,
     FailedCode,
     HistoryItem,
     HistoryOrder,
@@ -59,6 +60,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CartItem",
+    "CheckoutFields",
     "Clock",
     "ConnectError",
     "FailedCode",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import sys
 import warnings
 import weakref
-from collections.abc import Iterable, Sequence
-from decimal import Decimal
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -54,6 +54,7 @@ from .middleware import (
 from .middleware.idempotency import IdempotencyMiddleware, record_key
 from .models import (
     CartItem,
+    CheckoutFields,
     MemberRequest,
     OrderCalculation,
     OrderChange,
@@ -64,6 +65,11 @@ from .models import (
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
+# typing_extensions is no runtime dependency: on 3.10 only type checkers see Unpack.
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_BASE_URL", "LoyaltyClient"]
 
@@ -412,42 +418,16 @@ class LoyaltyClient:
         self,
         *,
         cart_items: Iterable[CartItem],
-        identifier: str | None = None,
         order_id: str | None = None,
-        payment_type: str | None = None,
-        promo_codes: Iterable[str] | None = None,
-        certificates: Iterable[str] | None = None,
-        charge_bonuses: bool | None = None,
-        bonuses_amount: Decimal | int | None = None,
-        use_personal_certificates: bool | None = None,
-        location_id: str | None = None,
-        stream: str | None = None,
-        current_time: str | None = None,
-        subscription: str | None = None,
+        **fields: Unpack[CheckoutFields],
     ) -> OrderCalculation:
         """Calculate a cart without changing anything: discounts, bonuses, what is left to pay.
 
         Call it as often as the cart changes. ``identifier`` is the member's phone number
         (``7XXXXXXXXXX``); ``charge_bonuses=True`` needs it. ``current_time`` is ``HH:MM``.
+        The optional fields are those of :class:`~rees46_loyalty.CheckoutFields`.
         """
-        request = check.checkout_request(
-            ESTIMATE.name,
-            cart_items=cart_items,
-            order_id_required=False,
-            order_id_value=order_id,
-            identifier_value=identifier,
-            payment_type=payment_type,
-            promo_codes=promo_codes,
-            certificates=certificates,
-            charge_bonuses=charge_bonuses,
-            bonuses_amount=bonuses_amount,
-            use_personal_certificates=use_personal_certificates,
-            location_id=location_id,
-            stream=stream,
-            current_time=current_time,
-            subscription=subscription,
-        )
-        return await self._send(ESTIMATE, request, request.order_id, request.identifier)
+        return await self._checkout(ESTIMATE, cart_items, order_id, fields)
 
     @scrubbed
     async def apply(
@@ -456,49 +436,21 @@ class LoyaltyClient:
         order_id: str,
         idempotency_key: str | None = None,
         cart_items: Iterable[CartItem],
-        identifier: str | None = None,
-        payment_type: str | None = None,
-        promo_codes: Iterable[str] | None = None,
-        certificates: Iterable[str] | None = None,
-        charge_bonuses: bool | None = None,
-        bonuses_amount: Decimal | int | None = None,
-        use_personal_certificates: bool | None = None,
-        location_id: str | None = None,
-        stream: str | None = None,
-        current_time: str | None = None,
-        subscription: str | None = None,
+        **fields: Unpack[CheckoutFields],
     ) -> OrderCalculation:
         """Create order ``order_id`` (status "created") and reserve what it spends.
 
         Bonuses, certificates and promo codes are reserved. Repeat it while the order is
-        "created" to replace the cart. Safe to retry.
+        "created" to replace the cart. Safe to retry. The optional fields are those of
+        :class:`~rees46_loyalty.CheckoutFields`.
         """
-        request = check.checkout_request(
-            APPLY.name,
-            cart_items=cart_items,
-            order_id_required=True,
-            order_id_value=order_id,
-            identifier_value=identifier,
-            payment_type=payment_type,
-            promo_codes=promo_codes,
-            certificates=certificates,
-            charge_bonuses=charge_bonuses,
-            bonuses_amount=bonuses_amount,
-            use_personal_certificates=use_personal_certificates,
-            location_id=location_id,
-            stream=stream,
-            current_time=current_time,
-            subscription=subscription,
-        )
-        return await self._send(
-            APPLY, request, request.order_id, request.identifier, idempotency_key
-        )
+        return await self._checkout(APPLY, cart_items, order_id, fields, idempotency_key)
 
     @scrubbed
     async def confirm(self, *, order_id: str, idempotency_key: str | None = None) -> OrderRef:
         """Confirm a paid order: rewards are granted. Confirming twice grants them once."""
         request = OrderRequest(order_id=check.order_id(order_id, CONFIRM.name))
-        return await self._send(CONFIRM, request, request.order_id, None, idempotency_key)
+        return await self._send(CONFIRM, unstructure(request), idempotency_key)
 
     @scrubbed
     async def cancel(self, *, order_id: str, idempotency_key: str | None = None) -> OrderRef:
@@ -508,7 +460,7 @@ class LoyaltyClient:
         :class:`~rees46_loyalty.errors.OrderStatusError` when the order cannot be cancelled.
         """
         request = OrderRequest(order_id=check.order_id(order_id, CANCEL.name))
-        return await self._send(CANCEL, request, request.order_id, None, idempotency_key)
+        return await self._send(CANCEL, unstructure(request), idempotency_key)
 
     @scrubbed
     async def change(
@@ -517,17 +469,7 @@ class LoyaltyClient:
         order_id: str,
         idempotency_key: str | None = None,
         cart_items: Iterable[CartItem],
-        identifier: str | None = None,
-        payment_type: str | None = None,
-        promo_codes: Iterable[str] | None = None,
-        certificates: Iterable[str] | None = None,
-        charge_bonuses: bool | None = None,
-        bonuses_amount: Decimal | int | None = None,
-        use_personal_certificates: bool | None = None,
-        location_id: str | None = None,
-        stream: str | None = None,
-        current_time: str | None = None,
-        subscription: str | None = None,
+        **fields: Unpack[CheckoutFields],
     ) -> OrderChange:
         """Replace the cart of a confirmed order, usually for a partial return.
 
@@ -535,53 +477,51 @@ class LoyaltyClient:
         ``order_total_change`` is the money that moves: negative to return to the buyer,
         positive to take. Never sent twice: when the outcome of the request is unknown (a
         timeout after sending, a 5xx), :class:`~rees46_loyalty.errors.OutcomeUnknownError` is
-        raised; call :meth:`details` before anything else.
+        raised; call :meth:`details` before anything else. The optional fields are those of
+        :class:`~rees46_loyalty.CheckoutFields`.
         """
-        request = check.checkout_request(
-            CHANGE.name,
-            cart_items=cart_items,
-            order_id_required=True,
-            order_id_value=order_id,
-            identifier_value=identifier,
-            payment_type=payment_type,
-            promo_codes=promo_codes,
-            certificates=certificates,
-            charge_bonuses=charge_bonuses,
-            bonuses_amount=bonuses_amount,
-            use_personal_certificates=use_personal_certificates,
-            location_id=location_id,
-            stream=stream,
-            current_time=current_time,
-            subscription=subscription,
-        )
-        return await self._send(
-            CHANGE, request, request.order_id, request.identifier, idempotency_key
-        )
+        return await self._checkout(CHANGE, cart_items, order_id, fields, idempotency_key)
 
     @scrubbed
     async def details(self, *, order_id: str) -> OrderCalculation:
         """The order as the server has it now; the way to reconcile an unknown outcome."""
         request = OrderRequest(order_id=check.order_id(order_id, DETAILS.name))
-        return await self._send(DETAILS, request, request.order_id)
+        return await self._send(DETAILS, unstructure(request))
 
     @scrubbed
     async def history(self, *, identifier: str) -> OrderHistory:
         """The orders of the member ``identifier`` (a phone number, ``7XXXXXXXXXX``)."""
-        member = check.identifier(identifier, HISTORY.name)
-        return await self._send(HISTORY, MemberRequest(identifier=member), None, member)
+        request = MemberRequest(identifier=check.identifier(identifier, HISTORY.name))
+        return await self._send(HISTORY, unstructure(request))
+
+    async def _checkout(
+        self,
+        operation: Operation[ResultT],
+        cart_items: object,
+        order_id: object,
+        fields: Mapping[str, object],
+        idempotency_key: str | None = None,
+    ) -> ResultT:
+        data = check.checkout_body(
+            operation.name,
+            cart_items=cart_items,
+            order_id=order_id,
+            # apply and change make or change an order: they need its id.
+            order_id_required=operation.mutating,
+            fields=fields,
+        )
+        return await self._send(operation, data, idempotency_key)
 
     async def _send(
         self,
         operation: Operation[ResultT],
-        request: object,
-        order_id: str | None = None,
-        identifier: str | None = None,
+        data: dict[str, Any],
         idempotency_key: str | None = None,
     ) -> ResultT:
         if idempotency_key is not None:
             check.idempotency_key(idempotency_key, operation.name)
         response = await self._exchange(
-            operation, unstructure(request), order_id, identifier, idempotency_key
+            operation, data, data.get("order_id"), data.get("identifier"), idempotency_key
         )
         return cast("ResultT", response.result)
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import enum
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from attrs import frozen
 
 from .models import OrderCalculation, OrderChange, OrderHistory, OrderRef
+
+if TYPE_CHECKING:
+    from yarl import URL
 
 __all__ = [
     "APPLY",
@@ -49,6 +52,10 @@ class Operation(Generic[ResultT]):
     safety: RetrySafety
     #: Whether the operation changes state on the server (what the idempotency layer records).
     mutating: bool
+
+    def url(self, base_url: URL) -> URL:
+        """The operation's URL under *base_url*, whose path (a proxy's prefix) is kept."""
+        return base_url.with_path(base_url.path.rstrip("/") + self.path)
 
 
 _PREFIX = "/loyalty/checkout/"

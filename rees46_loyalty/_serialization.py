@@ -31,19 +31,20 @@ from cattrs.errors import BaseValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.v import transform_error
 
-from .models.cart import CartItem
-
 __all__ = [
     "MAX_AMOUNT",
     "MAX_PLACES",
     "PayloadShapeError",
     "dumps",
+    "envelope_payload",
+    "envelope_succeeded",
     "fast_decode",
     "fast_decoding",
     "load_answer",
     "loads",
     "structure",
     "unstructure",
+    "wire_number",
 ]
 
 T = TypeVar("T")
@@ -99,10 +100,13 @@ def loads(body: bytes | str) -> Any:
     return json.loads(body, parse_float=_bounded_decimal, parse_constant=_reject_constant)
 
 
-def _json_number(value: Decimal) -> int | float:
-    # The stdlib encoder cannot write a Decimal as a number. An integral Decimal becomes an int;
-    # any other becomes the float whose shortest repr has the same digits, which holds for every
-    # Decimal of up to 15 significant digits (checked before sending, see _validation).
+def wire_number(value: Decimal) -> int | float:
+    """*value* as the JSON encoder writes it: an int when integral, else a float.
+
+    The stdlib encoder cannot write a Decimal as a number. The float's shortest repr has the
+    Decimal's digits, which holds for every Decimal of up to 15 significant digits (checked
+    before sending, see _validation).
+    """
     if value == value.to_integral_value():
         return int(value)
     return float(value)
@@ -110,7 +114,7 @@ def _json_number(value: Decimal) -> int | float:
 
 def _default(value: object) -> object:
     if isinstance(value, Decimal):
-        return _json_number(value)
+        return wire_number(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
@@ -232,23 +236,6 @@ def _without_local_fields_unstructure(type_: Any, converter: Converter) -> Calla
     )
 
 
-def _cart_item_wire(item: CartItem) -> dict[str, Any]:
-    # Written by hand: a cart of 2,000 lines goes through this 2,000 times per call.
-    price, quantity = item.price, item.quantity
-    wire: dict[str, Any] = {
-        "product_id": item.product_id,
-        "price": _json_number(price) if type(price) is Decimal else price,
-        "quantity": _json_number(quantity) if type(quantity) is Decimal else quantity,
-    }
-    if item.discountable is not None:
-        wire["discountable"] = item.discountable
-    if item.bonusable is not None:
-        wire["bonusable"] = item.bonusable
-    if item.rewardable is not None:
-        wire["rewardable"] = item.rewardable
-    return wire
-
-
 def _make_converter() -> Converter:
     converter = Converter(omit_if_default=True, detailed_validation=True)
     converter.register_structure_hook(str, _structure_str)
@@ -262,8 +249,7 @@ def _make_converter() -> Converter:
     )
     converter.register_structure_hook_factory(_is_homogeneous_tuple, _strict_tuple)
     converter.register_structure_hook_factory(_is_dict, _strict_dict)
-    converter.register_unstructure_hook(Decimal, _json_number)
-    converter.register_unstructure_hook(CartItem, _cart_item_wire)
+    converter.register_unstructure_hook(Decimal, wire_number)
     has_local = lambda type_: bool(_local_fields(type_))  # noqa: E731
     converter.register_structure_hook_factory(attrs.has, _model_structure)
     converter.register_unstructure_hook_factory(has_local, _without_local_fields_unstructure)
@@ -285,13 +271,44 @@ def structure(payload: object, model: type[T]) -> T:
         raise PayloadShapeError(["nested too deeply @ $"]) from None
 
 
+def envelope_payload(document: object) -> Mapping[str, Any] | None:
+    """The payload of a decoded envelope (the object under ``payload``), or ``None``.
+
+    REES46 answers in an envelope of one of two revisions::
+
+        {"success": true, "payload": {...}}     {"success": false, "payload": {"message": "..."}}
+        {"status": "success", "payload": {...}} {"status": "error", "payload": {"message": "..."}}
+    """
+    if isinstance(document, Mapping):
+        payload = document.get("payload")
+        if isinstance(payload, Mapping):
+            return payload
+    return None
+
+
+def envelope_succeeded(success: object, status: object) -> bool | None:
+    """What an envelope's flag says: success, error, or ``None`` when it has neither flag.
+
+    *success* and *status* are the envelope's ``success`` and ``status`` fields (``None`` when
+    absent); a boolean ``success`` decides, else ``status``.
+    """
+    if isinstance(success, bool):
+        return success
+    if status == "success":
+        return True
+    if status == "error":
+        return False
+    return None
+
+
 def load_answer(body: bytes, model: type[T]) -> T:
     """The result model of a successful answer's body (an envelope), recorded or derived."""
     fast = fast_decode(body, model)
     if fast is not None:
         return fast
-    document = loads(body)
-    payload = document.get("payload") if isinstance(document, dict) else None
+    payload = envelope_payload(loads(body))
+    if payload is None:
+        raise PayloadShapeError(["expected an envelope with a payload object @ $"])
     return structure(payload, model)
 
 
@@ -449,10 +466,9 @@ def fast_decode(body: bytes, model: type[T]) -> T | None:
         envelope = decoder.decode(body)
     except Exception:  # noqa: BLE001 - any failure (RecursionError too): the reference path decides
         return None
-    succeeded = envelope.success is True or (
-        envelope.success is None and envelope.status == "success"
-    )
-    if not succeeded or envelope.payload is None:
+    if envelope_succeeded(envelope.success, envelope.status) is not True or (
+        envelope.payload is None
+    ):
         return None
     result: T = envelope.payload
     if (b"\\u" in body or not body.isascii()) and not _amounts_bounded(result):

@@ -97,8 +97,7 @@ class AiohttpTransport:
             timeout = left if timeout is None else min(timeout, left)
         url = self._urls.get(request.path)
         if url is None:
-            base = self._base_url
-            url = self._urls[request.path] = base.with_path(base.path.rstrip("/") + request.path)
+            url = self._urls[request.path] = request.operation.url(self._base_url)
         headers = {**_HEADERS, **request.headers} if request.headers else _HEADERS
         token = (
             None

@@ -21,7 +21,8 @@ Every exception the SDK raises on purpose is a :class:`LoyaltyError`::
 
 Each carries the operation name, the order id where there is one, the number of requests sent
 (``attempts``), whether retrying later could help (``retryable``), the HTTP status where there was
-an answer, and the underlying cause as ``__cause__``. Whether the server may have processed the
+an answer, the decoded payload of the API's answer where one was read (``payload``), and the
+underlying cause as ``__cause__``. Whether the server may have processed the
 request is decided here and nowhere else: :attr:`LoyaltyError.maybe_processed` for the failure
 itself, :attr:`LoyaltyError.previous_outcome_unknown` for an earlier attempt of the same call,
 and :attr:`LoyaltyError.outcome_unknown` for the call as a whole. Neither ``str()`` nor
@@ -71,6 +72,7 @@ class LoyaltyError(Exception):
         attempts: int = 0,
         status: int | None = None,
         retryable: bool | None = None,
+        payload: Mapping[str, Any] | None = None,
     ) -> None:
         self.message = mask_phones(message)
         self.operation = operation
@@ -78,6 +80,8 @@ class LoyaltyError(Exception):
         self.attempts = attempts
         self.status = status
         self.retryable = self.default_retryable if retryable is None else retryable
+        #: The decoded payload of the API's answer, where one was read (see each error); else None.
+        self.payload = payload
         #: Whether an earlier attempt of the same call may have been processed by the server.
         self.previous_outcome_unknown = False
         super().__init__(self.message)
@@ -169,15 +173,7 @@ class APIError(LoyaltyError):
     the answer, if it had one; ``retry_after`` the seconds of a ``Retry-After`` header, if any.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        payload: Mapping[str, Any] | None = None,
-        retry_after: float | None = None,
-        **context: Any,
-    ) -> None:
-        self.payload = payload
+    def __init__(self, message: str, *, retry_after: float | None = None, **context: Any) -> None:
         self.retry_after = retry_after
         super().__init__(message, **context)
 
@@ -292,12 +288,6 @@ class MalformedResponseError(LoyaltyError):
     of an answer whose other fields did not fit the model are still at hand), else ``None``.
     """
 
-    def __init__(
-        self, message: str, *, payload: Mapping[str, Any] | None = None, **context: Any
-    ) -> None:
-        self.payload = payload
-        super().__init__(message, **context)
-
     @property
     def maybe_processed(self) -> bool:
         """True for an unreadable 2xx (it was processed) or an answer without a status."""
@@ -326,15 +316,7 @@ class OutcomeUnknownError(LoyaltyError):
     ``idempotency_key`` the caller's key of the call, to pass to ``reconcile``.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        payload: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        **context: Any,
-    ) -> None:
-        self.payload = payload
+    def __init__(self, message: str, *, idempotency_key: str | None = None, **context: Any) -> None:
         self.idempotency_key = idempotency_key
         super().__init__(message, **context)
 

@@ -1,12 +1,8 @@
 """The errors middleware: HTTP status + envelope -> a result model or a typed exception.
 
-It turns the API's answers into results or errors. Two revisions of the envelope exist and both
-are accepted::
-
-    {"success": true, "payload": {...}}     {"success": false, "payload": {"message": "..."}}
-    {"status": "success", "payload": {...}} {"status": "error", "payload": {"message": "..."}}
-
-and a payload that has a ``message`` and none of the fields of a result is an error whatever the
+Both revisions of REES46's envelope are accepted (``envelope_payload`` and
+``envelope_succeeded`` of ``_serialization`` read them, for the fast decode path too), and a
+payload that has a ``message`` and none of the fields of a result is an error whatever the
 flag says (the API documents one such answer of ``apply``).
 """
 
@@ -23,7 +19,14 @@ from typing import Any
 import attrs
 
 from .._http import ApiRequest, ApiResponse, Handler
-from .._serialization import PayloadShapeError, fast_decode, loads, structure
+from .._serialization import (
+    PayloadShapeError,
+    envelope_payload,
+    envelope_succeeded,
+    fast_decode,
+    loads,
+    structure,
+)
 from ..errors import (
     APIError,
     AuthenticationError,
@@ -73,7 +76,7 @@ def decode_response(request: ApiRequest, response: ApiResponse) -> ApiResponse:
         decode_problem = None if response.body else "the body is empty"
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
         document, decode_problem = None, f"the body is not valid JSON ({type(exc).__name__})"
-    payload = _payload_of(document)
+    payload = envelope_payload(document)
     message = _message_of(payload)
 
     if response.status >= 400:
@@ -92,7 +95,7 @@ def decode_response(request: ApiRequest, response: ApiResponse) -> ApiResponse:
         kind = type(document).__name__
         raise MalformedResponseError(f"expected an envelope with a payload, got {kind}", **context)
 
-    succeeded = _envelope_flag(document)
+    succeeded = envelope_succeeded(document.get("success"), document.get("status"))
     if succeeded is None:
         raise MalformedResponseError("the envelope has neither `success` nor `status`", **context)
     result_type = request.operation.result_type
@@ -130,29 +133,9 @@ def recorded_answer(error: APIError) -> bytes | None:
     return answer if isinstance(answer, bytes) else None
 
 
-def _payload_of(document: object) -> Mapping[str, Any] | None:
-    if isinstance(document, Mapping):
-        payload = document.get("payload")
-        if isinstance(payload, Mapping):
-            return payload
-    return None
-
-
 def _message_of(payload: Mapping[str, Any] | None) -> str | None:
     message = payload.get("message") if payload is not None else None
     return message if isinstance(message, str) and message else None
-
-
-def _envelope_flag(document: Mapping[str, Any]) -> bool | None:
-    success = document.get("success")
-    if isinstance(success, bool):
-        return success is True
-    status = document.get("status")
-    if status == "success":
-        return True
-    if status == "error":
-        return False
-    return None
 
 
 def _has_result_fields(payload: Mapping[str, Any], result_type: type) -> bool:

@@ -80,7 +80,7 @@ class AttemptSpanMiddleware:
         attributes: dict[str, Any] = {
             "http.request.method": request.method,
             # Never with the query string: a GET carries the secret there.
-            "url.full": str(base.with_path(base.path.rstrip("/") + request.path)),
+            "url.full": str(request.operation.url(base)),
             "server.address": base.host or "",
             "server.port": base.port or 443,
         }

@@ -10,11 +10,12 @@ from .calculation import (
     ReferralReward,
     RewardShare,
 )
-from .cart import CartItem, CheckoutRequest, MemberRequest, OrderRequest
+from .cart import CartItem, CheckoutFields, CheckoutRequest, MemberRequest, OrderRequest
 from .history import HistoryItem, HistoryOrder, OrderHistory
 
 __all__ = [
     "CartItem",
+    "CheckoutFields",
     "CheckoutRequest",
     "FailedCode",
     "HistoryItem",

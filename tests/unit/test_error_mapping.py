@@ -23,7 +23,9 @@ from rees46_loyalty import (
     OutcomeUnknownError,
     RateLimitError,
     ServerError,
+    ValidationError,
 )
+from rees46_loyalty import TimeoutError as ApiTimeoutError
 from tests.conftest import PHONE
 from tests.payloads import CALCULATION, status_envelope, success_envelope
 from tests.unit.helpers import count, url, url_pattern
@@ -271,3 +273,13 @@ async def test_an_unreadable_change_keeps_its_payload(
     assert caught.value.payload["order_total_change"] == -300
     assert isinstance(caught.value.__cause__, MalformedResponseError)
     assert caught.value.__cause__.payload == caught.value.payload
+
+
+def test_payload_is_declared_once_for_every_error() -> None:
+    """Every LoyaltyError has ``payload``: None unless the error was built from an answer."""
+    assert ValidationError("x", field="order_id").payload is None
+    assert ApiTimeoutError("x", request_sent=True).payload is None
+    assert MalformedResponseError("x", payload={"a": 1}).payload == {"a": 1}
+    assert OutcomeUnknownError("x", payload={"b": 2}, idempotency_key="k").payload == {"b": 2}
+    error = RateLimitError("x", payload={"c": 3}, retry_after=1.0)
+    assert (error.payload, error.retry_after) == ({"c": 3}, 1.0)

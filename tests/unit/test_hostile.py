@@ -64,7 +64,7 @@ async def test_a_json_escaped_echo_of_the_secret_never_shows(mocked: AioResponse
     ) as client:
         with pytest.raises(LoyaltyError) as caught:
             await client.confirm(order_id="1")
-    shown = f"{caught.value} {caught.value!r} {caught.value.payload!r} {seen!r}"  # type: ignore[attr-defined]
+    shown = f"{caught.value} {caught.value!r} {caught.value.payload!r} {seen!r}"
     assert SHOP_SECRET not in shown
     assert "wrong key ***" in str(caught.value)
 

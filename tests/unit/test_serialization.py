@@ -20,7 +20,16 @@ from rees46_loyalty import (
     OrderRef,
 )
 from rees46_loyalty._operations import OPERATIONS
-from rees46_loyalty._serialization import PayloadShapeError, dumps, loads, structure, unstructure
+from rees46_loyalty._serialization import (
+    PayloadShapeError,
+    dumps,
+    envelope_payload,
+    envelope_succeeded,
+    load_answer,
+    loads,
+    structure,
+    unstructure,
+)
 from rees46_loyalty.middleware.errors import decode_response
 from tests.payloads import CALCULATION, CHANGE, HISTORY, REF
 
@@ -155,3 +164,30 @@ def test_the_replayed_flag_never_comes_from_the_wire() -> None:
     """`replayed` is the SDK's own: an API field of that name is ignored, and never sent."""
     assert structure({"order_id": "1", "replayed": True}, OrderRef).replayed is False
     assert "replayed" not in unstructure(OrderRef(order_id="1", replayed=True))
+
+
+@pytest.mark.parametrize(
+    ("document", "succeeded", "payload"),
+    [
+        ({"success": True, "payload": {"a": 1}}, True, {"a": 1}),
+        ({"success": False, "status": "success", "payload": {}}, False, {}),
+        ({"status": "success", "payload": {"a": 1}}, True, {"a": 1}),
+        ({"status": "error", "payload": {"message": "x"}}, False, {"message": "x"}),
+        ({"success": "yes", "status": "error", "payload": [1]}, False, None),
+        ({"status": "ok", "payload": "text"}, None, None),
+        ({}, None, None),
+    ],
+)
+def test_both_envelope_revisions_are_read_in_one_place(
+    document: dict[str, Any], succeeded: bool | None, payload: dict[str, Any] | None
+) -> None:
+    """A boolean ``success`` decides, else ``status``; the payload is only an object."""
+    assert envelope_succeeded(document.get("success"), document.get("status")) is succeeded
+    assert envelope_payload(document) == payload
+
+
+def test_a_kept_answer_that_is_not_an_envelope_is_refused() -> None:
+    """A recorded answer is always an envelope: a bare result is a shape error, not a result."""
+    with pytest.raises(PayloadShapeError, match="envelope"):
+        load_answer(json.dumps(REF).encode(), OrderRef)
+    assert load_answer(json.dumps({"status": "success", "payload": REF}).encode(), OrderRef)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
+import typing
 from decimal import Decimal
 from typing import Any
 
+import attrs
 import pytest
 from aioresponses import aioresponses as AioResponses  # noqa: N812
+from hypothesis import given
+from hypothesis import strategies as st
 
-from rees46_loyalty import CartItem, LoyaltyClient, ValidationError
+from rees46_loyalty import CartItem, CheckoutFields, LoyaltyClient, ValidationError
+from rees46_loyalty import _validation as check
+from rees46_loyalty._serialization import dumps, unstructure
+from rees46_loyalty.models import CheckoutRequest
 from tests.conftest import PHONE
-from tests.unit.helpers import count
+from tests.payloads import CALCULATION, status_envelope
+from tests.unit.helpers import body_of, count, url
 
 GOOD = CartItem(product_id="A", price=Decimal(100), quantity=1)
 
@@ -172,3 +182,133 @@ async def test_international_identifiers_are_accepted(
     history = await client.history(identifier=identifier)
     assert history.orders == ()
     assert count(mocked) == 1
+
+
+def test_a_checkout_field_is_declared_once_for_the_model_the_signature_and_the_checks() -> None:
+    """CheckoutFields holds CheckoutRequest's optional fields, in its order; each names a rule."""
+    model = attrs.fields(CheckoutRequest)
+    assert [a.name for a in model][:2] == ["cart_items", "order_id"]
+    assert list(CheckoutFields.__annotations__) == [a.name for a in model][2:]
+    assert CheckoutFields.__total__ is False
+    assert all(a.metadata["rule"] in check._RULES for a in model)
+    for name in ("estimate", "apply", "change"):
+        fields = inspect.signature(getattr(LoyaltyClient, name)).parameters["fields"]
+        assert fields.kind is inspect.Parameter.VAR_KEYWORD
+        assert fields.annotation == "Unpack[CheckoutFields]"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="typing.Unpack is new in 3.11")
+@pytest.mark.parametrize("operation", ["estimate", "apply", "change"])
+def test_the_checkout_methods_type_hints_resolve_at_runtime(operation: str) -> None:
+    """Tools reading the hints at runtime get every field of CheckoutFields under ``fields``."""
+    hints = typing.get_type_hints(getattr(LoyaltyClient, operation))
+    assert typing.get_args(hints["fields"]) == (CheckoutFields,)
+
+
+@pytest.mark.parametrize("operation", ["estimate", "apply", "change"])
+async def test_a_misspelt_field_is_a_type_error_naming_it(
+    client: LoyaltyClient, mocked: AioResponses, operation: str
+) -> None:
+    """An unknown keyword raises TypeError as a written-out signature would; nothing is sent."""
+    expected = rf"^{operation}\(\) got an unexpected keyword argument 'locaton_id'$"
+    with pytest.raises(TypeError, match=expected):
+        await getattr(client, operation)(**arguments(operation, {"locaton_id": "msk-1"}))
+    assert count(mocked) == 0
+
+
+class _Sku(str):
+    __slots__ = ()
+
+
+class _Units(int):
+    pass
+
+
+class _Money(Decimal):
+    __slots__ = ()
+
+
+async def test_subclasses_of_str_int_and_decimal_pass_in_a_cart_line(
+    client: LoyaltyClient, mocked: AioResponses
+) -> None:
+    """A str subclass as product id and int / Decimal subclasses as amounts pass as their bases.
+
+    They were refused as "the same product ID" before: the quick check of a line wanted the
+    exact types, and the explanation of a refused line found nothing else wrong.
+    """
+    mocked.post(url("estimate"), payload=status_envelope(CALCULATION))
+    line = CartItem(product_id=_Sku("A"), price=_Money("99.90"), quantity=_Units(2))
+    await client.estimate(cart_items=[line])
+    assert body_of(mocked)["cart_items"] == [{"product_id": "A", "price": 99.9, "quantity": 2}]
+
+
+@pytest.mark.parametrize(
+    ("amount", "sent"), [(150, 150), (0, 0), (Decimal("150.00"), 150), (Decimal("0.5"), 0.5)]
+)
+async def test_bonuses_amount_goes_out_as_an_int_or_a_float(
+    client: LoyaltyClient, mocked: AioResponses, amount: Decimal | int, sent: float
+) -> None:
+    """An int cap is sent as it is, an integral Decimal as an int, any other as its float."""
+    mocked.post(url("estimate"), payload=status_envelope(CALCULATION))
+    await client.estimate(cart_items=[GOOD], bonuses_amount=amount)
+    assert body_of(mocked)["bonuses_amount"] == sent
+    assert type(body_of(mocked)["bonuses_amount"]) is type(sent)
+
+
+_amounts = st.one_of(
+    st.integers(min_value=1, max_value=10**15 - 1),
+    st.decimals(
+        min_value=Decimal("0.01"), max_value=Decimal("999999999.99"), places=2, allow_nan=False
+    ),
+)
+_flags = st.sampled_from([None, True, False])
+_texts = st.one_of(st.none(), st.text(min_size=1, max_size=20).filter(str.strip))
+
+
+@st.composite
+def _checkout_calls(draw: st.DrawFn) -> dict[str, Any]:
+    ids = draw(st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=8, unique=True))
+    cart = [
+        CartItem(
+            product_id=product_id,
+            price=draw(_amounts),
+            quantity=draw(_amounts),
+            discountable=draw(_flags),
+            bonusable=draw(_flags),
+            rewardable=draw(_flags),
+        )
+        for product_id in ids
+    ]
+    fields: dict[str, Any] = {
+        "payment_type": draw(_texts),
+        "location_id": draw(_texts),
+        "promo_codes": draw(st.one_of(st.none(), st.lists(st.text(min_size=1, max_size=8)))),
+        "bonuses_amount": draw(st.one_of(st.none(), st.just(0), _amounts)),
+        "use_personal_certificates": draw(_flags),
+        "current_time": draw(st.sampled_from([None, "00:00", "09:05", "23:59"])),
+    }
+    if draw(st.booleans()):
+        fields["identifier"] = PHONE
+        fields["charge_bonuses"] = draw(_flags)
+    return {"cart_items": cart, "order_id": draw(_texts), "fields": fields}
+
+
+@given(_checkout_calls())
+def test_the_one_pass_body_is_what_the_converter_writes_for_the_model(call: dict[str, Any]) -> None:
+    """The body built while checking equals the converter's encoding of the checked request."""
+    model = check.checkout_request(
+        "estimate",
+        cart_items=call["cart_items"],
+        order_id_required=False,
+        order_id_value=call["order_id"],
+        **call["fields"],
+    )
+    body = check.checkout_body(
+        "estimate",
+        cart_items=call["cart_items"],
+        order_id=call["order_id"],
+        order_id_required=False,
+        fields=call["fields"],
+    )
+    assert body == unstructure(model)
+    assert dumps(body) == dumps(unstructure(model))

@@ -1,0 +1,1 @@
+"""Files that `mypy --strict` checks and pytest never runs: what the type checker must refuse."""
