@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import os
 import warnings
-import weakref
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from types import TracebackType
@@ -17,7 +14,7 @@ from yarl import URL
 
 from . import _validation as check
 from ._clock import Clock, SystemClock
-from ._hooks import Hooks, callers
+from ._hooks import Hooks
 from ._http import ApiRequest, ApiResponse, Middleware
 from ._operations import (
     APPLY,
@@ -34,7 +31,7 @@ from ._policy import RetryPolicy
 from ._reconcile import Reconciler, Reconciliation
 from ._scrub import scrubbed, scrubbed_init
 from ._serialization import dumps, unstructure
-from ._session import SessionHolder
+from ._session import LoopGuard, SessionHolder
 from ._transport import AiohttpTransport
 from .errors import (
     ConnectError,
@@ -43,15 +40,9 @@ from .errors import (
     NotAnApiError,
     ValidationError,
 )
-from .idempotency import IdempotencyStore, MemoryIdempotencyStore, Outcome
-from .middleware import (
-    AuthMiddleware,
-    LoggingMiddleware,
-    RetryMiddleware,
-    compose,
-    errors_middleware,
-)
-from .middleware.idempotency import IdempotencyMiddleware, record_key
+from .idempotency import IdempotencyStore, Outcome
+from .middleware._chain import Chain, idempotency_store
+from .middleware.idempotency import record_key
 from .models import (
     CartItem,
     MemberRequest,
@@ -167,56 +158,12 @@ class LoyaltyClient:
                 "check that it holds the shop's secret key"
             )
         self._shop_id = shop_id
-        self._base_url = _checked_base_url(base_url, allow_insecure_http)
+        self._base_url = check.base_url(base_url, allow_insecure_http)
         self._timeout = float(timeout)
         self._retry = RetryPolicy() if retry is None else retry
         self._sessions = SessionHolder(session)
         clock = SystemClock() if clock is None else clock
-        on_request, on_response, on_retry = callers(hooks)
-        self._retry_middleware = RetryMiddleware(self._retry, clock=clock, on_retry=on_retry)
-        if idempotency == "memory":
-            # Its lease outlasts an attempt, whatever the timeout (see below).
-            lease = max(60.0, self._timeout / 0.9 + 1.0)
-            idempotency = MemoryIdempotencyStore(
-                clock=clock, lease=lease, ttl=max(24 * 3600, lease)
-            )
-        if idempotency is not None and idempotency.lease * 0.9 < self._timeout:
-            # A call must end inside 90% of its lease: a change cut short there by its own
-            # client would be an unknown outcome, and one that never fits is never sent.
-            raise ValueError(
-                f"the idempotency store's lease ({idempotency.lease:g}s) is too short for "
-                f"timeout={self._timeout:g}: one attempt must fit in 90% of the lease; lower "
-                "timeout or give the store a longer lease"
-            )
-        self._idempotency = idempotency
-        outer: list[Middleware] = []
-        per_attempt: list[Middleware] = []
-        if tracing is not None and tracing is not False:
-            try:
-                from .middleware import tracing as spans  # noqa: PLC0415 - the otel extra
-            except ImportError as exc:
-                raise ImportError(
-                    "tracing needs OpenTelemetry: pip install 'rees46-loyalty[otel]'"
-                ) from exc
-            tracer = spans.tracer_of(None if tracing is True else tracing)
-            outer.append(spans.CallSpanMiddleware(tracer))
-            per_attempt.append(spans.AttemptSpanMiddleware(tracer, self._base_url))
-        if idempotency is not None:
-            wait = idempotency.lease if idempotency_wait is None else idempotency_wait
-            outer.append(
-                IdempotencyMiddleware(idempotency, shop_id=shop_id, clock=clock, wait_timeout=wait)
-            )
-        self._clock = clock
-        self._on_retry = on_retry
-        self._outer = outer
-        self._auth = AuthMiddleware(shop_id, shop_secret)
-        self._inner: list[Middleware] = [
-            *per_attempt,
-            *middlewares,
-            LoggingMiddleware(clock, on_request, on_response),
-            errors_middleware,
-            self._auth,
-        ]
+        self._idempotency = idempotency_store(idempotency, clock=clock, timeout=self._timeout)
         self._transport = AiohttpTransport(
             self._sessions,
             self._base_url,
@@ -224,8 +171,20 @@ class LoyaltyClient:
             float(connect_timeout),
             max_body=max_response_bytes,
         )
-        self._chain = compose([*self._outer, self._retry_middleware, *self._inner], self._transport)
-        self._loop = _LoopGuard()
+        self._chain = Chain(
+            shop_id=shop_id,
+            shop_secret=shop_secret,
+            base_url=self._base_url,
+            retry=self._retry,
+            middlewares=middlewares,
+            store=self._idempotency,
+            idempotency_wait=idempotency_wait,
+            hooks=hooks,
+            tracing=tracing,
+            clock=clock,
+            transport=self._transport,
+        )
+        self._loop = LoopGuard()
         self._owns_session = session is None
         self._view = False
 
@@ -303,12 +262,7 @@ class LoyaltyClient:
             view._timeout = float(timeout)
         if retry is not None:
             view._retry = retry
-            view._retry_middleware = RetryMiddleware(
-                retry, clock=self._clock, on_retry=self._on_retry
-            )
-            view._chain = compose(
-                [*self._outer, view._retry_middleware, *self._inner], self._transport
-            )
+            view._chain = self._chain.with_retry(retry)
         return view
 
     @property
@@ -598,17 +552,17 @@ class LoyaltyClient:
             raise RuntimeError("this LoyaltyClient is closed; create a new one")
         self._loop.check()
         body = dumps(data)
-        if self._auth.secret_in(body):
+        if self._chain.auth.secret_in(body):
             # A mix-up of arguments: sent, the secret would be shown wherever the order id,
             # the member or the cart is (errors, logs, spans, the idempotency store).
-            field = next((k for k, v in data.items() if self._auth.secret_in(dumps(v))), "?")
+            field = next((k for k, v in data.items() if self._chain.auth.secret_in(dumps(v))), "?")
             raise ValidationError(
                 "holds the shop secret (a mix-up of arguments?); nothing was sent",
                 field=field,
                 operation=operation.name,
             )
         try:
-            return await self._chain(
+            return await self._chain.handler(
                 ApiRequest(
                     operation=operation,
                     data=data,
@@ -625,38 +579,6 @@ class LoyaltyClient:
         except IdempotencyError as error:
             _name_unreachable_store(error)
             raise
-
-
-class _LoopGuard:
-    """Remembers the event loop a client first ran on, and refuses any other.
-
-    The connection pool (and a Redis store's connections) belong to that loop: used from
-    another one they fail deep inside aiohttp ("Event loop is closed", "attached to a
-    different loop"). Shared by a client and its views.
-    """
-
-    __slots__ = ("_loop",)
-
-    def __init__(self) -> None:
-        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
-
-    @property
-    def used(self) -> bool:
-        """Whether a call ran (and so a connection pool may be open)."""
-        return self._loop is not None
-
-    def check(self) -> None:
-        """Remember the running loop on first use; refuse any other after it."""
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = weakref.ref(loop)
-        elif self._loop() is not loop:
-            raise RuntimeError(
-                "this LoyaltyClient was first used on another event loop, and its connection "
-                "pool belongs to that loop: one client per event loop. Create the client inside "
-                "the loop that uses it (in each asyncio.run(), in each thread), or call the API "
-                "from synchronous code with rees46_loyalty.SyncLoyaltyClient"
-            )
 
 
 def _name_base_url(error: LoyaltyError, base_url: URL) -> None:
@@ -703,26 +625,3 @@ def credentials_from_env(options: dict[str, Any]) -> tuple[str, str]:
     if os.environ.get("REES46_BASE_URL"):
         options.setdefault("base_url", os.environ["REES46_BASE_URL"])
     return os.environ["REES46_SHOP_ID"], os.environ["REES46_SHOP_SECRET"]
-
-
-def _checked_base_url(base_url: str, allow_insecure_http: bool) -> URL:
-    url = URL(base_url)
-    if url.scheme not in ("https", "http") or not url.host:
-        raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
-    if url.query_string or url.fragment or url.user or url.password:
-        raise ValueError("base_url must not carry credentials, a query or a fragment")
-    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
-        raise ValueError(
-            "base_url uses plain http on a non-loopback host, which would send the shop "
-            "secret unencrypted; use https, or pass allow_insecure_http=True"
-        )
-    return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from types import SimpleNamespace
 
 import aiohttp
 
-__all__ = ["SessionHolder"]
+__all__ = ["LoopGuard", "SessionHolder"]
 
 _CONNECTION_LIMIT = 100
 
@@ -109,3 +111,35 @@ class SessionHolder:
         for session in (pooled if self._owned else None, fresh):
             if session is not None:
                 await session.close()
+
+
+class LoopGuard:
+    """Remembers the event loop a client first ran on, and refuses any other.
+
+    The connection pool (and a Redis store's connections) belong to that loop: used from
+    another one they fail deep inside aiohttp ("Event loop is closed", "attached to a
+    different loop"). Shared by a client and its views.
+    """
+
+    __slots__ = ("_loop",)
+
+    def __init__(self) -> None:
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+
+    @property
+    def used(self) -> bool:
+        """Whether a call ran (and so a connection pool may be open)."""
+        return self._loop is not None
+
+    def check(self) -> None:
+        """Remember the running loop on first use; refuse any other after it."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = weakref.ref(loop)
+        elif self._loop() is not loop:
+            raise RuntimeError(
+                "this LoyaltyClient was first used on another event loop, and its connection "
+                "pool belongs to that loop: one client per event loop. Create the client inside "
+                "the loop that uses it (in each asyncio.run(), in each thread), or call the API "
+                "from synchronous code with rees46_loyalty.SyncLoyaltyClient"
+            )

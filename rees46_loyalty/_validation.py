@@ -6,6 +6,7 @@ API's own words where the API documents the rule.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Iterable
@@ -13,6 +14,7 @@ from decimal import Decimal
 from typing import NoReturn
 
 import aiohttp
+from yarl import URL
 
 from ._hooks import Hooks
 from ._policy import RetryPolicy
@@ -21,6 +23,7 @@ from .errors import ValidationError
 from .models import CartItem, CheckoutRequest
 
 __all__ = [
+    "base_url",
     "checkout_request",
     "client_options",
     "idempotency_key",
@@ -397,3 +400,27 @@ def client_options(
 
 
 _STORE_METHODS = ("begin", "finish", "release", "wait", "get", "forget", "close")
+
+
+def base_url(value: str, allow_insecure_http: bool) -> URL:
+    """Check the ``base_url`` option: http(s) with a host, no credentials, https off loopback."""
+    url = URL(value)
+    if url.scheme not in ("https", "http") or not url.host:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {value!r}")
+    if url.query_string or url.fragment or url.user or url.password:
+        raise ValueError("base_url must not carry credentials, a query or a fragment")
+    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
+        raise ValueError(
+            "base_url uses plain http on a non-loopback host, which would send the shop "
+            "secret unencrypted; use https, or pass allow_insecure_http=True"
+        )
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

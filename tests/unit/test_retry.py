@@ -358,7 +358,7 @@ async def test_the_retry_budget_stops_retries_during_an_outage(
         for _ in range(3):
             with pytest.raises(ServerError):
                 await c.confirm(order_id="1001")
-        budget = c._retry_middleware.budget
+        budget = c._chain.retry.budget
         assert budget is not None
         assert budget.tokens == 0
     assert count(mocked) == 2 + 2 + 1
@@ -370,7 +370,7 @@ async def test_successes_refill_the_retry_budget(mocked: AioResponses, clock: Fa
     async with LoyaltyClient(
         SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock, idempotency=None
     ) as c:
-        budget = c._retry_middleware.budget
+        budget = c._chain.retry.budget
         assert budget is not None
         mocked.post(url("confirm"), status=500)
         mocked.post(url("confirm"), payload=status_envelope(REF))
@@ -388,7 +388,7 @@ async def test_a_timeout_costs_more_of_the_budget(mocked: AioResponses, clock: F
     async with LoyaltyClient(
         SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock
     ) as c:
-        budget = c._retry_middleware.budget
+        budget = c._chain.retry.budget
         assert budget is not None
         mocked.post(url("confirm"), exception=aiohttp.SocketTimeoutError("read"), repeat=True)
         with pytest.raises(LoyaltyTimeoutError):
