@@ -21,9 +21,9 @@ async def _request_starts(
     # Proof that this request is traced: from here until the headers go, nothing is written.
     # Without it (a session without these signals, a test double of aiohttp) the transport's
     # assumption stands: anything may have been written.
-    trace = context.trace_request_ctx
-    if trace is not None:
-        trace.writing = False
+    record = context.trace_request_ctx
+    if record is not None:
+        record.writing = False
 
 
 async def _writing_starts(
@@ -34,9 +34,9 @@ async def _writing_starts(
     # aiohttp calls this just before it writes the request's first byte: until then the server
     # cannot have processed anything, whatever happens to the attempt (a wait for a pooled
     # connection, a connect, a cancellation).
-    trace = context.trace_request_ctx
-    if trace is not None:
-        trace.writing = True
+    record = context.trace_request_ctx
+    if record is not None:
+        record.writing = True
 
 
 def _trace_config() -> aiohttp.TraceConfig:

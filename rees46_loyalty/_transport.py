@@ -21,7 +21,7 @@ from yarl import URL
 
 from ._body import AnswerTooLarge, read_body
 from ._clock import Clock
-from ._http import ApiRequest, ApiResponse
+from ._http import ApiRequest, ApiResponse, SendRecord
 from ._operations import RetrySafety
 from ._redact import redact
 from ._scrub import forget_locals, strip_tracebacks
@@ -111,8 +111,11 @@ class AiohttpTransport:
         # its __context__, and its cause keeps no traceback: the frames of aiohttp (and of
         # _exchange) hold the body and the URL with the secret in their local variables.
         error: LoyaltyError
+        # Whether this attempt may have written anything: the call's record when the
+        # idempotency layer keeps one, else this attempt's own.
+        record = request.send_record if request.send_record is not None else SendRecord()
         try:
-            return await self._exchange(request, url, headers, timeout)
+            return await self._exchange(request, url, headers, timeout, record)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # ConnectionTimeoutError covers the wait for a pooled connection and the connect
             # itself: in both the request was never written.
@@ -120,12 +123,12 @@ class AiohttpTransport:
             cause = _shown_cause(exc, request)
         except asyncio.TimeoutError as exc:  # SocketTimeoutError, or the attempt's total timeout
             error = _translate(
-                ApiTimeoutError, "no answer in time", exc, request, request_sent=_sent(request)
+                ApiTimeoutError, "no answer in time", exc, request, request_sent=record.writing
             )
             cause = _shown_cause(exc, request)
         except (aiohttp.ClientError, OSError) as exc:
             error = _translate(
-                TransportError, "the connection failed", exc, request, request_sent=_sent(request)
+                TransportError, "the connection failed", exc, request, request_sent=record.writing
             )
             cause = _shown_cause(exc, request)
         except AnswerTooLarge as exc:
@@ -148,7 +151,12 @@ class AiohttpTransport:
         raise error from cause
 
     async def _exchange(
-        self, request: ApiRequest, url: URL, headers: Mapping[str, str], timeout: float | None
+        self,
+        request: ApiRequest,
+        url: URL,
+        headers: Mapping[str, str],
+        timeout: float | None,
+        record: SendRecord,
     ) -> ApiResponse:
         # The only frame of the SDK that holds the secret (the query of a GET, the body of a
         # POST) and the answer before redaction; an error leaving it loses its traceback.
@@ -162,10 +170,9 @@ class AiohttpTransport:
         sessions = self._sessions
         once = request.operation.safety is RetrySafety.ONCE
         session = sessions.get_fresh() if once else sessions.get()
-        if request.trace is not None:
-            # Until the session says otherwise (the SDK's own sessions tell when writing really
-            # starts; a borrowed one cannot), anything may be written from here on.
-            request.trace.writing = True
+        # Until the session says otherwise (the SDK's own sessions tell when writing really
+        # starts; a borrowed one cannot), anything may be written from here on.
+        record.writing = True
         async with session.request(
             request.method,
             url,
@@ -176,7 +183,7 @@ class AiohttpTransport:
             allow_redirects=False,  # a redirect must never carry the secret elsewhere
             middlewares=(),  # a borrowed session's own middlewares could resend a change
             raise_for_status=False,  # status codes are the errors middleware's business
-            trace_request_ctx=request.trace,
+            trace_request_ctx=record,
         ) as response:
             payload = await read_body(response, self._max_body)
             return ApiResponse(status=response.status, headers=response.headers, body=payload)
@@ -189,11 +196,6 @@ class AiohttpTransport:
         # the attempt does, and a slow connect surfaces as ConnectError, which change may retry.
         connect = min(self._connect_timeout, attempt * 0.9)
         return aiohttp.ClientTimeout(total=attempt, connect=connect)
-
-
-def _sent(request: ApiRequest) -> bool:
-    """Whether the failed attempt may have written anything: unknown without a trace."""
-    return request.trace is None or request.trace.writing
 
 
 def _translate(

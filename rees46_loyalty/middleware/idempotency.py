@@ -31,7 +31,7 @@ from typing import Any
 import attrs
 
 from .._clock import Clock
-from .._http import ApiRequest, ApiResponse, Handler, SendTrace
+from .._http import ApiRequest, ApiResponse, Handler, SendRecord
 from .._operations import DETAILS
 from .._reconcile import derived_change, same_cart
 from .._serialization import dumps, load_answer
@@ -124,16 +124,17 @@ class IdempotencyMiddleware:
         # Random per call: a client made before a fork (gunicorn --preload) lives on in every
         # child, so nothing derived from the client alone tells their leases apart.
         owner = secrets.token_hex(16)
-        trace = request.trace if request.trace is not None else SendTrace()
-        decision = await self._acquire(request, key, intent, owner, trace)
+        decision = await self._acquire(request, key, intent, owner)
         if isinstance(decision, ApiResponse):  # replayed
             return decision
         # The call must be over before its lease is: once the lease runs out another caller may
         # take the order over. A tenth of the lease is kept as a margin.
         lease_ends = self._clock.monotonic() + self.store.lease * 0.9
+        record = SendRecord()
         request = request.replace(
             deadline=lease_ends if request.deadline is None else min(request.deadline, lease_ends),
-            trace=trace,
+            idempotency="sent",
+            send_record=record,
         )
         noted: tuple[bytes, bytes] | None = None
         if intent.once:
@@ -153,7 +154,7 @@ class IdempotencyMiddleware:
                 owner=owner,
                 intent=intent,
                 failure=failure,
-                trace=trace,
+                record=record,
                 noted=noted,
             )
             try:
@@ -170,7 +171,7 @@ class IdempotencyMiddleware:
             state=State.SUCCEEDED, intent=intent, status=response.status, answer=response.body
         )
         await self._record(request, key, owner, outcome)
-        return response
+        return response.replace(idempotency="sent")
 
     async def _note_before(  # noqa: PLR0917 - the call's parts, each needed
         self,
@@ -278,11 +279,11 @@ class IdempotencyMiddleware:
         _log_finish(request, done, "succeeded")
 
     async def _acquire(
-        self, request: ApiRequest, key: str, intent: Intent, owner: str, trace: SendTrace
+        self, request: ApiRequest, key: str, intent: Intent, owner: str
     ) -> Decision | ApiResponse:
         """Wait while the order is busy; then take the lease, replay, or raise what the book says.
 
-        Returns the ACQUIRED decision or a replayed response; tells *trace* which it was.
+        Returns the ACQUIRED decision or a replayed response.
         """
         give_up_at = self._clock.monotonic() + self._wait_timeout
         waited = False
@@ -290,7 +291,6 @@ class IdempotencyMiddleware:
             decision = await self._begin(key, intent, owner)
             verdict = decision.verdict
             if verdict is Verdict.ACQUIRED:
-                trace.idempotency = "sent"
                 return decision
             if verdict is Verdict.BUSY:
                 if not waited:
@@ -311,8 +311,7 @@ class IdempotencyMiddleware:
                     )
                 await self.store.wait(key, min(decision.wait, left))
                 continue
-            trace.idempotency = "waited" if waited else "replayed"
-            answer = self._answer_from(request, decision, trace.idempotency)
+            answer = self._answer_from(request, decision, "waited" if waited else "replayed")
             if isinstance(answer, ApiResponse):
                 return answer
             raise answer
@@ -426,7 +425,9 @@ class IdempotencyMiddleware:
             outcome_name,
             extra=_extra(request, outcome_name),
         )
-        return ApiResponse(status=200, headers={}, body=b"", result=result)
+        return ApiResponse(
+            status=200, headers={}, body=b"", result=result, attempts=0, idempotency=outcome_name
+        )
 
     async def _settle(
         self,
@@ -436,7 +437,7 @@ class IdempotencyMiddleware:
         owner: str,
         intent: Intent,
         failure: BaseException,
-        trace: SendTrace,
+        record: SendRecord,
         noted: tuple[bytes, bytes] | None,
     ) -> None:
         """Record what a failed call leaves behind.
@@ -460,7 +461,7 @@ class IdempotencyMiddleware:
                         answer=answer,
                         previous_unknown=failure.previous_outcome_unknown,
                     )
-        elif trace.maybe_processed:
+        elif record.maybe_processed:
             # Cancelled (or broken) after an attempt started writing its request.
             outcome = unknown
         if outcome is None:
