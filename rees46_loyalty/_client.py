@@ -15,7 +15,7 @@ from yarl import URL
 from . import _validation as check
 from ._clock import Clock, SystemClock
 from ._hooks import Hooks
-from ._http import ApiRequest, ApiResponse, Middleware
+from ._http import ApiRequest, ApiResponse, Handler, Middleware, Transport
 from ._operations import (
     APPLY,
     CANCEL,
@@ -32,7 +32,7 @@ from ._reconcile import Reconciler, Reconciliation
 from ._scrub import scrubbed, scrubbed_init
 from ._serialization import dumps, unstructure
 from ._session import LoopGuard, SessionHolder
-from ._transport import AiohttpTransport
+from ._transport import AiohttpTransport, FunctionTransport
 from .errors import (
     ConnectError,
     IdempotencyError,
@@ -108,6 +108,11 @@ class LoyaltyClient:
             32 MiB). A larger one is refused as
             :class:`~rees46_loyalty.errors.MalformedResponseError` (for ``change``,
             :class:`~rees46_loyalty.errors.OutcomeUnknownError`) without reading it whole.
+        transport: A function ``async (ApiRequest) -> ApiResponse`` that replaces aiohttp at
+            the bottom of the chain, to test code without a server (see the testing page).
+            Every middleware still runs, auth included: it gets the request as it would go
+            on the wire. ``session`` cannot go with it; ``connect_timeout`` and
+            ``max_response_bytes`` are aiohttp's and do not apply.
 
     Raises:
         TypeError: An argument of the wrong type, named in the message.
@@ -133,6 +138,7 @@ class LoyaltyClient:
         tracing: bool | TracerProvider | None = False,
         clock: Clock | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        transport: Transport | None = None,
     ) -> None:
         check.client_options(
             base_url=base_url,
@@ -147,6 +153,7 @@ class LoyaltyClient:
             hooks=hooks,
             clock=clock,
             max_response_bytes=max_response_bytes,
+            transport=transport,
         )
         if not isinstance(shop_id, str) or not shop_id:
             raise ValueError("shop_id must be a non-empty string")
@@ -164,12 +171,16 @@ class LoyaltyClient:
         self._sessions = SessionHolder(session)
         clock = SystemClock() if clock is None else clock
         self._idempotency = idempotency_store(idempotency, clock=clock, timeout=self._timeout)
-        self._transport = AiohttpTransport(
-            self._sessions,
-            self._base_url,
-            clock,
-            float(connect_timeout),
-            max_body=max_response_bytes,
+        self._transport: Handler = (
+            AiohttpTransport(
+                self._sessions,
+                self._base_url,
+                clock,
+                float(connect_timeout),
+                max_body=max_response_bytes,
+            )
+            if transport is None
+            else FunctionTransport(transport, clock)
         )
         self._chain = Chain(
             shop_id=shop_id,
@@ -185,7 +196,7 @@ class LoyaltyClient:
             transport=self._transport,
         )
         self._loop = LoopGuard()
-        self._owns_session = session is None
+        self._owns_session = session is None and transport is None
         self._view = False
 
     @classmethod

@@ -10,7 +10,7 @@ from attrs import field, frozen
 from ._operations import Operation
 from ._redact import identifier_repr, mask_identifier
 
-__all__ = ["ApiRequest", "ApiResponse", "Handler", "Middleware", "SendRecord"]
+__all__ = ["ApiRequest", "ApiResponse", "Handler", "Middleware", "SendRecord", "Transport"]
 
 
 class SendRecord:
@@ -159,3 +159,7 @@ class ApiResponse:
 Handler = Callable[[ApiRequest], Awaitable[ApiResponse]]
 #: ``async (request, call_next) -> response``, the shape of aiohttp's own middlewares.
 Middleware = Callable[[ApiRequest, Handler], Awaitable[ApiResponse]]
+#: The last handler: ``async (request) -> response``, the ``transport=`` of a client. It gets
+#: the request as it goes on the wire (``body`` and ``data`` with the shop's credentials) and
+#: returns the answer as it came; see the testing page.
+Transport = Callable[[ApiRequest], Awaitable[ApiResponse]]

@@ -21,7 +21,7 @@ from yarl import URL
 
 from ._body import AnswerTooLarge, read_body
 from ._clock import Clock
-from ._http import ApiRequest, ApiResponse, SendRecord
+from ._http import ApiRequest, ApiResponse, SendRecord, Transport
 from ._operations import RetrySafety
 from ._redact import redact
 from ._scrub import forget_locals, strip_tracebacks
@@ -31,7 +31,7 @@ from ._version import VERSION
 from .errors import ConnectError, LoyaltyError, MalformedResponseError, TransportError
 from .errors import TimeoutError as ApiTimeoutError
 
-__all__ = ["USER_AGENT", "AiohttpTransport"]
+__all__ = ["USER_AGENT", "AiohttpTransport", "FunctionTransport", "attempt_timeout"]
 
 try:
     # OpenTelemetry's HTTP client instrumentations (aiohttp's included) make no span while this
@@ -73,28 +73,7 @@ class AiohttpTransport:
         self._max_body = max_body  # the largest answer read, in bytes after decompression
 
     async def __call__(self, request: ApiRequest) -> ApiResponse:
-        context: dict[str, Any] = {
-            "operation": request.operation.name,
-            "order_id": request.order_id,
-            "attempts": request.attempt,
-        }
-        timeout = request.timeout
-        if request.deadline is not None:
-            left = request.deadline - self._clock.monotonic()
-            if left <= 0:
-                raise ApiTimeoutError("the call's deadline passed", request_sent=False, **context)
-            once = request.operation.safety is RetrySafety.ONCE
-            if once and timeout is not None and left < timeout:
-                # Started now, a change could be cut short while the server commits it: an
-                # unknown outcome made by the SDK itself. Not sent is the outcome to prefer.
-                raise ApiTimeoutError(
-                    f"not sent: a change needs its whole timeout ({timeout:g}s), and only "
-                    f"{left:.3g}s were left before the call's deadline (the retry policy's "
-                    "deadline, or 90% of the idempotency store's lease)",
-                    request_sent=False,
-                    **context,
-                )
-            timeout = left if timeout is None else min(timeout, left)
+        timeout = attempt_timeout(request, self._clock)
         url = self._urls.get(request.path)
         if url is None:
             base = self._base_url
@@ -196,6 +175,73 @@ class AiohttpTransport:
         # the attempt does, and a slow connect surfaces as ConnectError, which change may retry.
         connect = min(self._connect_timeout, attempt * 0.9)
         return aiohttp.ClientTimeout(total=attempt, connect=connect)
+
+
+def attempt_timeout(request: ApiRequest, clock: Clock) -> float | None:
+    """The seconds *request*'s attempt may take, its deadline counted; or a not-sent timeout.
+
+    Raises :class:`~rees46_loyalty.errors.TimeoutError` (``request_sent=False``) when the
+    deadline has passed, or when a ``change`` could not have its whole timeout before it.
+    """
+    timeout = request.timeout
+    if request.deadline is None:
+        return timeout
+    left = request.deadline - clock.monotonic()
+    if left > 0 and (
+        timeout is None or left >= timeout or request.operation.safety is not RetrySafety.ONCE
+    ):
+        return left if timeout is None else min(timeout, left)
+    context: dict[str, Any] = {
+        "operation": request.operation.name,
+        "order_id": request.order_id,
+        "attempts": request.attempt,
+    }
+    if left <= 0:
+        raise ApiTimeoutError("the call's deadline passed", request_sent=False, **context)
+    # Started now, a change could be cut short while the server commits it: an unknown outcome
+    # made by the SDK itself. Not sent is the outcome to prefer.
+    raise ApiTimeoutError(
+        f"not sent: a change needs its whole timeout ({timeout:g}s), and only {left:.3g}s were "
+        "left before the call's deadline (the retry policy's deadline, or 90% of the "
+        "idempotency store's lease)",
+        request_sent=False,
+        **context,
+    )
+
+
+class FunctionTransport:
+    """A transport of the caller's (``transport=``) at the bottom of the chain.
+
+    The rules of an attempt stay the SDK's: an attempt that could not finish before the call's
+    deadline is not started, and anything the function does with the request may have reached
+    the server, unless it raises an error that says otherwise
+    (:class:`~rees46_loyalty.errors.ConnectError`, ``request_sent=False``). An SDK error it
+    raises gets the call's operation, order and attempt number.
+    """
+
+    __slots__ = ("_clock", "_send")
+
+    def __init__(self, send: Transport, clock: Clock) -> None:
+        self._send = send
+        self._clock = clock
+
+    async def __call__(self, request: ApiRequest) -> ApiResponse:
+        attempt_timeout(request, self._clock)  # raises when the attempt may not start
+        if request.body is None and request.method == "POST":  # a middleware replaced `data`
+            request = request.replace(body=dumps(request.data))
+        if request.send_record is not None:
+            request.send_record.writing = True
+        try:
+            response = await self._send(request)
+        except LoyaltyError as error:
+            # The call's context, as the aiohttp transport gives its own errors.
+            error.operation = request.operation.name
+            error.order_id = request.order_id
+            error.attempts = request.attempt
+            raise
+        if not isinstance(response, ApiResponse):
+            raise TypeError(f"transport= must return an ApiResponse, got {type(response).__name__}")
+        return response
 
 
 def _translate(

@@ -353,6 +353,7 @@ def client_options(
     hooks: object,
     clock: object,
     max_response_bytes: object,
+    transport: object = None,
 ) -> None:
     """Check the types and values of LoyaltyClient's keyword arguments.
 
@@ -397,6 +398,22 @@ def client_options(
         )
     if max_response_bytes <= 0:
         raise ValueError(f"max_response_bytes must be more than 0, got {max_response_bytes}")
+    _transport(transport, session)
+
+
+def _transport(transport: object, session: object) -> None:
+    if transport is None:
+        return
+    if not callable(transport):
+        raise TypeError(
+            "transport must be a callable async (request) -> response, "
+            f"got {type(transport).__name__}"
+        )
+    if session is not None:
+        raise ValueError(
+            "transport= replaces the aiohttp transport, which is what session= is for: "
+            "pass one or the other"
+        )
 
 
 _STORE_METHODS = ("begin", "finish", "release", "wait", "get", "forget", "close")

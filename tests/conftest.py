@@ -72,26 +72,48 @@ def mocked() -> Iterator[AioResponses]:
 
 
 @pytest.fixture
+def api() -> Any:
+    """A transport function with canned answers (tests.unit.helpers.FakeApi)."""
+    from tests.unit.helpers import FakeApi  # noqa: PLC0415 - the unit tests' helper
+
+    return FakeApi()
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
+def _transport(request: pytest.FixtureRequest) -> Any:
+    """The test's ``api`` (a tests.unit.helpers.FakeApi) when it asks for one, else None."""
+    return request.getfixturevalue("api") if "api" in request.fixturenames else None
+
+
 @pytest.fixture
-async def client(clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
+async def client(clock: FakeClock, request: pytest.FixtureRequest) -> AsyncIterator[LoyaltyClient]:
     """A client of https://api.test with the default retry policy and a fake clock.
 
-    The idempotency layer is off: these tests are about what goes on the wire; the layer has
-    its own tests.
+    It sends through the test's ``api`` fixture when the test asks for it (``transport=``),
+    else through aiohttp (faked by ``mocked``). The idempotency layer is off: these tests are
+    about what goes on the wire; the layer has its own tests.
     """
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, idempotency=None, tracing=True
+        SHOP_ID,
+        SHOP_SECRET,
+        base_url=BASE_URL,
+        clock=clock,
+        idempotency=None,
+        tracing=True,
+        transport=_transport(request),
     ) as c:
         yield c
 
 
 @pytest.fixture
-async def once_client(clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
-    """A client that never retries."""
+async def once_client(
+    clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[LoyaltyClient]:
+    """A client that never retries (through ``api`` when the test asks for it, as ``client``)."""
     async with LoyaltyClient(
         SHOP_ID,
         SHOP_SECRET,
@@ -100,6 +122,7 @@ async def once_client(clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
         retry=RetryPolicy.disabled(),
         idempotency=None,
         tracing=True,
+        transport=_transport(request),
     ) as c:
         yield c
 
