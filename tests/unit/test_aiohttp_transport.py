@@ -19,12 +19,13 @@ from rees46_loyalty import (
     ConnectError,
     Handler,
     LoyaltyClient,
+    MalformedResponseError,
     TransportError,
 )
 from rees46_loyalty import TimeoutError as LoyaltyTimeoutError
 from tests.conftest import BASE_URL, SHOP_ID, SHOP_SECRET
-from tests.payloads import REF, status_envelope
-from tests.unit.helpers import count, url
+from tests.payloads import CALCULATION, REF, status_envelope
+from tests.unit.helpers import count, sent, url, url_pattern
 
 
 def refused() -> aiohttp.ClientConnectorError:
@@ -96,3 +97,34 @@ async def test_a_middleware_can_add_headers(mocked: AioResponses) -> None:
     ((_, calls),) = mocked.requests.items()
     assert calls[0].kwargs["headers"]["X-Shop-Trace"] == "t-1"
     assert calls[0].kwargs["headers"]["User-Agent"].startswith("rees46-loyalty-python/")
+    assert calls[0].kwargs["headers"]["Content-Type"] == "application/json"
+
+
+async def test_a_get_sends_its_data_in_the_query_as_text(
+    client: LoyaltyClient, mocked: AioResponses
+) -> None:
+    """details: the order id and the credentials go in the query string, with no body."""
+    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
+    await client.details(order_id="1001")
+    ((_, _, kwargs),) = sent(mocked)
+    assert kwargs["params"] == {"order_id": "1001", "shop_id": SHOP_ID, "shop_secret": SHOP_SECRET}
+    assert kwargs["data"] is None
+
+
+async def test_many_concurrent_calls_reuse_one_session(
+    client: LoyaltyClient, mocked: AioResponses
+) -> None:
+    """Concurrent first calls create one session between them, not one each."""
+    mocked.post(url("confirm"), payload=status_envelope(REF), repeat=True)
+    results = await asyncio.gather(*(client.confirm(order_id="1001") for _ in range(50)))
+    assert len(results) == 50
+    assert count(mocked) == 50
+    assert client._sessions.get() is client._sessions.get()
+
+
+async def test_a_redirect_is_not_followed(client: LoyaltyClient, mocked: AioResponses) -> None:
+    """A 3xx would carry the secret to another host: it is an error, and nothing follows it."""
+    mocked.post(url("confirm"), status=302, headers={"Location": "https://elsewhere.test/"})
+    with pytest.raises(MalformedResponseError, match="unexpected HTTP status 302"):
+        await client.confirm(order_id="1001")
+    assert count(mocked) == 1

@@ -6,11 +6,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from aioresponses import aioresponses as AioResponses  # noqa: N812
 
 from rees46_loyalty import CartItem, LoyaltyClient, ValidationError
 from tests.conftest import PHONE
-from tests.unit.helpers import count
+from tests.unit.helpers import FakeApi, count
 
 GOOD = CartItem(product_id="A", price=Decimal(100), quantity=1)
 
@@ -134,7 +133,7 @@ def arguments(operation: str, overrides: dict[str, Any]) -> dict[str, Any]:
 )
 async def test_invalid_requests_are_refused_before_sending(
     client: LoyaltyClient,
-    mocked: AioResponses,
+    api: FakeApi,
     operation: str,
     overrides: dict[str, Any],
     field: str,
@@ -148,7 +147,7 @@ async def test_invalid_requests_are_refused_before_sending(
     assert reason in str(error)
     assert error.operation == operation
     assert error.attempts == 0
-    assert count(mocked) == 0
+    assert count(api) == 0
 
 
 async def test_a_wrong_identifier_is_masked_in_the_error(client: LoyaltyClient) -> None:
@@ -161,14 +160,11 @@ async def test_a_wrong_identifier_is_masked_in_the_error(client: LoyaltyClient) 
 
 @pytest.mark.parametrize("identifier", ["79990001122", "375291234567", "998901234567"])
 async def test_international_identifiers_are_accepted(
-    client: LoyaltyClient, mocked: AioResponses, identifier: str
+    client: LoyaltyClient, api: FakeApi, identifier: str
 ) -> None:
     """The same API serves other countries: any 10 to 15 digit phone number passes."""
-    mocked.get(
-        f"https://api.test/loyalty/checkout/history?identifier={identifier}"
-        "&shop_id=shop-42&shop_secret=s3cr3t-DO-NOT-LEAK-4f7a",
-        payload={"status": "success", "payload": {"orders": []}},
-    )
+    api.get("history", payload={"status": "success", "payload": {"orders": []}})
     history = await client.history(identifier=identifier)
     assert history.orders == ()
-    assert count(mocked) == 1
+    assert count(api) == 1
+    assert api.requests[0].data["identifier"] == identifier
