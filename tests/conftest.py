@@ -7,6 +7,11 @@ unmasked member phone number (see ``log_records``). The ``client`` fixtures trac
 OpenTelemetry into an in-memory exporter, and no span of any test may hold them either: every
 failure scenario of the error, retry and validation tests is walked with spans on.
 
+The network: unit tests send through a transport function (the ``api`` fixture, a
+``tests.unit.helpers.FakeApi``: ``client`` and ``once_client`` use it when a test asks for it).
+aioresponses (``mocked``) is left to the tests of the aiohttp transport itself: its translation
+of aiohttp's failures, the secret in aiohttp's texts and frames, sessions and their life cycle.
+
 Shim: aioresponses 0.7.9 builds ``ClientResponse`` without the ``stream_writer`` argument that
 aiohttp 3.14 requires, so every mocked request fails with a TypeError (aioresponses issue #289,
 open). We give its response factory a subclass that supplies an inert writer; it is the smallest
