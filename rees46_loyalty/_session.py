@@ -1,10 +1,13 @@
-"""Owns or borrows the aiohttp ClientSession, and knows whether the client is still open."""
+"""Owns or borrows the aiohttp ClientSession, knows whether the client is still open, and
+guards the event loop the pool belongs to."""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 
@@ -12,37 +15,34 @@ __all__ = ["LoopGuard", "SessionHolder"]
 
 _CONNECTION_LIMIT = 100
 
-
-async def _request_starts(
-    session: aiohttp.ClientSession,  # noqa: ARG001 - the signal's signature
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestStartParams,  # noqa: ARG001
-) -> None:
-    # Proof that this request is traced: from here until the headers go, nothing is written.
-    # Without it (a session without these signals, a test double of aiohttp) the transport's
-    # assumption stands: anything may have been written.
-    record = context.trace_request_ctx
-    if record is not None:
-        record.writing = False
+_Signal = Callable[[aiohttp.ClientSession, SimpleNamespace, Any], Awaitable[None]]
 
 
-async def _writing_starts(
-    session: aiohttp.ClientSession,  # noqa: ARG001 - the signal's signature
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestHeadersSentParams,  # noqa: ARG001
-) -> None:
-    # aiohttp calls this just before it writes the request's first byte: until then the server
-    # cannot have processed anything, whatever happens to the attempt (a wait for a pooled
-    # connection, a connect, a cancellation).
-    record = context.trace_request_ctx
-    if record is not None:
-        record.writing = True
+def _mark_writing(*, writing: bool) -> _Signal:
+    """A request signal that tells the attempt's send record whether writing has started."""
+
+    async def signal(
+        session: aiohttp.ClientSession,  # noqa: ARG001 - the signal's signature
+        context: SimpleNamespace,
+        params: object,  # noqa: ARG001
+    ) -> None:
+        record = context.trace_request_ctx
+        if record is not None:
+            record.writing = writing
+
+    return signal
 
 
 def _trace_config() -> aiohttp.TraceConfig:
     config = aiohttp.TraceConfig()
-    config.on_request_start.append(_request_starts)
-    config.on_request_headers_sent.append(_writing_starts)
+    # Proof that this request is traced: from its start until the headers go, nothing is
+    # written. Without these signals (a borrowed session, a test double of aiohttp) the
+    # transport's assumption stands: anything may have been written.
+    config.on_request_start.append(_mark_writing(writing=False))
+    # aiohttp calls this just before it writes the request's first byte: until then the server
+    # cannot have processed anything, whatever happens to the attempt (a wait for a pooled
+    # connection, a connect, a cancellation).
+    config.on_request_headers_sent.append(_mark_writing(writing=True))
     return config
 
 
