@@ -1,5 +1,7 @@
-"""Owns or borrows the aiohttp ClientSession, knows whether the client is still open, and
-guards the event loop the pool belongs to."""
+"""Owns or borrows the aiohttp ClientSession, and knows whether the client is still open.
+
+:class:`LoopGuard` keeps a client on the event loop its pool belongs to.
+"""
 
 from __future__ import annotations
 
