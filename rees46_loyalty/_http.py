@@ -129,9 +129,9 @@ class ApiResponse:
     """An HTTP answer; ``result`` is the decoded result model once the errors middleware ran.
 
     ``attempts`` and ``idempotency`` say how the call got it, for the layers above the retry
-    and idempotency middlewares (the call's span): the attempts made (0 for an answer from the
-    idempotency store), and ``"sent"``, ``"replayed"`` or ``"waited"`` once the idempotency
-    layer had the call.
+    and idempotency middlewares (the call's span): the attempts made, and for an answer from
+    the idempotency store ``"replayed"`` or ``"waited"`` (with 0 attempts). A call the layer
+    recorded and sent keeps ``idempotency=None``: no copy of each answer is made to say so.
     """
 
     status: int

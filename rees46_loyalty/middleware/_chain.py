@@ -95,7 +95,7 @@ class Chain:
                     "tracing needs OpenTelemetry: pip install 'rees46-loyalty[otel]'"
                 ) from exc
             tracer = spans.tracer_of(None if tracing is True else tracing)
-            outer.append(spans.CallSpanMiddleware(tracer))
+            outer.append(spans.CallSpanMiddleware(tracer, idempotency=store is not None))
             per_attempt.append(spans.AttemptSpanMiddleware(tracer, base_url))
         if store is not None:
             wait = store.lease if idempotency_wait is None else idempotency_wait

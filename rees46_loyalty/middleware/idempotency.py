@@ -56,7 +56,13 @@ from ..idempotency._records import (
 from ..models import OrderCalculation
 from .errors import decode_response, recorded_answer
 
-__all__ = ["IdempotencyMiddleware", "IdempotencyStore", "fingerprint", "record_key"]
+__all__ = [
+    "IdempotencyMiddleware",
+    "IdempotencyStore",
+    "fingerprint",
+    "record_key",
+    "recorded",
+]
 
 logger = logging.getLogger("rees46_loyalty")
 
@@ -65,6 +71,15 @@ logger = logging.getLogger("rees46_loyalty")
 # Authentication, rate limits and server errors are never kept.
 _TERMINAL_ERRORS = (OrderStatusError, BadRequestError, NotFoundError)
 _by_product = itemgetter("product_id")
+
+
+def recorded(request: ApiRequest) -> bool:
+    """Whether the layer records *request*: a mutating call on an order.
+
+    Its answer is then ``"sent"`` unless it says otherwise (:attr:`ApiResponse.idempotency`
+    is ``"replayed"`` or ``"waited"`` for an answer from the store).
+    """
+    return request.operation.mutating and request.order_id is not None
 
 
 def record_key(shop_id: str, order_id: str) -> str:
@@ -112,7 +127,7 @@ class IdempotencyMiddleware:
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         operation = request.operation
-        if not operation.mutating or request.order_id is None:
+        if not recorded(request) or request.order_id is None:  # (the latter for mypy)
             return await call_next(request)
         key = record_key(self._shop_id, request.order_id)
         intent = Intent(
@@ -171,7 +186,7 @@ class IdempotencyMiddleware:
             state=State.SUCCEEDED, intent=intent, status=response.status, answer=response.body
         )
         await self._record(request, key, owner, outcome)
-        return response.replace(idempotency="sent")
+        return response
 
     async def _note_before(  # noqa: PLR0917 - the call's parts, each needed
         self,

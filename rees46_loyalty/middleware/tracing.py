@@ -22,6 +22,7 @@ from .._http import ApiRequest, ApiResponse, Handler
 from .._redact import mask_identifier
 from .._version import VERSION
 from ..errors import LoyaltyError
+from .idempotency import recorded
 
 __all__ = ["AttemptSpanMiddleware", "CallSpanMiddleware", "tracer_of"]
 
@@ -36,10 +37,11 @@ def tracer_of(provider: TracerProvider | None) -> trace.Tracer:
 class CallSpanMiddleware:
     """Opens the span of a whole call, retries and idempotency included."""
 
-    __slots__ = ("_tracer",)
+    __slots__ = ("_idempotency", "_tracer")
 
-    def __init__(self, tracer: trace.Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer, *, idempotency: bool) -> None:
         self._tracer = tracer
+        self._idempotency = idempotency  # whether the chain has the idempotency layer
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         attributes: dict[str, Any] = {"rees46_loyalty.operation": request.operation.name}
@@ -64,8 +66,11 @@ class CallSpanMiddleware:
                 span.set_status(Status(StatusCode.ERROR, _describe(error)))
                 raise
             _count_attempts(span, response.attempts)
-            if response.idempotency is not None:
-                span.set_attribute("rees46_loyalty.idempotency", response.idempotency)
+            outcome = response.idempotency
+            if outcome is None and self._idempotency and recorded(request):
+                outcome = "sent"
+            if outcome is not None:
+                span.set_attribute("rees46_loyalty.idempotency", outcome)
             return response
 
 

@@ -213,8 +213,8 @@ def _idempotency(clock: FakeClock) -> IdempotencyMiddleware:
 
 
 async def test_the_idempotency_middleware_alone_replays_a_finished_call() -> None:
-    """Over a plain function: a confirm is sent once; its repeat is answered from the store,
-    with no attempt, and each answer says what the layer did."""
+    """Over a plain function: a confirm is sent once (the request says "sent"); its repeat is
+    answered from the store, with no attempt, and says so."""
     calls: list[ApiRequest] = []
 
     async def confirm(request: ApiRequest) -> ApiResponse:
@@ -227,7 +227,7 @@ async def test_the_idempotency_middleware_alone_replays_a_finished_call() -> Non
     again = await layer(request, confirm)
     assert len(calls) == 1
     assert calls[0].idempotency == "sent"
-    assert (first.idempotency, first.attempts) == ("sent", 1)
+    assert (first.idempotency, first.attempts) == (None, 1)  # sent: the answer as it came
     assert (again.idempotency, again.attempts) == ("replayed", 0)
     assert again.result.order_id == "1"
 
