@@ -12,7 +12,7 @@ import logging as _logging
 from ._client import DEFAULT_BASE_URL, LoyaltyClient
 from ._clock import Clock, SystemClock
 from ._hooks import Hooks, RequestRecord, ResponseRecord, RetryRecord
-from ._http import ApiRequest, ApiResponse, Handler, Middleware
+from ._http import ApiRequest, ApiResponse, Handler, Middleware, Transport
 from ._operations import Operation, RetrySafety
 from ._policy import RetryPolicy
 from ._reconcile import Reconciliation
@@ -97,6 +97,7 @@ __all__ = [
     "SyncLoyaltyClient",
     "SystemClock",
     "TimeoutError",
+    "Transport",
     "TransportError",
     "ValidationError",
 ]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import os
 import sys
 import warnings
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -17,8 +14,8 @@ from yarl import URL
 
 from . import _validation as check
 from ._clock import Clock, SystemClock
-from ._hooks import Hooks, callers
-from ._http import ApiRequest, ApiResponse, Middleware
+from ._hooks import Hooks
+from ._http import ApiRequest, ApiResponse, Handler, Middleware, Transport
 from ._operations import (
     APPLY,
     CANCEL,
@@ -34,8 +31,8 @@ from ._policy import RetryPolicy
 from ._reconcile import Reconciler, Reconciliation
 from ._scrub import scrubbed, scrubbed_init
 from ._serialization import dumps, unstructure
-from ._session import SessionHolder
-from ._transport import AiohttpTransport
+from ._session import LoopGuard, SessionHolder
+from ._transport import AiohttpTransport, FunctionTransport
 from .errors import (
     ConnectError,
     IdempotencyError,
@@ -43,15 +40,9 @@ from .errors import (
     NotAnApiError,
     ValidationError,
 )
-from .idempotency import IdempotencyStore, MemoryIdempotencyStore, Outcome
-from .middleware import (
-    AuthMiddleware,
-    LoggingMiddleware,
-    RetryMiddleware,
-    compose,
-    errors_middleware,
-)
-from .middleware.idempotency import IdempotencyMiddleware, record_key
+from .idempotency import IdempotencyStore, Outcome
+from .middleware._chain import Chain, idempotency_store
+from .middleware.idempotency import record_key
 from .models import (
     CartItem,
     CheckoutFields,
@@ -123,6 +114,11 @@ class LoyaltyClient:
             32 MiB). A larger one is refused as
             :class:`~rees46_loyalty.errors.MalformedResponseError` (for ``change``,
             :class:`~rees46_loyalty.errors.OutcomeUnknownError`) without reading it whole.
+        transport: A function ``async (ApiRequest) -> ApiResponse`` that replaces aiohttp at
+            the bottom of the chain, to test code without a server (see the testing page).
+            Every middleware still runs, auth included: it gets the request as it would go
+            on the wire. ``session`` cannot go with it; ``connect_timeout`` and
+            ``max_response_bytes`` are aiohttp's and do not apply.
 
     Raises:
         TypeError: An argument of the wrong type, named in the message.
@@ -148,6 +144,7 @@ class LoyaltyClient:
         tracing: bool | TracerProvider | None = False,
         clock: Clock | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        transport: Transport | None = None,
     ) -> None:
         check.client_options(
             base_url=base_url,
@@ -162,6 +159,7 @@ class LoyaltyClient:
             hooks=hooks,
             clock=clock,
             max_response_bytes=max_response_bytes,
+            transport=transport,
         )
         if not isinstance(shop_id, str) or not shop_id:
             raise ValueError("shop_id must be a non-empty string")
@@ -173,66 +171,38 @@ class LoyaltyClient:
                 "check that it holds the shop's secret key"
             )
         self._shop_id = shop_id
-        self._base_url = _checked_base_url(base_url, allow_insecure_http)
+        self._base_url = check.base_url(base_url, allow_insecure_http)
         self._timeout = float(timeout)
         self._retry = RetryPolicy() if retry is None else retry
         self._sessions = SessionHolder(session)
         clock = SystemClock() if clock is None else clock
-        on_request, on_response, on_retry = callers(hooks)
-        self._retry_middleware = RetryMiddleware(self._retry, clock=clock, on_retry=on_retry)
-        if idempotency == "memory":
-            # Its lease outlasts an attempt, whatever the timeout (see below).
-            lease = max(60.0, self._timeout / 0.9 + 1.0)
-            idempotency = MemoryIdempotencyStore(
-                clock=clock, lease=lease, ttl=max(24 * 3600, lease)
+        self._idempotency = idempotency_store(idempotency, clock=clock, timeout=self._timeout)
+        self._transport: Handler = (
+            AiohttpTransport(
+                self._sessions,
+                self._base_url,
+                clock,
+                float(connect_timeout),
+                max_body=max_response_bytes,
             )
-        if idempotency is not None and idempotency.lease * 0.9 < self._timeout:
-            # A call must end inside 90% of its lease: a change cut short there by its own
-            # client would be an unknown outcome, and one that never fits is never sent.
-            raise ValueError(
-                f"the idempotency store's lease ({idempotency.lease:g}s) is too short for "
-                f"timeout={self._timeout:g}: one attempt must fit in 90% of the lease; lower "
-                "timeout or give the store a longer lease"
-            )
-        self._idempotency = idempotency
-        outer: list[Middleware] = []
-        per_attempt: list[Middleware] = []
-        if tracing is not None and tracing is not False:
-            try:
-                from .middleware import tracing as spans  # noqa: PLC0415 - the otel extra
-            except ImportError as exc:
-                raise ImportError(
-                    "tracing needs OpenTelemetry: pip install 'rees46-loyalty[otel]'"
-                ) from exc
-            tracer = spans.tracer_of(None if tracing is True else tracing)
-            outer.append(spans.CallSpanMiddleware(tracer))
-            per_attempt.append(spans.AttemptSpanMiddleware(tracer, self._base_url))
-        if idempotency is not None:
-            wait = idempotency.lease if idempotency_wait is None else idempotency_wait
-            outer.append(
-                IdempotencyMiddleware(idempotency, shop_id=shop_id, clock=clock, wait_timeout=wait)
-            )
-        self._clock = clock
-        self._on_retry = on_retry
-        self._outer = outer
-        self._auth = AuthMiddleware(shop_id, shop_secret)
-        self._inner: list[Middleware] = [
-            *per_attempt,
-            *middlewares,
-            LoggingMiddleware(clock, on_request, on_response),
-            errors_middleware,
-            self._auth,
-        ]
-        self._transport = AiohttpTransport(
-            self._sessions,
-            self._base_url,
-            clock,
-            float(connect_timeout),
-            max_body=max_response_bytes,
+            if transport is None
+            else FunctionTransport(transport, clock)
         )
-        self._chain = compose([*self._outer, self._retry_middleware, *self._inner], self._transport)
-        self._loop = _LoopGuard()
-        self._owns_session = session is None
+        self._chain = Chain(
+            shop_id=shop_id,
+            shop_secret=shop_secret,
+            base_url=self._base_url,
+            retry=self._retry,
+            middlewares=middlewares,
+            store=self._idempotency,
+            idempotency_wait=idempotency_wait,
+            hooks=hooks,
+            tracing=tracing,
+            clock=clock,
+            transport=self._transport,
+        )
+        self._loop = LoopGuard()
+        self._owns_session = session is None and transport is None
         self._view = False
 
     @classmethod
@@ -309,12 +279,7 @@ class LoyaltyClient:
             view._timeout = float(timeout)
         if retry is not None:
             view._retry = retry
-            view._retry_middleware = RetryMiddleware(
-                retry, clock=self._clock, on_retry=self._on_retry
-            )
-            view._chain = compose(
-                [*self._outer, view._retry_middleware, *self._inner], self._transport
-            )
+            view._chain = self._chain.with_retry(retry)
         return view
 
     @property
@@ -538,17 +503,17 @@ class LoyaltyClient:
             raise RuntimeError("this LoyaltyClient is closed; create a new one")
         self._loop.check()
         body = dumps(data)
-        if self._auth.secret_in(body):
+        if self._chain.auth.secret_in(body):
             # A mix-up of arguments: sent, the secret would be shown wherever the order id,
             # the member or the cart is (errors, logs, spans, the idempotency store).
-            field = next((k for k, v in data.items() if self._auth.secret_in(dumps(v))), "?")
+            field = next((k for k, v in data.items() if self._chain.auth.secret_in(dumps(v))), "?")
             raise ValidationError(
                 "holds the shop secret (a mix-up of arguments?); nothing was sent",
                 field=field,
                 operation=operation.name,
             )
         try:
-            return await self._chain(
+            return await self._chain.handler(
                 ApiRequest(
                     operation=operation,
                     data=data,
@@ -565,38 +530,6 @@ class LoyaltyClient:
         except IdempotencyError as error:
             _name_unreachable_store(error)
             raise
-
-
-class _LoopGuard:
-    """Remembers the event loop a client first ran on, and refuses any other.
-
-    The connection pool (and a Redis store's connections) belong to that loop: used from
-    another one they fail deep inside aiohttp ("Event loop is closed", "attached to a
-    different loop"). Shared by a client and its views.
-    """
-
-    __slots__ = ("_loop",)
-
-    def __init__(self) -> None:
-        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
-
-    @property
-    def used(self) -> bool:
-        """Whether a call ran (and so a connection pool may be open)."""
-        return self._loop is not None
-
-    def check(self) -> None:
-        """Remember the running loop on first use; refuse any other after it."""
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = weakref.ref(loop)
-        elif self._loop() is not loop:
-            raise RuntimeError(
-                "this LoyaltyClient was first used on another event loop, and its connection "
-                "pool belongs to that loop: one client per event loop. Create the client inside "
-                "the loop that uses it (in each asyncio.run(), in each thread), or call the API "
-                "from synchronous code with rees46_loyalty.SyncLoyaltyClient"
-            )
 
 
 def _name_base_url(error: LoyaltyError, base_url: URL) -> None:
@@ -643,26 +576,3 @@ def credentials_from_env(options: dict[str, Any]) -> tuple[str, str]:
     if os.environ.get("REES46_BASE_URL"):
         options.setdefault("base_url", os.environ["REES46_BASE_URL"])
     return os.environ["REES46_SHOP_ID"], os.environ["REES46_SHOP_SECRET"]
-
-
-def _checked_base_url(base_url: str, allow_insecure_http: bool) -> URL:
-    url = URL(base_url)
-    if url.scheme not in ("https", "http") or not url.host:
-        raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
-    if url.query_string or url.fragment or url.user or url.password:
-        raise ValueError("base_url must not carry credentials, a query or a fragment")
-    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
-        raise ValueError(
-            "base_url uses plain http on a non-loopback host, which would send the shop "
-            "secret unencrypted; use https, or pass allow_insecure_http=True"
-        )
-    return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -10,28 +10,31 @@ from attrs import field, frozen
 from ._operations import Operation
 from ._redact import identifier_repr, mask_identifier
 
-__all__ = ["ApiRequest", "ApiResponse", "Handler", "Middleware", "SendTrace"]
+__all__ = ["ApiRequest", "ApiResponse", "Handler", "Middleware", "SendRecord", "Transport"]
 
 
-class SendTrace:
-    """What happened to one call so far, for the layers outside the one that knows.
+class SendRecord:
+    """Whether one call may have had an effect on the server so far, for the idempotency layer.
 
-    ``writing`` is set by the transport as the current attempt starts writing its request (and
-    cleared when an attempt ends in a failure that proves nothing was processed); ``unknown`` is
-    set by the retry middleware when a finished attempt may have been processed. An outer layer
-    tells "nothing was processed" from "unknown" by :attr:`maybe_processed`, also when the call
-    is cancelled half-way. ``attempts`` counts the attempts begun (the retry middleware keeps
-    it); ``idempotency`` is what the idempotency layer did with the call (``"sent"``,
-    ``"replayed"`` or ``"waited"``). Logs, hooks and spans read them.
+    The one mutable thing that travels the chain, and only downwards: the idempotency middleware
+    makes one per mutating call and passes it on the request (:attr:`ApiRequest.send_record`).
+    ``writing`` is set by the transport as the attempt in flight may start writing its request
+    (aiohttp's request signals narrow it to the moment the first byte goes); ``unknown`` by the
+    retry middleware when a finished attempt may have been processed, which the attempt's error
+    says (:attr:`~rees46_loyalty.errors.LoyaltyError.maybe_processed`).
+
+    Everything else an attempt learns is in what it returns or raises. This cannot be: a call
+    cancelled half-way raises the caller's ``CancelledError``, which carries nothing, and a
+    middleware of the caller's may replace any exception on its way up; yet the idempotency
+    layer must still tell "no byte was written" (the change may be sent again) from "some may
+    have been" (its outcome is unknown).
     """
 
-    __slots__ = ("attempts", "idempotency", "unknown", "writing")
+    __slots__ = ("unknown", "writing")
 
     def __init__(self) -> None:
         self.writing = False
         self.unknown = False
-        self.attempts = 0
-        self.idempotency: str | None = None
 
     @property
     def maybe_processed(self) -> bool:
@@ -70,7 +73,10 @@ class ApiRequest:
     deadline: float | None = None
     headers: Mapping[str, str] = field(factory=dict)
     secrets: tuple[str, ...] = field(default=(), repr=False)
-    trace: SendTrace | None = field(default=None, repr=False, eq=False)
+    #: What the idempotency layer did with the call: ``"sent"`` for a call it recorded.
+    idempotency: str | None = None
+    #: Whether the call may have had an effect so far (a mutating call with the layer on).
+    send_record: SendRecord | None = field(default=None, repr=False, eq=False)
 
     def replace(self, **changes: Any) -> ApiRequest:
         """A copy with *changes*: :func:`attrs.evolve`, without its introspection per call."""
@@ -86,15 +92,11 @@ class ApiRequest:
             "deadline": self.deadline,
             "headers": self.headers,
             "secrets": self.secrets,
-            "trace": self.trace,
+            "idempotency": self.idempotency,
+            "send_record": self.send_record,
         }
         fields.update(changes)
         return ApiRequest(**fields)
-
-    @property
-    def idempotency(self) -> str | None:
-        """What the idempotency layer did with this call so far (see :class:`SendTrace`)."""
-        return self.trace.idempotency if self.trace is not None else None
 
     def shown_fields(self, attempt: int | None = None) -> dict[str, Any]:
         """The fields of this request that log and hook records show.
@@ -124,12 +126,20 @@ class ApiRequest:
 
 @frozen(kw_only=True)
 class ApiResponse:
-    """An HTTP answer; ``result`` is the decoded result model once the errors middleware ran."""
+    """An HTTP answer; ``result`` is the decoded result model once the errors middleware ran.
+
+    ``attempts`` and ``idempotency`` say how the call got it, for the layers above the retry
+    and idempotency middlewares (the call's span): the attempts made, and for an answer from
+    the idempotency store ``"replayed"`` or ``"waited"`` (with 0 attempts). A call the layer
+    recorded and sent keeps ``idempotency=None``: no copy of each answer is made to say so.
+    """
 
     status: int
     headers: Mapping[str, str] = field(repr=False)
     body: bytes = field(repr=False)
     result: Any = None
+    attempts: int = 1
+    idempotency: str | None = None
 
     def replace(self, **changes: Any) -> ApiResponse:
         """A copy with *changes* (see :meth:`ApiRequest.replace`)."""
@@ -138,6 +148,8 @@ class ApiResponse:
             "headers": self.headers,
             "body": self.body,
             "result": self.result,
+            "attempts": self.attempts,
+            "idempotency": self.idempotency,
         }
         fields.update(changes)
         return ApiResponse(**fields)
@@ -147,3 +159,7 @@ class ApiResponse:
 Handler = Callable[[ApiRequest], Awaitable[ApiResponse]]
 #: ``async (request, call_next) -> response``, the shape of aiohttp's own middlewares.
 Middleware = Callable[[ApiRequest, Handler], Awaitable[ApiResponse]]
+#: The last handler: ``async (request) -> response``, the ``transport=`` of a client. It gets
+#: the request as it goes on the wire (``body`` and ``data`` with the shop's credentials) and
+#: returns the answer as it came; see the testing page.
+Transport = Callable[[ApiRequest], Awaitable[ApiResponse]]

@@ -1,44 +1,50 @@
-"""Owns or borrows the aiohttp ClientSession, and knows whether the client is still open."""
+"""Owns or borrows the aiohttp ClientSession, and knows whether the client is still open.
+
+:class:`LoopGuard` keeps a client on the event loop its pool belongs to.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 
-__all__ = ["SessionHolder"]
+__all__ = ["LoopGuard", "SessionHolder"]
 
 _CONNECTION_LIMIT = 100
 
+_Signal = Callable[[aiohttp.ClientSession, SimpleNamespace, Any], Awaitable[None]]
 
-def _marks_writing(*, writing: bool) -> Callable[..., Awaitable[None]]:
-    """A trace signal's handler that sets the request's trace ``writing`` to *writing*.
 
-    Without these signals (a session without them, a test double of aiohttp) the transport's
-    assumption stands: anything may have been written.
-    """
+def _mark_writing(*, writing: bool) -> _Signal:
+    """A request signal that tells the attempt's send record whether writing has started."""
 
-    async def mark(
+    async def signal(
         session: aiohttp.ClientSession,  # noqa: ARG001 - the signal's signature
         context: SimpleNamespace,
         params: object,  # noqa: ARG001
     ) -> None:
-        trace = context.trace_request_ctx
-        if trace is not None:
-            trace.writing = writing
+        record = context.trace_request_ctx
+        if record is not None:
+            record.writing = writing
 
-    return mark
+    return signal
 
 
 def _trace_config() -> aiohttp.TraceConfig:
     config = aiohttp.TraceConfig()
-    # Proof that this request is traced: from here until the headers go, nothing is written.
-    config.on_request_start.append(_marks_writing(writing=False))
+    # Proof that this request is traced: from its start until the headers go, nothing is
+    # written. Without these signals (a borrowed session, a test double of aiohttp) the
+    # transport's assumption stands: anything may have been written.
+    config.on_request_start.append(_mark_writing(writing=False))
     # aiohttp calls this just before it writes the request's first byte: until then the server
     # cannot have processed anything, whatever happens to the attempt (a wait for a pooled
     # connection, a connect, a cancellation).
-    config.on_request_headers_sent.append(_marks_writing(writing=True))
+    config.on_request_headers_sent.append(_mark_writing(writing=True))
     return config
 
 
@@ -107,3 +113,35 @@ class SessionHolder:
         for session in (pooled if self._owned else None, fresh):
             if session is not None:
                 await session.close()
+
+
+class LoopGuard:
+    """Remembers the event loop a client first ran on, and refuses any other.
+
+    The connection pool (and a Redis store's connections) belong to that loop: used from
+    another one they fail deep inside aiohttp ("Event loop is closed", "attached to a
+    different loop"). Shared by a client and its views.
+    """
+
+    __slots__ = ("_loop",)
+
+    def __init__(self) -> None:
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+
+    @property
+    def used(self) -> bool:
+        """Whether a call ran (and so a connection pool may be open)."""
+        return self._loop is not None
+
+    def check(self) -> None:
+        """Remember the running loop on first use; refuse any other after it."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = weakref.ref(loop)
+        elif self._loop() is not loop:
+            raise RuntimeError(
+                "this LoyaltyClient was first used on another event loop, and its connection "
+                "pool belongs to that loop: one client per event loop. Create the client inside "
+                "the loop that uses it (in each asyncio.run(), in each thread), or call the API "
+                "from synchronous code with rees46_loyalty.SyncLoyaltyClient"
+            )

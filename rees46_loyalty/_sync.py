@@ -32,7 +32,7 @@ from ._client import (
 )
 from ._clock import Clock
 from ._hooks import Hooks
-from ._http import Middleware
+from ._http import Middleware, Transport
 from ._policy import RetryPolicy
 from ._scrub import scrubbed_init
 from .idempotency import IdempotencyStore
@@ -236,7 +236,8 @@ class SyncLoyaltyClient:
       ``RedisIdempotencyStore`` made from a URL closes its connections).
 
     It takes no ``session``: an aiohttp session belongs to an event loop, and this client's
-    loop is private. The other arguments are those of ``LoyaltyClient``.
+    loop is private. The other arguments are those of ``LoyaltyClient``; a ``transport``
+    function runs on the client's loop.
     """
 
     @scrubbed_init
@@ -257,6 +258,7 @@ class SyncLoyaltyClient:
         hooks: Hooks | None = None,
         tracing: bool | TracerProvider | None = False,
         clock: Clock | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self._client = LoyaltyClient(
             shop_id,
@@ -273,6 +275,7 @@ class SyncLoyaltyClient:
             hooks=hooks,
             tracing=tracing,
             clock=clock,
+            transport=transport,
         )
         self._shared = _Shared(self._client)
         self._runner = self._shared.runner

@@ -21,7 +21,7 @@ from yarl import URL
 
 from ._body import AnswerTooLarge, read_body
 from ._clock import Clock
-from ._http import ApiRequest, ApiResponse
+from ._http import ApiRequest, ApiResponse, SendRecord, Transport
 from ._operations import RetrySafety
 from ._redact import redact
 from ._scrub import forget_locals, strip_tracebacks
@@ -31,7 +31,7 @@ from ._version import VERSION
 from .errors import ConnectError, LoyaltyError, MalformedResponseError, TransportError
 from .errors import TimeoutError as ApiTimeoutError
 
-__all__ = ["USER_AGENT", "AiohttpTransport"]
+__all__ = ["USER_AGENT", "AiohttpTransport", "FunctionTransport", "attempt_timeout"]
 
 try:
     # OpenTelemetry's HTTP client instrumentations (aiohttp's included) make no span while this
@@ -73,28 +73,7 @@ class AiohttpTransport:
         self._max_body = max_body  # the largest answer read, in bytes after decompression
 
     async def __call__(self, request: ApiRequest) -> ApiResponse:
-        context: dict[str, Any] = {
-            "operation": request.operation.name,
-            "order_id": request.order_id,
-            "attempts": request.attempt,
-        }
-        timeout = request.timeout
-        if request.deadline is not None:
-            left = request.deadline - self._clock.monotonic()
-            if left <= 0:
-                raise ApiTimeoutError("the call's deadline passed", request_sent=False, **context)
-            once = request.operation.safety is RetrySafety.ONCE
-            if once and timeout is not None and left < timeout:
-                # Started now, a change could be cut short while the server commits it: an
-                # unknown outcome made by the SDK itself. Not sent is the outcome to prefer.
-                raise ApiTimeoutError(
-                    f"not sent: a change needs its whole timeout ({timeout:g}s), and only "
-                    f"{left:.3g}s were left before the call's deadline (the retry policy's "
-                    "deadline, or 90% of the idempotency store's lease)",
-                    request_sent=False,
-                    **context,
-                )
-            timeout = left if timeout is None else min(timeout, left)
+        timeout = attempt_timeout(request, self._clock)
         url = self._urls.get(request.path)
         if url is None:
             url = self._urls[request.path] = request.operation.url(self._base_url)
@@ -110,8 +89,11 @@ class AiohttpTransport:
         # its __context__, and its cause keeps no traceback: the frames of aiohttp (and of
         # _exchange) hold the body and the URL with the secret in their local variables.
         error: LoyaltyError
+        # Whether this attempt may have written anything: the call's record when the
+        # idempotency layer keeps one, else this attempt's own.
+        record = request.send_record if request.send_record is not None else SendRecord()
         try:
-            return await self._exchange(request, url, headers, timeout)
+            return await self._exchange(request, url, headers, timeout, record)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # ConnectionTimeoutError covers the wait for a pooled connection and the connect
             # itself: in both the request was never written.
@@ -119,12 +101,12 @@ class AiohttpTransport:
             cause = _shown_cause(exc, request)
         except asyncio.TimeoutError as exc:  # SocketTimeoutError, or the attempt's total timeout
             error = _translate(
-                ApiTimeoutError, "no answer in time", exc, request, request_sent=_sent(request)
+                ApiTimeoutError, "no answer in time", exc, request, request_sent=record.writing
             )
             cause = _shown_cause(exc, request)
         except (aiohttp.ClientError, OSError) as exc:
             error = _translate(
-                TransportError, "the connection failed", exc, request, request_sent=_sent(request)
+                TransportError, "the connection failed", exc, request, request_sent=record.writing
             )
             cause = _shown_cause(exc, request)
         except AnswerTooLarge as exc:
@@ -147,7 +129,12 @@ class AiohttpTransport:
         raise error from cause
 
     async def _exchange(
-        self, request: ApiRequest, url: URL, headers: Mapping[str, str], timeout: float | None
+        self,
+        request: ApiRequest,
+        url: URL,
+        headers: Mapping[str, str],
+        timeout: float | None,
+        record: SendRecord,
     ) -> ApiResponse:
         # The only frame of the SDK that holds the secret (the query of a GET, the body of a
         # POST) and the answer before redaction; an error leaving it loses its traceback.
@@ -161,10 +148,9 @@ class AiohttpTransport:
         sessions = self._sessions
         once = request.operation.safety is RetrySafety.ONCE
         session = sessions.get_fresh() if once else sessions.get()
-        if request.trace is not None:
-            # Until the session says otherwise (the SDK's own sessions tell when writing really
-            # starts; a borrowed one cannot), anything may be written from here on.
-            request.trace.writing = True
+        # Until the session says otherwise (the SDK's own sessions tell when writing really
+        # starts; a borrowed one cannot), anything may be written from here on.
+        record.writing = True
         async with session.request(
             request.method,
             url,
@@ -175,7 +161,7 @@ class AiohttpTransport:
             allow_redirects=False,  # a redirect must never carry the secret elsewhere
             middlewares=(),  # a borrowed session's own middlewares could resend a change
             raise_for_status=False,  # status codes are the errors middleware's business
-            trace_request_ctx=request.trace,
+            trace_request_ctx=record,
         ) as response:
             payload = await read_body(response, self._max_body)
             return ApiResponse(status=response.status, headers=response.headers, body=payload)
@@ -190,9 +176,71 @@ class AiohttpTransport:
         return aiohttp.ClientTimeout(total=attempt, connect=connect)
 
 
-def _sent(request: ApiRequest) -> bool:
-    """Whether the failed attempt may have written anything: unknown without a trace."""
-    return request.trace is None or request.trace.writing
+def attempt_timeout(request: ApiRequest, clock: Clock) -> float | None:
+    """The seconds *request*'s attempt may take, its deadline counted; or a not-sent timeout.
+
+    Raises :class:`~rees46_loyalty.errors.TimeoutError` (``request_sent=False``) when the
+    deadline has passed, or when a ``change`` could not have its whole timeout before it.
+    """
+    timeout = request.timeout
+    if request.deadline is None:
+        return timeout
+    left = request.deadline - clock.monotonic()
+    if left > 0 and (
+        timeout is None or left >= timeout or request.operation.safety is not RetrySafety.ONCE
+    ):
+        return left if timeout is None else min(timeout, left)
+    context: dict[str, Any] = {
+        "operation": request.operation.name,
+        "order_id": request.order_id,
+        "attempts": request.attempt,
+    }
+    if left <= 0:
+        raise ApiTimeoutError("the call's deadline passed", request_sent=False, **context)
+    # Started now, a change could be cut short while the server commits it: an unknown outcome
+    # made by the SDK itself. Not sent is the outcome to prefer.
+    raise ApiTimeoutError(
+        f"not sent: a change needs its whole timeout ({timeout:g}s), and only {left:.3g}s were "
+        "left before the call's deadline (the retry policy's deadline, or 90% of the "
+        "idempotency store's lease)",
+        request_sent=False,
+        **context,
+    )
+
+
+class FunctionTransport:
+    """A transport of the caller's (``transport=``) at the bottom of the chain.
+
+    The rules of an attempt stay the SDK's: an attempt that could not finish before the call's
+    deadline is not started, and anything the function does with the request may have reached
+    the server, unless it raises an error that says otherwise
+    (:class:`~rees46_loyalty.errors.ConnectError`, ``request_sent=False``). An SDK error it
+    raises gets the call's operation, order and attempt number.
+    """
+
+    __slots__ = ("_clock", "_send")
+
+    def __init__(self, send: Transport, clock: Clock) -> None:
+        self._send = send
+        self._clock = clock
+
+    async def __call__(self, request: ApiRequest) -> ApiResponse:
+        attempt_timeout(request, self._clock)  # raises when the attempt may not start
+        if request.body is None and request.method == "POST":  # a middleware replaced `data`
+            request = request.replace(body=dumps(request.data))
+        if request.send_record is not None:
+            request.send_record.writing = True
+        try:
+            response = await self._send(request)
+        except LoyaltyError as error:
+            # The call's context, as the aiohttp transport gives its own errors.
+            error.operation = request.operation.name
+            error.order_id = request.order_id
+            error.attempts = request.attempt
+            raise
+        if not isinstance(response, ApiResponse):
+            raise TypeError(f"transport= must return an ApiResponse, got {type(response).__name__}")
+        return response
 
 
 def _translate(

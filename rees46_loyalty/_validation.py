@@ -9,6 +9,7 @@ rule its declaration names, and its body is built in the same walk.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import attrs
+from yarl import URL
 
 from ._hooks import Hooks
 from ._policy import RetryPolicy
@@ -26,7 +28,7 @@ from .errors import ValidationError
 from .models import CartItem, CheckoutRequest
 
 __all__ = [
-    "checkout_body",
+    "base_url",
     "checkout_request",
     "client_options",
     "idempotency_key",
@@ -395,6 +397,7 @@ def client_options(
     hooks: object,
     clock: object,
     max_response_bytes: object,
+    transport: object = None,
 ) -> None:
     """Check the types and values of LoyaltyClient's keyword arguments.
 
@@ -439,6 +442,46 @@ def client_options(
         )
     if max_response_bytes <= 0:
         raise ValueError(f"max_response_bytes must be more than 0, got {max_response_bytes}")
+    _transport(transport, session)
+
+
+def _transport(transport: object, session: object) -> None:
+    if transport is None:
+        return
+    if not callable(transport):
+        raise TypeError(
+            "transport must be a callable async (request) -> response, "
+            f"got {type(transport).__name__}"
+        )
+    if session is not None:
+        raise ValueError(
+            "transport= replaces the aiohttp transport, which is what session= is for: "
+            "pass one or the other"
+        )
 
 
 _STORE_METHODS = ("begin", "finish", "release", "wait", "get", "forget", "close")
+
+
+def base_url(value: str, allow_insecure_http: bool) -> URL:
+    """Check the ``base_url`` option: http(s) with a host, no credentials, https off loopback."""
+    url = URL(value)
+    if url.scheme not in ("https", "http") or not url.host:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {value!r}")
+    if url.query_string or url.fragment or url.user or url.password:
+        raise ValueError("base_url must not carry credentials, a query or a fragment")
+    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
+        raise ValueError(
+            "base_url uses plain http on a non-loopback host, which would send the shop "
+            "secret unencrypted; use https, or pass allow_insecure_http=True"
+        )
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

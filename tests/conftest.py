@@ -7,6 +7,11 @@ unmasked member phone number (see ``log_records``). The ``client`` fixtures trac
 OpenTelemetry into an in-memory exporter, and no span of any test may hold them either: every
 failure scenario of the error, retry and validation tests is walked with spans on.
 
+The network: unit tests send through a transport function (the ``api`` fixture, a
+``tests.unit.helpers.FakeApi``: ``client`` and ``once_client`` use it when a test asks for it).
+aioresponses (``mocked``) is left to the tests of the aiohttp transport itself: its translation
+of aiohttp's failures, the secret in aiohttp's texts and frames, sessions and their life cycle.
+
 Shim: aioresponses 0.7.9 builds ``ClientResponse`` without the ``stream_writer`` argument that
 aiohttp 3.14 requires, so every mocked request fails with a TypeError (aioresponses issue #289,
 open). We give its response factory a subclass that supplies an inert writer; it is the smallest
@@ -72,26 +77,48 @@ def mocked() -> Iterator[AioResponses]:
 
 
 @pytest.fixture
+def api() -> Any:
+    """A transport function with canned answers (tests.unit.helpers.FakeApi)."""
+    from tests.unit.helpers import FakeApi  # noqa: PLC0415 - the unit tests' helper
+
+    return FakeApi()
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
+def _transport(request: pytest.FixtureRequest) -> Any:
+    """The test's ``api`` (a tests.unit.helpers.FakeApi) when it asks for one, else None."""
+    return request.getfixturevalue("api") if "api" in request.fixturenames else None
+
+
 @pytest.fixture
-async def client(clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
+async def client(clock: FakeClock, request: pytest.FixtureRequest) -> AsyncIterator[LoyaltyClient]:
     """A client of https://api.test with the default retry policy and a fake clock.
 
-    The idempotency layer is off: these tests are about what goes on the wire; the layer has
-    its own tests.
+    It sends through the test's ``api`` fixture when the test asks for it (``transport=``),
+    else through aiohttp (faked by ``mocked``). The idempotency layer is off: these tests are
+    about what goes on the wire; the layer has its own tests.
     """
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, idempotency=None, tracing=True
+        SHOP_ID,
+        SHOP_SECRET,
+        base_url=BASE_URL,
+        clock=clock,
+        idempotency=None,
+        tracing=True,
+        transport=_transport(request),
     ) as c:
         yield c
 
 
 @pytest.fixture
-async def once_client(clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
-    """A client that never retries."""
+async def once_client(
+    clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[LoyaltyClient]:
+    """A client that never retries (through ``api`` when the test asks for it, as ``client``)."""
     async with LoyaltyClient(
         SHOP_ID,
         SHOP_SECRET,
@@ -100,6 +127,7 @@ async def once_client(clock: FakeClock) -> AsyncIterator[LoyaltyClient]:
         retry=RetryPolicy.disabled(),
         idempotency=None,
         tracing=True,
+        transport=_transport(request),
     ) as c:
         yield c
 

@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 
 from .._clock import Clock
-from .._http import ApiRequest, ApiResponse, Handler, SendTrace
+from .._http import ApiRequest, ApiResponse, Handler, SendRecord
 from .._operations import DETAILS
 from .._reconcile import derived_change, same_cart
 from .._serialization import dumps, load_answer
@@ -58,7 +58,13 @@ from ..idempotency._records import (
 from ..models import OrderCalculation
 from .errors import decode_response, recorded_answer
 
-__all__ = ["IdempotencyMiddleware", "IdempotencyStore", "fingerprint", "record_key"]
+__all__ = [
+    "IdempotencyMiddleware",
+    "IdempotencyStore",
+    "fingerprint",
+    "record_key",
+    "recorded",
+]
 
 logger = logging.getLogger("rees46_loyalty")
 
@@ -67,6 +73,15 @@ logger = logging.getLogger("rees46_loyalty")
 # Authentication, rate limits and server errors are never kept.
 _TERMINAL_ERRORS = (OrderStatusError, BadRequestError, NotFoundError)
 _by_product = itemgetter("product_id")
+
+
+def recorded(request: ApiRequest) -> bool:
+    """Whether the layer records *request*: a mutating call on an order.
+
+    Its answer is then ``"sent"`` unless it says otherwise (:attr:`ApiResponse.idempotency`
+    is ``"replayed"`` or ``"waited"`` for an answer from the store).
+    """
+    return request.operation.mutating and request.order_id is not None
 
 
 def record_key(shop_id: str, order_id: str) -> str:
@@ -135,7 +150,7 @@ class IdempotencyMiddleware:
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         operation = request.operation
-        if not operation.mutating or request.order_id is None:
+        if not recorded(request) or request.order_id is None:  # (the latter for mypy)
             return await call_next(request)
         key = record_key(self._shop_id, request.order_id)
         intent = Intent(
@@ -145,16 +160,17 @@ class IdempotencyMiddleware:
             safety=operation.safety.value,
         )
         owner = _new_owner()
-        trace = request.trace if request.trace is not None else SendTrace()
-        decision = await self._acquire(request, key, intent, owner, trace)
+        decision = await self._acquire(request, key, intent, owner)
         if isinstance(decision, ApiResponse):  # replayed
             return decision
         # The call must be over before its lease is: once the lease runs out another caller may
         # take the order over. A tenth of the lease is kept as a margin.
         lease_ends = self._clock.monotonic() + self.store.lease * 0.9
+        record = SendRecord()
         request = request.replace(
             deadline=lease_ends if request.deadline is None else min(request.deadline, lease_ends),
-            trace=trace,
+            idempotency="sent",
+            send_record=record,
         )
         noted: tuple[bytes, bytes] | None = None
         if intent.once:
@@ -174,7 +190,7 @@ class IdempotencyMiddleware:
                 owner=owner,
                 intent=intent,
                 failure=failure,
-                trace=trace,
+                record=record,
                 noted=noted,
             )
             try:
@@ -299,11 +315,11 @@ class IdempotencyMiddleware:
         _log_finish(request, done, "succeeded")
 
     async def _acquire(
-        self, request: ApiRequest, key: str, intent: Intent, owner: str, trace: SendTrace
+        self, request: ApiRequest, key: str, intent: Intent, owner: str
     ) -> Decision | ApiResponse:
         """Wait while the order is busy; then take the lease, replay, or raise what the book says.
 
-        Returns the ACQUIRED decision or a replayed response; tells *trace* which it was.
+        Returns the ACQUIRED decision or a replayed response.
         """
         give_up_at = self._clock.monotonic() + self._wait_timeout
         waited = False
@@ -311,7 +327,6 @@ class IdempotencyMiddleware:
             decision = await self._begin(key, intent, owner)
             verdict = decision.verdict
             if verdict is Verdict.ACQUIRED:
-                trace.idempotency = "sent"
                 return decision
             if verdict is Verdict.BUSY:
                 if not waited:
@@ -332,8 +347,7 @@ class IdempotencyMiddleware:
                     )
                 await self.store.wait(key, min(decision.wait, left))
                 continue
-            trace.idempotency = "waited" if waited else "replayed"
-            answer = self._answer_from(request, decision, trace.idempotency)
+            answer = self._answer_from(request, decision, "waited" if waited else "replayed")
             if isinstance(answer, ApiResponse):
                 return answer
             raise answer
@@ -447,7 +461,9 @@ class IdempotencyMiddleware:
             outcome_name,
             extra=_extra(request, outcome_name),
         )
-        return ApiResponse(status=200, headers={}, body=b"", result=result)
+        return ApiResponse(
+            status=200, headers={}, body=b"", result=result, attempts=0, idempotency=outcome_name
+        )
 
     async def _settle(
         self,
@@ -457,7 +473,7 @@ class IdempotencyMiddleware:
         owner: str,
         intent: Intent,
         failure: BaseException,
-        trace: SendTrace,
+        record: SendRecord,
         noted: tuple[bytes, bytes] | None,
     ) -> None:
         """Record what a failed call leaves behind.
@@ -481,7 +497,7 @@ class IdempotencyMiddleware:
                         answer=answer,
                         previous_unknown=failure.previous_outcome_unknown,
                     )
-        elif trace.maybe_processed:
+        elif record.maybe_processed:
             # Cancelled (or broken) after an attempt started writing its request.
             outcome = unknown
         if outcome is None:

@@ -13,7 +13,8 @@ What may be resent depends on the operation's retry-safety class:
   proved nothing was processed) is raised instead.
 
 Whatever the class, a call that fails after an attempt that may have been processed says so on
-its error (``previous_outcome_unknown``), and the call's trace keeps it for the idempotency layer.
+its error (``previous_outcome_unknown``), and the call's send record keeps it for the idempotency
+layer.
 Whether a failure may have been processed is the error's own business
 (:attr:`~rees46_loyalty.errors.LoyaltyError.maybe_processed`).
 
@@ -119,13 +120,11 @@ class RetryMiddleware:
                 request = request.replace(deadline=deadline)
         # The first attempt runs outside tenacity: most calls succeed at once, and the retry
         # machinery is only worth building when they do not.
-        if request.trace is not None:
-            request.trace.attempts = 1
         try:
             response = await call_next(request)
         except LoyaltyError as first:
-            if request.trace is not None:
-                request.trace.attempt_failed(first.maybe_processed)
+            if request.send_record is not None:
+                request.send_record.attempt_failed(first.maybe_processed)
             return await self._retry(request, call_next, first, started)
         if self._budget is not None:
             self._budget.release(1)
@@ -150,18 +149,16 @@ class RetryMiddleware:
                     try:
                         if number == 1:
                             raise first  # the attempt already made, for tenacity to judge
-                        if request.trace is not None:
-                            request.trace.attempts = number
                         response = await call_next(request.replace(attempt=number))
                     except LoyaltyError as error:
-                        if request.trace is not None:
-                            request.trace.attempt_failed(error.maybe_processed)
+                        if request.send_record is not None:
+                            request.send_record.attempt_failed(error.maybe_processed)
                         replacement = self._classify(request, call, error)
                         if replacement is not error:
                             raise replacement from error
                         raise
                     self._succeeded(call)
-                    return response
+                    return response.replace(attempts=number)
         except LoyaltyError as error:
             if error.retryable or isinstance(error, OutcomeUnknownError):
                 logger.warning(

@@ -1,7 +1,8 @@
 """OpenTelemetry spans: one per call, one per attempt (the ``otel`` extra).
 
 The call span (INTERNAL, ``rees46_loyalty <operation>``) is outermost, so a call answered from
-the idempotency store has one too; it carries the retry count and the idempotency outcome.
+the idempotency store has one too; it carries the retry count (from the answer or the error)
+and the idempotency outcome (from the answer).
 Each attempt is a CLIENT span named and described after the HTTP client semantic conventions
 (``http.request.method``, ``url.full`` without its query string, ``server.address``,
 ``server.port``, ``http.response.status_code``, ``error.type``,
@@ -17,10 +18,11 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from yarl import URL
 
-from .._http import ApiRequest, ApiResponse, Handler, SendTrace
+from .._http import ApiRequest, ApiResponse, Handler
 from .._redact import mask_identifier
 from .._version import VERSION
 from ..errors import LoyaltyError
+from .idempotency import recorded
 
 __all__ = ["AttemptSpanMiddleware", "CallSpanMiddleware", "tracer_of"]
 
@@ -35,10 +37,11 @@ def tracer_of(provider: TracerProvider | None) -> trace.Tracer:
 class CallSpanMiddleware:
     """Opens the span of a whole call, retries and idempotency included."""
 
-    __slots__ = ("_tracer",)
+    __slots__ = ("_idempotency", "_tracer")
 
-    def __init__(self, tracer: trace.Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer, *, idempotency: bool) -> None:
         self._tracer = tracer
+        self._idempotency = idempotency  # whether the chain has the idempotency layer
 
     async def __call__(self, request: ApiRequest, call_next: Handler) -> ApiResponse:
         attributes: dict[str, Any] = {"rees46_loyalty.operation": request.operation.name}
@@ -47,7 +50,6 @@ class CallSpanMiddleware:
         identifier = mask_identifier(request.identifier)
         if identifier is not None:
             attributes["rees46_loyalty.identifier"] = identifier
-        record = SendTrace()
         with self._tracer.start_as_current_span(
             f"rees46_loyalty {request.operation.name}",
             kind=SpanKind.INTERNAL,
@@ -56,13 +58,19 @@ class CallSpanMiddleware:
             set_status_on_exception=False,
         ) as span:
             try:
-                response = await call_next(request.replace(trace=record))
+                response = await call_next(request)
             except BaseException as error:
-                _finish_call(span, record)
+                if isinstance(error, LoyaltyError):
+                    _count_attempts(span, error.attempts)
                 span.set_attribute("error.type", type(error).__name__)
                 span.set_status(Status(StatusCode.ERROR, _describe(error)))
                 raise
-            _finish_call(span, record)
+            _count_attempts(span, response.attempts)
+            outcome = response.idempotency
+            if outcome is None and self._idempotency and recorded(request):
+                outcome = "sent"
+            if outcome is not None:
+                span.set_attribute("rees46_loyalty.idempotency", outcome)
             return response
 
 
@@ -106,11 +114,9 @@ class AttemptSpanMiddleware:
             return response
 
 
-def _finish_call(span: trace.Span, record: SendTrace) -> None:
-    span.set_attribute("rees46_loyalty.attempts", record.attempts)
-    span.set_attribute("rees46_loyalty.retry_count", max(record.attempts - 1, 0))
-    if record.idempotency is not None:
-        span.set_attribute("rees46_loyalty.idempotency", record.idempotency)
+def _count_attempts(span: trace.Span, attempts: int) -> None:
+    span.set_attribute("rees46_loyalty.attempts", attempts)
+    span.set_attribute("rees46_loyalty.retry_count", max(attempts - 1, 0))
 
 
 def _describe(error: BaseException) -> str:

@@ -22,7 +22,6 @@ from pathlib import Path
 import aiohttp
 import aiohttp.abc
 import pytest
-from aioresponses import aioresponses as AioResponses  # noqa: N812
 
 from benchmarks._redis import _binary, _free_port, _wait_for_pong
 from rees46_loyalty import (
@@ -50,7 +49,7 @@ from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
 from tests.payloads import CALCULATION, CHANGE, status_envelope
-from tests.unit.helpers import url, url_pattern
+from tests.unit.helpers import FakeApi
 
 pytestmark = pytest.mark.integration
 
@@ -400,12 +399,14 @@ async def test_a_caller_cancelled_before_the_request_is_written_leaves_nothing_u
 
 
 @pytest.mark.parametrize("status", [404, 408])
-async def test_a_proxys_error_page_is_never_replayed(mocked: AioResponses, status: int) -> None:
+async def test_a_proxys_error_page_is_never_replayed(api: FakeApi, status: int) -> None:
     """A proxy's HTML error page is raised, not recorded: the next identical call is sent."""
-    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION), repeat=True)
-    mocked.post(url("change"), status=status, body="<html>no</html>", content_type="text/html")
-    mocked.post(url("change"), payload=status_envelope(CHANGE))
-    async with LoyaltyClient(SHOP_ID, SHOP_SECRET, base_url="https://api.test") as client:
+    api.get("details", payload=status_envelope(CALCULATION), repeat=True)
+    api.post("change", status=status, body="<html>no</html>", content_type="text/html")
+    api.post("change", payload=status_envelope(CHANGE))
+    async with LoyaltyClient(
+        SHOP_ID, SHOP_SECRET, base_url="https://api.test", transport=api
+    ) as client:
         # Not the API's answer (a NotAnApiError since issue 14), so never the API's "not found".
         with pytest.raises(NotAnApiError) as caught:
             await client.change(order_id="1001", cart_items=SMALLER)
@@ -417,16 +418,16 @@ async def test_a_proxys_error_page_is_never_replayed(mocked: AioResponses, statu
 # -- 10. ambiguous store keys ------------------------------------------------------------------
 
 
-async def test_store_keys_of_two_shops_never_collide(mocked: AioResponses) -> None:
+async def test_store_keys_of_two_shops_never_collide(api: FakeApi) -> None:
     """Shop 's' with key 't:key:K' and shop 's:key:t' with key 'K' are two records."""
-    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION), repeat=True)
-    mocked.post(url("change"), payload=status_envelope(CHANGE), repeat=True)
+    api.get("details", payload=status_envelope(CALCULATION), repeat=True)
+    api.post("change", payload=status_envelope(CHANGE), repeat=True)
     store = MemoryIdempotencyStore()
     calls = (("s", "t:key:K"), ("s:key:t", "K"))
     results = []
     for shop, key in calls:
         async with LoyaltyClient(
-            shop, SHOP_SECRET, base_url="https://api.test", idempotency=store
+            shop, SHOP_SECRET, base_url="https://api.test", idempotency=store, transport=api
         ) as client:
             results.append(
                 await client.change(order_id="1", cart_items=SMALLER, idempotency_key=key)
@@ -439,15 +440,15 @@ async def test_store_keys_of_two_shops_never_collide(mocked: AioResponses) -> No
 
 
 async def test_a_terminal_error_replayed_from_redis_equals_the_original(
-    mocked: AioResponses, redis_url: str
+    api: FakeApi, redis_url: str
 ) -> None:
     """Decimals of the error payload come back as Decimals, the type and message the same."""
     answer = {"status": "error", "payload": {"message": "too much", "max_bonuses": 12.5}}
-    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
-    mocked.post(url("change"), status=400, payload=answer)
+    api.get("details", payload=status_envelope(CALCULATION))
+    api.post("change", status=400, payload=answer)
     store = RedisIdempotencyStore(redis_url, namespace=f"err-{uuid.uuid4().hex}")
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url="https://api.test", idempotency=store
+        SHOP_ID, SHOP_SECRET, base_url="https://api.test", idempotency=store, transport=api
     ) as client:
         with pytest.raises(BadRequestError) as first:
             await client.change(order_id="1001", cart_items=SMALLER)
@@ -461,19 +462,17 @@ async def test_a_terminal_error_replayed_from_redis_equals_the_original(
     assert (again.value.status, again.value.message) == (400, "too much")
 
 
-async def test_a_corrupt_record_is_an_idempotency_error(
-    mocked: AioResponses, redis_url: str
-) -> None:
+async def test_a_corrupt_record_is_an_idempotency_error(api: FakeApi, redis_url: str) -> None:
     """A record that is not a book: IdempotencyError from the call and from clearing it."""
     store = RedisIdempotencyStore(redis_url, namespace=f"bad-{uuid.uuid4().hex}")
     key = store._key(record_key(SHOP_ID, "1001"))
     await store._redis.hset(key, "book", "not json")  # type: ignore[misc]
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url="https://api.test", idempotency=store
+        SHOP_ID, SHOP_SECRET, base_url="https://api.test", idempotency=store, transport=api
     ) as client:
         with pytest.raises(IdempotencyError, match="nothing was sent"):
             await client.change(order_id="1001", cart_items=SMALLER)
         with pytest.raises(IdempotencyError, match="could not clear"):
             await client.clear_idempotency(order_id="1001")
     await store.close()
-    assert len(mocked.requests) == 0
+    assert len(api.requests) == 0

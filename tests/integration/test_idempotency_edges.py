@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from aioresponses import aioresponses as AioResponses  # noqa: N812
 
 from rees46_loyalty import (
     ApiRequest,
@@ -41,7 +40,7 @@ from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
 from tests.conftest import SHOP_ID, SHOP_SECRET
 from tests.payloads import CALCULATION, CHANGE, status_envelope
-from tests.unit.helpers import url, url_pattern
+from tests.unit.helpers import FakeApi
 
 pytestmark = pytest.mark.integration
 
@@ -251,9 +250,7 @@ async def test_a_replayed_terminal_error_keeps_previous_outcome_unknown(
             assert caught.value.previous_outcome_unknown is True
 
 
-async def test_redis_replays_results_to_the_last_digit(
-    mocked: AioResponses, redis_url: str
-) -> None:
+async def test_redis_replays_results_to_the_last_digit(api: FakeApi, redis_url: str) -> None:
     """A replay from Redis equals the original: Decimals inside free-form fields, and trailing
     zeros, come back as they were."""
     payload: dict[str, Any] = {
@@ -262,11 +259,11 @@ async def test_redis_replays_results_to_the_last_digit(
         "order_total_change": -300.10,
         "bonuses_balance": 0.00,
     }
-    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
-    mocked.post(url("change"), payload=status_envelope(payload))
+    api.get("details", payload=status_envelope(CALCULATION))
+    api.post("change", payload=status_envelope(payload))
     store = RedisIdempotencyStore(redis_url, namespace=f"digits-{uuid.uuid4().hex}")
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url="https://api.test", idempotency=store
+        SHOP_ID, SHOP_SECRET, base_url="https://api.test", idempotency=store, transport=api
     ) as client:
         first = await client.change(order_id="1001", cart_items=SMALLER)
         again = await client.change(order_id="1001", cart_items=SMALLER)
@@ -278,15 +275,15 @@ async def test_redis_replays_results_to_the_last_digit(
 
 
 async def test_redis_keeps_terminal_errors_with_fractional_payloads(
-    mocked: AioResponses, redis_url: str
+    api: FakeApi, redis_url: str
 ) -> None:
     """A refused change whose error payload holds a fraction is recorded and replayed."""
     answer = {"status": "error", "payload": {"message": "too much", "max_bonuses": 12.5}}
-    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
-    mocked.post(url("change"), status=400, payload=answer)
+    api.get("details", payload=status_envelope(CALCULATION))
+    api.post("change", status=400, payload=answer)
     store = RedisIdempotencyStore(redis_url, namespace=f"err-{uuid.uuid4().hex}")
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url="https://api.test", idempotency=store
+        SHOP_ID, SHOP_SECRET, base_url="https://api.test", idempotency=store, transport=api
     ) as client:
         for attempts in (1, 0):
             with pytest.raises(BadRequestError) as caught:

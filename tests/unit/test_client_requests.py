@@ -1,13 +1,11 @@
-"""What the client puts on the wire, and what it makes of the answers."""
+"""What the client puts on the wire, and what it makes of the answers (through ``transport=``)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from decimal import Decimal
 
 import pytest
-from aioresponses import aioresponses as AioResponses  # noqa: N812
 
 from rees46_loyalty import (
     CartItem,
@@ -20,7 +18,7 @@ from rees46_loyalty import (
 )
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
 from tests.payloads import CALCULATION, CHANGE, HISTORY, REF, status_envelope, success_envelope
-from tests.unit.helpers import body_of, count, sent, url, url_pattern
+from tests.unit.helpers import FakeApi, body_of
 
 CART = [
     CartItem(product_id="A", price=Decimal("1000"), quantity=4),
@@ -36,10 +34,10 @@ CART = [
 
 
 async def test_post_body_carries_credentials_and_api_field_names(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """A POST body is JSON with shop_id and shop_secret and every field under the API's name."""
-    mocked.post(url("estimate"), payload=status_envelope(CALCULATION))
+    api.post("estimate", payload=status_envelope(CALCULATION))
     await client.estimate(
         cart_items=CART,
         identifier=PHONE,
@@ -54,7 +52,7 @@ async def test_post_body_carries_credentials_and_api_field_names(
         current_time="14:30",
         subscription="gold",
     )
-    assert body_of(mocked) == {
+    assert body_of(api) == {
         "shop_id": SHOP_ID,
         "shop_secret": SHOP_SECRET,
         "cart_items": [
@@ -80,20 +78,20 @@ async def test_post_body_carries_credentials_and_api_field_names(
         "current_time": "14:30",
         "subscription": "gold",
     }
-    headers = sent(mocked)[0][2]["headers"]
-    assert headers["Content-Type"] == "application/json"
 
 
 async def test_decimals_go_out_as_json_numbers_without_loss(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """Kopecks are written as JSON numbers (not strings) and read back to the same value."""
-    mocked.post(url("apply"), payload=status_envelope(CALCULATION))
+    api.post("apply", payload=status_envelope(CALCULATION))
     await client.apply(
         order_id="1001",
         cart_items=[CartItem(product_id="A", price=Decimal("99.90"), quantity=Decimal("1.5"))],
     )
-    raw = sent(mocked)[0][2]["data"].decode()
+    body = api.requests[0].body
+    assert body is not None
+    raw = body.decode()
     assert '"price":99.9' in raw
     assert '"quantity":1.5' in raw
     item = json.loads(raw, parse_float=Decimal)["cart_items"][0]
@@ -109,31 +107,32 @@ async def test_decimals_go_out_as_json_numbers_without_loss(
     ],
 )
 async def test_confirm_and_cancel_send_the_order_id(
-    client: LoyaltyClient, mocked: AioResponses, operation: str, call: object
+    client: LoyaltyClient, api: FakeApi, operation: str, call: object
 ) -> None:
     """confirm and cancel POST {shop_id, shop_secret, order_id} and return an OrderRef."""
-    mocked.post(url(operation), payload=success_envelope(REF))
+    api.post(operation, payload=success_envelope(REF))
     ref = await call(client)  # type: ignore[operator]
     assert ref == OrderRef(order_id="1001", identifier=PHONE)
-    assert body_of(mocked) == {"shop_id": SHOP_ID, "shop_secret": SHOP_SECRET, "order_id": "1001"}
+    assert body_of(api) == {"shop_id": SHOP_ID, "shop_secret": SHOP_SECRET, "order_id": "1001"}
 
 
 async def test_get_methods_send_credentials_in_the_query(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """details and history are GETs with shop_id, shop_secret and their key in the query."""
-    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
-    mocked.get(url_pattern("history"), payload=status_envelope(HISTORY))
+    api.get("details", payload=status_envelope(CALCULATION))
+    api.get("history", payload=status_envelope(HISTORY))
     details = await client.details(order_id="1001")
     history = await client.history(identifier=PHONE)
-    (_, _, details_kwargs), (_, _, history_kwargs) = sent(mocked)
-    assert details_kwargs["params"] == {
+    details_request, history_request = api.requests
+    assert details_request.method == history_request.method == "GET"
+    assert details_request.data == {
         "order_id": "1001",
         "shop_id": SHOP_ID,
         "shop_secret": SHOP_SECRET,
     }
-    assert details_kwargs["data"] is None
-    assert history_kwargs["params"] == {
+    assert details_request.body is None
+    assert history_request.data == {
         "identifier": PHONE,
         "shop_id": SHOP_ID,
         "shop_secret": SHOP_SECRET,
@@ -148,10 +147,10 @@ async def test_get_methods_send_credentials_in_the_query(
 
 @pytest.mark.parametrize("envelope", [status_envelope, success_envelope])
 async def test_both_envelopes_parse_into_the_same_result(
-    client: LoyaltyClient, mocked: AioResponses, envelope: object
+    client: LoyaltyClient, api: FakeApi, envelope: object
 ) -> None:
     """{"status": "success"} and {"success": true} envelopes give equal results."""
-    mocked.post(url("change"), payload=envelope(CHANGE))  # type: ignore[operator]
+    api.post("change", payload=envelope(CHANGE))  # type: ignore[operator]
     result = await client.change(order_id="1001", cart_items=CART)
     assert isinstance(result, OrderChange)
     assert result.order_total_change == Decimal("-300")
@@ -167,12 +166,12 @@ async def test_both_envelopes_parse_into_the_same_result(
     assert item.bonuses_reward_referral_program.referral_program_id == 21
 
 
-async def test_money_is_exact(client: LoyaltyClient, mocked: AioResponses) -> None:
+async def test_money_is_exact(client: LoyaltyClient, api: FakeApi) -> None:
     """99.90 and -0.10 in the answer come out as Decimal('99.90') and Decimal('-0.10')."""
     body = json.dumps(status_envelope({**CHANGE, "order_total": 0, "order_total_change": 0}))
     body = body.replace('"order_total": 0', '"order_total": 99.90')
     body = body.replace('"order_total_change": 0', '"order_total_change": -0.10')
-    mocked.post(url("change"), body=body, content_type="application/json")
+    api.post("change", body=body, content_type="application/json")
     result = await client.change(order_id="1001", cart_items=CART)
     assert str(result.order_total) == "99.90"
     assert result.order_total == Decimal("99.90")
@@ -180,11 +179,11 @@ async def test_money_is_exact(client: LoyaltyClient, mocked: AioResponses) -> No
 
 
 async def test_unknown_fields_are_ignored_and_missing_ones_default(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """Fields the SDK does not know are ignored; documented optional fields get defaults."""
     payload = {"order_total": 10, "order_to_pay": 9, "brand_new_field": {"x": [1, 2]}}
-    mocked.post(url("estimate"), payload=status_envelope(payload))
+    api.post("estimate", payload=status_envelope(payload))
     result = await client.estimate(cart_items=CART)
     assert result.order_total == Decimal(10)
     assert result.saved_total == Decimal(0)
@@ -194,20 +193,9 @@ async def test_unknown_fields_are_ignored_and_missing_ones_default(
 
 
 async def test_a_result_message_beside_the_fields_is_not_an_error(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """The seed documents payload.message on success: with the result fields it is kept."""
-    mocked.post(url("cancel"), payload=success_envelope({**REF, "message": "Order cancelled"}))
+    api.post("cancel", payload=success_envelope({**REF, "message": "Order cancelled"}))
     ref = await client.cancel(order_id="1001")
     assert ref.message == "Order cancelled"
-
-
-async def test_many_concurrent_calls_reuse_one_session(
-    client: LoyaltyClient, mocked: AioResponses
-) -> None:
-    """Concurrent first calls create one session between them, not one each."""
-    mocked.post(url("confirm"), payload=status_envelope(REF), repeat=True)
-    results = await asyncio.gather(*(client.confirm(order_id="1001") for _ in range(50)))
-    assert len(results) == 50
-    assert count(mocked) == 50
-    assert client._sessions.get() is client._sessions.get()

@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from aioresponses import aioresponses as AioResponses  # noqa: N812
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +39,7 @@ from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.models import FailedCode, OrderRef
 from tests.conftest import BASE_URL, PHONE, SHOP_ID, SHOP_SECRET
 from tests.payloads import CALCULATION, status_envelope
-from tests.unit.helpers import url, url_pattern
+from tests.unit.helpers import FakeApi
 
 LINE = CartItem(product_id="A", price=Decimal(1), quantity=1)
 
@@ -53,14 +52,19 @@ def json_escaped(text: str) -> str:
 # -- 2. the decoded text is redacted wherever the SDK shows or stores it ------------------------
 
 
-async def test_a_json_escaped_echo_of_the_secret_never_shows(mocked: AioResponses) -> None:
+async def test_a_json_escaped_echo_of_the_secret_never_shows(api: FakeApi) -> None:
     """The secret echoed with \\u escapes stays out of the error, its payload and the hooks."""
     seen: list[ResponseRecord] = []
     message = f"wrong key {json_escaped(SHOP_SECRET)}"
     body = '{"status": "error", "payload": {"message": "' + message + '"}}'
-    mocked.post(url("confirm"), status=400, body=body, content_type="application/json")
+    api.post("confirm", status=400, body=body, content_type="application/json")
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, tracing=True, hooks=Hooks(on_response=seen.append)
+        SHOP_ID,
+        SHOP_SECRET,
+        base_url=BASE_URL,
+        tracing=True,
+        hooks=Hooks(on_response=seen.append),
+        transport=api,
     ) as client:
         with pytest.raises(LoyaltyError) as caught:
             await client.confirm(order_id="1")
@@ -69,13 +73,13 @@ async def test_a_json_escaped_echo_of_the_secret_never_shows(mocked: AioResponse
     assert "wrong key ***" in str(caught.value)
 
 
-async def test_an_escaped_secret_in_a_result_message_is_redacted(mocked: AioResponses) -> None:
+async def test_an_escaped_secret_in_a_result_message_is_redacted(api: FakeApi) -> None:
     """A success whose message echoes the secret (partly escaped) gives a redacted message, and
     the idempotency record keeps no secret either."""
     escaped = SHOP_SECRET[:3] + json_escaped(SHOP_SECRET[3:9]) + SHOP_SECRET[9:]
     body = '{"status": "success", "payload": {"order_id": "1", "message": "ok ' + escaped + '"}}'
-    mocked.post(url("confirm"), body=body, content_type="application/json")
-    async with LoyaltyClient(SHOP_ID, SHOP_SECRET, base_url=BASE_URL) as client:
+    api.post("confirm", body=body, content_type="application/json")
+    async with LoyaltyClient(SHOP_ID, SHOP_SECRET, base_url=BASE_URL, transport=api) as client:
         result = await client.confirm(order_id="1")
         assert client.idempotency is not None
         book = await client.idempotency.get(record_key(SHOP_ID, "1"))
@@ -87,12 +91,10 @@ async def test_an_escaped_secret_in_a_result_message_is_redacted(mocked: AioResp
 
 
 async def test_a_secret_in_a_quoted_header_never_shows(
-    once_client: LoyaltyClient, mocked: AioResponses
+    once_client: LoyaltyClient, api: FakeApi
 ) -> None:
     """An error that quotes the Content-Type of the answer redacts a secret echoed there."""
-    mocked.post(
-        url("confirm"), status=500, body=b"x", headers={"Content-Type": f"text/{SHOP_SECRET}"}
-    )
+    api.post("confirm", status=500, body=b"x", headers={"Content-Type": f"text/{SHOP_SECRET}"})
     with pytest.raises(LoyaltyError) as caught:
         await once_client.confirm(order_id="1")
     assert "a text/*** body" in str(caught.value)
@@ -232,12 +234,12 @@ def test_deep_nesting_is_a_documented_error_in_both_paths(depth: int) -> None:
     ],
 )
 async def test_unsendable_arguments_are_refused_before_sending(
-    client: LoyaltyClient, mocked: AioResponses, call: dict[str, Any], field: str
+    client: LoyaltyClient, api: FakeApi, call: dict[str, Any], field: str
 ) -> None:
     """Lone surrogates, non-ASCII digits in a phone and over-long text: ValidationError naming
     the field, and nothing on the wire."""
-    mocked.post(url("estimate"), payload=status_envelope(CALCULATION), repeat=True)
-    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION), repeat=True)
+    api.post("estimate", payload=status_envelope(CALCULATION), repeat=True)
+    api.get("details", payload=status_envelope(CALCULATION), repeat=True)
     kwargs = dict(call)
     method = kwargs.pop("method")
     if method == "estimate":
@@ -245,16 +247,14 @@ async def test_unsendable_arguments_are_refused_before_sending(
     with pytest.raises(ValidationError) as caught:
         await getattr(client, method)(**kwargs)
     assert field in caught.value.field
-    assert not mocked.requests
+    assert not api.requests
 
 
-async def test_the_longest_text_accepted_is_sent(
-    client: LoyaltyClient, mocked: AioResponses
-) -> None:
+async def test_the_longest_text_accepted_is_sent(client: LoyaltyClient, api: FakeApi) -> None:
     """255 characters is still a valid payment_type."""
-    mocked.post(url("estimate"), payload=status_envelope(CALCULATION))
+    api.post("estimate", payload=status_envelope(CALCULATION))
     await client.estimate(cart_items=[LINE], payment_type="x" * 255)
-    assert len(mocked.requests) == 1
+    assert len(api.requests) == 1
 
 
 # -- 7. constructor arguments -----------------------------------------------------------------

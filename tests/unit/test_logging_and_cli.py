@@ -8,22 +8,21 @@ from decimal import Decimal
 from typing import TextIO
 
 import pytest
-from aioresponses import aioresponses as AioResponses  # noqa: N812
 
 from rees46_loyalty import CartItem, LoyaltyClient, SystemClock
 from rees46_loyalty.cli import _demo, main
 from tests.conftest import PHONE, FakeClock
 from tests.payloads import CALCULATION, REF, status_envelope
-from tests.unit.helpers import url
+from tests.unit.helpers import FakeApi
 
 
 async def test_one_debug_record_per_attempt_with_structured_fields(
-    client: LoyaltyClient, mocked: AioResponses, log_records: list[logging.LogRecord]
+    client: LoyaltyClient, api: FakeApi, log_records: list[logging.LogRecord]
 ) -> None:
     """Each attempt logs its operation, order, masked identifier, attempt, status and duration;
     the retry in between logs at INFO."""
-    mocked.post(url("apply"), status=503)
-    mocked.post(url("apply"), payload=status_envelope(CALCULATION))
+    api.post("apply", status=503)
+    api.post("apply", payload=status_envelope(CALCULATION))
     await client.apply(
         order_id="1001",
         cart_items=[CartItem(product_id="A", price=Decimal(1), quantity=1)],
@@ -41,13 +40,13 @@ async def test_one_debug_record_per_attempt_with_structured_fields(
 
 
 async def test_nothing_is_logged_below_the_configured_level(
-    client: LoyaltyClient, mocked: AioResponses, log_records: list[logging.LogRecord]
+    client: LoyaltyClient, api: FakeApi, log_records: list[logging.LogRecord]
 ) -> None:
     """With the SDK's logger at WARNING a successful call writes no record at all."""
     logger = logging.getLogger("rees46_loyalty")
     logger.setLevel(logging.WARNING)
     try:
-        mocked.post(url("confirm"), payload=status_envelope(REF))
+        api.post("confirm", payload=status_envelope(REF))
         await client.confirm(order_id="1001")
     finally:
         logger.setLevel(logging.NOTSET)

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import attrs
 import pytest
-from aioresponses import aioresponses as AioResponses  # noqa: N812
 
 from rees46_loyalty import (
     ApiRequest,
     ApiResponse,
     Handler,
     LoyaltyClient,
+    OutcomeUnknownError,
+    RetryPolicy,
     ServerError,
+    TransportError,
 )
-from rees46_loyalty._operations import CONFIRM, DETAILS
-from rees46_loyalty.middleware import AuthMiddleware, compose, errors_middleware
+from rees46_loyalty._http import SendRecord
+from rees46_loyalty._operations import CHANGE, CONFIRM, DETAILS
+from rees46_loyalty.idempotency import MemoryIdempotencyStore, State
+from rees46_loyalty.middleware import (
+    AuthMiddleware,
+    RetryMiddleware,
+    compose,
+    errors_middleware,
+)
 from rees46_loyalty.middleware.errors import parse_retry_after
+from rees46_loyalty.middleware.idempotency import IdempotencyMiddleware, record_key
 from tests.conftest import BASE_URL, SHOP_ID, SHOP_SECRET, FakeClock
 from tests.payloads import REF, status_envelope
-from tests.unit.helpers import body_of, url
+from tests.unit.helpers import FakeApi, body_of
 
 
 def answer(status: int = 200, body: bytes = b"{}") -> ApiResponse:
@@ -67,7 +78,7 @@ async def test_auth_puts_credentials_in_the_body_of_a_post_and_the_query_of_a_ge
 
 
 async def test_user_middlewares_run_per_attempt_and_never_see_the_secret(
-    mocked: AioResponses, clock: FakeClock
+    api: FakeApi, clock: FakeClock
 ) -> None:
     """A user middleware sees each attempt, typed errors, and requests without credentials."""
     seen: list[tuple[int, str]] = []
@@ -82,27 +93,27 @@ async def test_user_middlewares_run_per_attempt_and_never_see_the_secret(
         seen.append((request.attempt, str(response.status)))
         return response
 
-    mocked.post(url("confirm"), status=500)
-    mocked.post(url("confirm"), payload=status_envelope(REF))
+    api.post("confirm", status=500)
+    api.post("confirm", payload=status_envelope(REF))
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, middlewares=[spy]
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, middlewares=[spy], transport=api
     ) as client:
         await client.confirm(order_id="1001")
     assert seen == [(1, "ServerError"), (2, "200")]
 
 
-async def test_a_middleware_can_add_headers(mocked: AioResponses) -> None:
-    """Headers set on the request by a middleware reach the wire."""
+async def test_a_middleware_can_add_headers(api: FakeApi) -> None:
+    """Headers set on the request by a middleware reach the transport."""
 
     async def tag(request: ApiRequest, call_next: Handler) -> ApiResponse:
         return await call_next(attrs.evolve(request, headers={"X-Shop-Trace": "t-1"}))
 
-    mocked.post(url("confirm"), payload=status_envelope(REF))
-    async with LoyaltyClient(SHOP_ID, SHOP_SECRET, base_url=BASE_URL, middlewares=[tag]) as c:
+    api.post("confirm", payload=status_envelope(REF))
+    async with LoyaltyClient(
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, middlewares=[tag], transport=api
+    ) as c:
         await c.confirm(order_id="1001")
-    ((_, calls),) = mocked.requests.items()
-    assert calls[0].kwargs["headers"]["X-Shop-Trace"] == "t-1"
-    assert calls[0].kwargs["headers"]["User-Agent"].startswith("rees46-loyalty-python/")
+    assert api.requests[0].headers == {"X-Shop-Trace": "t-1"}
 
 
 async def test_errors_middleware_sets_the_result() -> None:
@@ -136,22 +147,118 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header, now=now) == expected
 
 
-async def test_a_middleware_that_changes_the_data_changes_what_is_sent(
-    mocked: AioResponses,
-) -> None:
+async def test_a_middleware_that_changes_the_data_changes_what_is_sent(api: FakeApi) -> None:
     """The body is encoded once, but replacing `data` drops it: the change reaches the wire."""
 
     async def stream(request: ApiRequest, call_next: Handler) -> ApiResponse:
         return await call_next(request.replace(data={**request.data, "stream": "pos"}))
 
-    mocked.post(url("confirm"), payload=status_envelope(REF))
+    api.post("confirm", payload=status_envelope(REF))
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, middlewares=[stream], idempotency=None
+        SHOP_ID,
+        SHOP_SECRET,
+        base_url=BASE_URL,
+        middlewares=[stream],
+        idempotency=None,
+        transport=api,
     ) as client:
         await client.confirm(order_id="1001")
-    assert body_of(mocked) == {
+    assert body_of(api) == {
         "order_id": "1001",
         "stream": "pos",
         "shop_id": SHOP_ID,
         "shop_secret": SHOP_SECRET,
     }
+
+
+async def test_the_retry_middleware_alone_resends_a_503_and_counts_the_attempts() -> None:
+    """Over a plain function: a 503, then an answer; the answer says it took 2 attempts."""
+    clock = FakeClock()
+    calls: list[int] = []
+
+    async def flaky(request: ApiRequest) -> ApiResponse:
+        calls.append(request.attempt)
+        if request.attempt == 1:
+            raise ServerError("unavailable", status=503, operation="confirm", attempts=1)
+        return answer()
+
+    retry = RetryMiddleware(RetryPolicy(), clock=clock, jitter=lambda: 0.5)
+    response = await retry(ApiRequest(operation=CONFIRM, data={}), flaky)
+    assert calls == [1, 2]
+    assert response.attempts == 2
+    assert len(clock.sleeps) == 1
+
+
+async def test_the_retry_middleware_alone_never_resends_a_change_that_may_have_landed() -> None:
+    """Over a plain function: a change whose connection broke after sending is not resent,
+    it is an unknown outcome, and the call's send record says so."""
+    calls: list[int] = []
+    record = SendRecord()
+
+    async def broken(request: ApiRequest) -> ApiResponse:
+        calls.append(request.attempt)
+        raise TransportError("the connection failed", request_sent=True, attempts=1)
+
+    retry = RetryMiddleware(RetryPolicy(), clock=FakeClock())
+    request = ApiRequest(operation=CHANGE, data={}, order_id="1", send_record=record)
+    with pytest.raises(OutcomeUnknownError):
+        await retry(request, broken)
+    assert calls == [1]
+    assert record.maybe_processed is True
+
+
+def _idempotency(clock: FakeClock) -> IdempotencyMiddleware:
+    store = MemoryIdempotencyStore(clock=clock)
+    return IdempotencyMiddleware(store, shop_id=SHOP_ID, clock=clock, wait_timeout=1.0)
+
+
+async def test_the_idempotency_middleware_alone_replays_a_finished_call() -> None:
+    """Over a plain function: a confirm is sent once (the request says "sent"); its repeat is
+    answered from the store, with no attempt, and says so."""
+    calls: list[ApiRequest] = []
+
+    async def confirm(request: ApiRequest) -> ApiResponse:
+        calls.append(request)
+        return answer(body=b'{"status": "success", "payload": {"order_id": "1"}}')
+
+    layer = _idempotency(FakeClock())
+    request = ApiRequest(operation=CONFIRM, data={"order_id": "1"}, order_id="1")
+    first = await layer(request, confirm)
+    again = await layer(request, confirm)
+    assert len(calls) == 1
+    assert calls[0].idempotency == "sent"
+    assert (first.idempotency, first.attempts) == (None, 1)  # sent: the answer as it came
+    assert (again.idempotency, again.attempts) == ("replayed", 0)
+    assert again.result.order_id == "1"
+
+
+@pytest.mark.parametrize("written", [False, True])
+async def test_the_idempotency_middleware_alone_knows_what_a_cancelled_call_wrote(
+    written: bool,
+) -> None:
+    """Over a plain function cancelled mid-call: an attempt that had started writing leaves an
+    unknown outcome; one that had not leaves nothing, and the order is free."""
+    clock = FakeClock()
+    layer = _idempotency(clock)
+    started = asyncio.Event()
+
+    async def hang(request: ApiRequest) -> ApiResponse:
+        assert request.send_record is not None
+        request.send_record.writing = written  # what the transport says of its attempt
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+    request = ApiRequest(operation=CONFIRM, data={"order_id": "1"}, order_id="1")
+    call = asyncio.ensure_future(layer(request, hang))
+    await started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    book = await layer.store.get(record_key(SHOP_ID, "1"))
+    if written:
+        assert book is not None
+        assert book.lease is None
+        assert [o.state for o in book.outcomes.values()] == [State.UNKNOWN]
+    else:
+        assert book is None or book.empty

@@ -10,7 +10,6 @@ from decimal import Decimal
 
 import attrs
 import pytest
-from aioresponses import aioresponses as AioResponses  # noqa: N812
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -29,7 +28,7 @@ from rees46_loyalty import (
 )
 from tests.conftest import BASE_URL, PHONE, SHOP_ID, SHOP_SECRET, FakeClock, span_text
 from tests.payloads import CALCULATION, CHANGE, REF, status_envelope
-from tests.unit.helpers import url, url_pattern
+from tests.unit.helpers import FakeApi
 
 CART = [CartItem(product_id="A", price=Decimal(100), quantity=1)]
 CANNOT_CANCEL = status_envelope(
@@ -66,22 +65,22 @@ class Recorder:
 
 
 @pytest.fixture
-async def recorded(clock: FakeClock) -> AsyncIterator[tuple[LoyaltyClient, Recorder]]:
+async def recorded(clock: FakeClock, api: FakeApi) -> AsyncIterator[tuple[LoyaltyClient, Recorder]]:
     recorder = Recorder()
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, hooks=recorder.hooks()
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, transport=api, hooks=recorder.hooks()
     ) as client:
         yield client, recorder
 
 
 async def test_hooks_see_each_attempt_answer_and_retry(
-    recorded: tuple[LoyaltyClient, Recorder], mocked: AioResponses, clock: FakeClock
+    recorded: tuple[LoyaltyClient, Recorder], api: FakeApi, clock: FakeClock
 ) -> None:
     """A 503 then a success: two requests, two responses (with status, error, time) and one
     retry with its wait, all with the identifier masked."""
     client, recorder = recorded
-    mocked.post(url("apply"), status=503)
-    mocked.post(url("apply"), payload=status_envelope(CALCULATION))
+    api.post("apply", status=503)
+    api.post("apply", payload=status_envelope(CALCULATION))
     await client.apply(order_id="1001", cart_items=CART, identifier=PHONE)
 
     assert [(r.operation, r.order_id, r.attempt) for r in recorder.requests] == [
@@ -105,7 +104,7 @@ async def test_hooks_see_each_attempt_answer_and_retry(
 
 
 async def test_a_hook_that_raises_is_logged_and_the_call_goes_on(
-    mocked: AioResponses, clock: FakeClock, log_records: list[logging.LogRecord]
+    api: FakeApi, clock: FakeClock, log_records: list[logging.LogRecord]
 ) -> None:
     """A broken metrics hook never loses the operation: the call returns its result and the
     hook's failure is logged at ERROR with its traceback."""
@@ -113,9 +112,14 @@ async def test_a_hook_that_raises_is_logged_and_the_call_goes_on(
     def broken(record: object) -> None:
         raise RuntimeError("exporter down")
 
-    mocked.post(url("confirm"), payload=status_envelope(REF))
+    api.post("confirm", payload=status_envelope(REF))
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, hooks=Hooks(on_response=broken)
+        SHOP_ID,
+        SHOP_SECRET,
+        base_url=BASE_URL,
+        clock=clock,
+        transport=api,
+        hooks=Hooks(on_response=broken),
     ) as client:
         result = await client.confirm(order_id="1001")
     assert result.order_id == "1001"
@@ -144,11 +148,13 @@ def test_records_are_frozen() -> None:
 
 
 async def test_log_records_carry_the_idempotency_outcome(
-    mocked: AioResponses, clock: FakeClock, log_records: list[logging.LogRecord]
+    api: FakeApi, clock: FakeClock, log_records: list[logging.LogRecord]
 ) -> None:
     """sent on the call that went out, replayed on the repeat, waited on a concurrent duplicate."""
-    async with LoyaltyClient(SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock) as client:
-        mocked.post(url("confirm"), payload=status_envelope(REF))
+    async with LoyaltyClient(
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, transport=api
+    ) as client:
+        api.post("confirm", payload=status_envelope(REF))
         await client.confirm(order_id="1001")
         await client.confirm(order_id="1001")
         release, waiting = asyncio.Event(), asyncio.Event()
@@ -158,7 +164,7 @@ async def test_log_records_carry_the_idempotency_outcome(
         async def slow(*args: object, **kwargs: object) -> None:
             await release.wait()
 
-        mocked.post(url("cancel"), payload=status_envelope(REF), callback=slow)
+        api.post("cancel", payload=status_envelope(REF), callback=slow)
         first = asyncio.ensure_future(client.cancel(order_id="1002"))
         await asyncio.sleep(0)
         second = asyncio.ensure_future(client.cancel(order_id="1002"))
@@ -180,12 +186,12 @@ async def test_log_records_carry_the_idempotency_outcome(
 
 
 async def test_retries_log_at_info_and_final_failures_at_warning(
-    client: LoyaltyClient, mocked: AioResponses, log_records: list[logging.LogRecord]
+    client: LoyaltyClient, api: FakeApi, log_records: list[logging.LogRecord]
 ) -> None:
     """Every retry is an INFO record and the failure that ends the call a WARNING, both with
     the structured fields and the time since the first attempt."""
     for _ in range(3):
-        mocked.post(url("confirm"), status=503)
+        api.post("confirm", status=503)
     with pytest.raises(ServerError):
         await client.confirm(order_id="1001")
     ours = [r for r in log_records if r.name == "rees46_loyalty"]
@@ -210,24 +216,26 @@ def exporter() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-async def traced(clock: FakeClock, exporter: InMemorySpanExporter) -> AsyncIterator[LoyaltyClient]:
+async def traced(
+    clock: FakeClock, exporter: InMemorySpanExporter, api: FakeApi
+) -> AsyncIterator[LoyaltyClient]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, tracing=provider
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, transport=api, tracing=provider
     ) as client:
         yield client
     provider.shutdown()
 
 
 async def test_a_span_per_call_and_per_attempt(
-    traced: LoyaltyClient, mocked: AioResponses, exporter: InMemorySpanExporter
+    traced: LoyaltyClient, api: FakeApi, exporter: InMemorySpanExporter
 ) -> None:
     """A retried change: one INTERNAL call span with the retry count and idempotency outcome,
     two CLIENT attempt spans under it with the HTTP client attributes."""
-    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
-    mocked.post(url("change"), exception=_refused())
-    mocked.post(url("change"), payload=status_envelope(CHANGE))
+    api.get("details", payload=status_envelope(CALCULATION))
+    api.post("change", exception=_refused())
+    api.post("change", payload=status_envelope(CHANGE))
     await traced.change(order_id="1001", cart_items=CART)
 
     lookup, *attempts, call = exporter.get_finished_spans()
@@ -260,10 +268,10 @@ async def test_a_span_per_call_and_per_attempt(
 
 
 async def test_a_replayed_call_has_a_span_and_no_attempt(
-    traced: LoyaltyClient, mocked: AioResponses, exporter: InMemorySpanExporter
+    traced: LoyaltyClient, api: FakeApi, exporter: InMemorySpanExporter
 ) -> None:
     """The repeat of a finished confirm is answered from the store: a call span, no request."""
-    mocked.post(url("confirm"), payload=status_envelope(REF))
+    api.post("confirm", payload=status_envelope(REF))
     await traced.confirm(order_id="1001")
     exporter.clear()
     await traced.confirm(order_id="1001")
@@ -274,10 +282,10 @@ async def test_a_replayed_call_has_a_span_and_no_attempt(
 
 
 async def test_failed_calls_mark_their_spans_as_errors(
-    traced: LoyaltyClient, mocked: AioResponses, exporter: InMemorySpanExporter
+    traced: LoyaltyClient, api: FakeApi, exporter: InMemorySpanExporter
 ) -> None:
     """An order-status refusal sets ERROR status and error.type on the attempt and the call."""
-    mocked.post(url("cancel"), status=400, payload=CANNOT_CANCEL)
+    api.post("cancel", status=400, payload=CANNOT_CANCEL)
     with pytest.raises(OrderStatusError):
         await traced.cancel(order_id="1001")
     attempt, call = exporter.get_finished_spans()
@@ -291,12 +299,12 @@ async def test_failed_calls_mark_their_spans_as_errors(
 
 
 async def test_get_spans_never_show_the_query_string(
-    traced: LoyaltyClient, mocked: AioResponses, exporter: InMemorySpanExporter
+    traced: LoyaltyClient, api: FakeApi, exporter: InMemorySpanExporter
 ) -> None:
     """details and history send the secret and the phone in the query: the span's URL has no
     query, and the identifier attribute is masked."""
-    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
-    mocked.get(url_pattern("history"), payload=status_envelope({"orders": []}))
+    api.get("details", payload=status_envelope(CALCULATION))
+    api.get("history", payload=status_envelope({"orders": []}))
     await traced.details(order_id="1001")
     await traced.history(identifier=PHONE)
     spans = exporter.get_finished_spans()
@@ -309,7 +317,7 @@ async def test_get_spans_never_show_the_query_string(
 
 
 async def test_a_cancelled_call_ends_its_spans(
-    traced: LoyaltyClient, mocked: AioResponses, exporter: InMemorySpanExporter
+    traced: LoyaltyClient, api: FakeApi, exporter: InMemorySpanExporter
 ) -> None:
     """A caller that gives up mid-call leaves no span open: both end with CancelledError."""
     started = asyncio.Event()
@@ -318,7 +326,7 @@ async def test_a_cancelled_call_ends_its_spans(
         started.set()
         await asyncio.Event().wait()
 
-    mocked.post(url("confirm"), callback=hang)
+    api.post("confirm", callback=hang)
     task = asyncio.ensure_future(traced.confirm(order_id="1001"))
     await started.wait()
     task.cancel()
@@ -336,13 +344,13 @@ def _refused() -> Exception:
 
 
 async def test_the_suite_guard_sees_the_spans_of_the_shared_client(
-    client: LoyaltyClient, mocked: AioResponses, span_exporter: InMemorySpanExporter
+    client: LoyaltyClient, api: FakeApi, span_exporter: InMemorySpanExporter
 ) -> None:
     """The ``client`` fixture traces into the exporter that the suite-wide guard scans, so every
     failure scenario run through it is checked for leaks in spans too (not vacuously)."""
-    mocked.get(url_pattern("history"), status=500)
-    mocked.get(url_pattern("history"), status=500)
-    mocked.get(url_pattern("history"), status=500)
+    api.get("history", status=500)
+    api.get("history", status=500)
+    api.get("history", status=500)
     with pytest.raises(ServerError):
         await client.history(identifier=PHONE)
     texts = [span_text(span) for span in span_exporter.get_finished_spans()]
@@ -352,7 +360,7 @@ async def test_the_suite_guard_sees_the_spans_of_the_shared_client(
 
 
 async def test_a_call_that_waited_and_then_sent_is_sent(
-    mocked: AioResponses, clock: FakeClock, log_records: list[logging.LogRecord]
+    api: FakeApi, clock: FakeClock, log_records: list[logging.LogRecord]
 ) -> None:
     """Two different applies of one order: the second waits for the first, then sends its own
     request; both attempts are "sent", and the wait is logged as "waiting"."""
@@ -364,12 +372,17 @@ async def test_a_call_that_waited_and_then_sent_is_sent(
     async def slow(*args: object, **kwargs: object) -> None:
         await release.wait()
 
-    mocked.post(url("apply"), payload=status_envelope(CALCULATION), callback=slow)
-    mocked.post(url("apply"), payload=status_envelope(CALCULATION))
+    api.post("apply", payload=status_envelope(CALCULATION), callback=slow)
+    api.post("apply", payload=status_envelope(CALCULATION))
     other_cart = [CartItem(product_id="B", price=Decimal(5), quantity=1)]
     try:
         async with LoyaltyClient(
-            SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, hooks=recorder.hooks()
+            SHOP_ID,
+            SHOP_SECRET,
+            base_url=BASE_URL,
+            clock=clock,
+            transport=api,
+            hooks=recorder.hooks(),
         ) as client:
             first = asyncio.ensure_future(client.apply(order_id="1001", cart_items=CART))
             second = asyncio.ensure_future(client.apply(order_id="1001", cart_items=other_cart))
@@ -382,7 +395,7 @@ async def test_a_call_that_waited_and_then_sent_is_sent(
 
 
 async def test_an_interrupted_attempt_still_reaches_on_response(
-    mocked: AioResponses, clock: FakeClock
+    api: FakeApi, clock: FakeClock
 ) -> None:
     """A caller that gives up mid-attempt: on_request and on_response both ran, the latter
     with no status, no error and ``interrupted="CancelledError"``."""
@@ -393,9 +406,9 @@ async def test_an_interrupted_attempt_still_reaches_on_response(
         started.set()
         await asyncio.Event().wait()
 
-    mocked.post(url("confirm"), callback=hang)
+    api.post("confirm", callback=hang)
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, hooks=recorder.hooks()
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, transport=api, hooks=recorder.hooks()
     ) as client:
         task = asyncio.ensure_future(client.confirm(order_id="1001"))
         await started.wait()
@@ -408,13 +421,13 @@ async def test_an_interrupted_attempt_still_reaches_on_response(
 
 
 async def test_tracing_none_and_false_make_no_spans(
-    mocked: AioResponses, clock: FakeClock, span_exporter: InMemorySpanExporter
+    api: FakeApi, clock: FakeClock, span_exporter: InMemorySpanExporter
 ) -> None:
     """``tracing=None`` is off, like ``hooks=None`` and ``idempotency=None``."""
     for tracing in (None, False):
-        mocked.post(url("confirm"), payload=status_envelope(REF))
+        api.post("confirm", payload=status_envelope(REF))
         async with LoyaltyClient(
-            SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, tracing=tracing
+            SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, transport=api, tracing=tracing
         ) as client:
             await client.confirm(order_id="1001")
     assert span_exporter.get_finished_spans() == ()

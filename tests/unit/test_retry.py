@@ -1,6 +1,9 @@
 """Which failures are retried, how many requests go out, and how long the client waits.
 
-Every test counts the requests sent; none sleeps (the client runs on a FakeClock).
+Every test counts the requests sent; none sleeps (the client runs on a FakeClock). The client
+sends through a transport function (``api``), which fails as the aiohttp transport does: with
+the SDK's transport errors (test_aiohttp_transport.py shows which aiohttp failure becomes which).
+The retry middleware is also built alone, over a plain function.
 """
 
 from __future__ import annotations
@@ -12,9 +15,7 @@ from decimal import Decimal
 from email.utils import format_datetime
 from typing import Any
 
-import aiohttp
 import pytest
-from aioresponses import aioresponses as AioResponses  # noqa: N812
 
 from rees46_loyalty import (
     BadRequestError,
@@ -34,7 +35,7 @@ from rees46_loyalty import (
 )
 from tests.conftest import BASE_URL, PHONE, SHOP_ID, SHOP_SECRET, FakeClock
 from tests.payloads import CALCULATION, CHANGE, REF, status_envelope
-from tests.unit.helpers import count, url, url_pattern
+from tests.unit.helpers import FakeApi, count
 
 CART = [CartItem(product_id="A", price=Decimal(100), quantity=1)]
 CANNOT_CANCEL = status_envelope(
@@ -45,34 +46,24 @@ CANNOT_CONFIRM = status_envelope(
 )
 
 
-def refused() -> aiohttp.ClientConnectorError:
-    """The error aiohttp raises when nothing listens on the port."""
-    key = aiohttp.client_reqrep.ConnectionKey(
-        host="api.test",
-        port=443,
-        is_ssl=True,
-        ssl=True,
-        proxy=None,
-        proxy_auth=None,
-        proxy_headers_hash=None,
-    )
-    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
+def refused() -> ConnectError:
+    """What the transport raises when nothing listens on the port."""
+    return ConnectError("could not connect: ConnectionRefusedError", request_sent=False)
 
 
-# What each kind of failure looks like to aioresponses: keyword arguments of a mocked answer.
+# What each kind of failure looks like to the retry middleware: keyword arguments of an answer.
 NOT_SENT: dict[str, dict[str, Any]] = {
     "connection refused": {"exception": refused()},
-    "connect timeout": {"exception": aiohttp.ConnectionTimeoutError("Connection timeout to host")},
+    "connect timeout": {
+        "exception": ConnectError("could not connect: ConnectionTimeoutError", request_sent=False)
+    },
     "429": {"status": 429, "payload": status_envelope({"message": "Too many requests"}, ok=False)},
     "503": {"status": 503, "body": "maintenance"},
 }
 UNKNOWN: dict[str, dict[str, Any]] = {
-    "read timeout": {"exception": aiohttp.SocketTimeoutError("Timeout on reading data")},
-    "total timeout": {"exception": asyncio.TimeoutError()},
-    "server disconnected": {"exception": aiohttp.ServerDisconnectedError()},
-    "connection reset": {"exception": aiohttp.ClientOSError(104, "Connection reset by peer")},
-    "body cut short": {
-        "exception": aiohttp.ClientPayloadError("Response payload is not completed")
+    "read timeout": {"exception": LoyaltyTimeoutError("no answer in time", request_sent=True)},
+    "server disconnected": {
+        "exception": TransportError("the connection failed", request_sent=True)
     },
     "500": {"status": 500, "payload": status_envelope({"message": "Try again later"}, ok=False)},
     "502": {"status": 502, "body": "<html>502 Bad Gateway</html>", "content_type": "text/html"},
@@ -88,62 +79,61 @@ SAFE_CALLS: dict[str, tuple[str, Callable[[LoyaltyClient], Awaitable[object]], A
 }
 
 
-def mock(mocked: AioResponses, method: str, operation: str, **answer: Any) -> None:
-    target = url_pattern(operation) if method == "get" else url(operation)
-    getattr(mocked, method)(target, **answer)
+def mock(api: FakeApi, method: str, operation: str, **answer: Any) -> None:
+    getattr(api, method)(operation, **answer)
 
 
 @pytest.mark.parametrize("failure", [*NOT_SENT, *UNKNOWN])
 @pytest.mark.parametrize("operation", list(SAFE_CALLS))
 async def test_safe_operations_retry_every_transient_failure(
-    client: LoyaltyClient, mocked: AioResponses, operation: str, failure: str
+    client: LoyaltyClient, api: FakeApi, operation: str, failure: str
 ) -> None:
     """estimate / apply / confirm / cancel / details / history: fail, fail, succeed = 3 requests."""
     method, call, payload = SAFE_CALLS[operation]
     answer = {**NOT_SENT, **UNKNOWN}[failure]
-    mock(mocked, method, operation, **answer)
-    mock(mocked, method, operation, **answer)
-    mock(mocked, method, operation, payload=status_envelope(payload))
+    mock(api, method, operation, **answer)
+    mock(api, method, operation, **answer)
+    mock(api, method, operation, payload=status_envelope(payload))
     result = await call(client)
     assert result is not None
-    assert count(mocked) == 3
+    assert count(api) == 3
 
 
 @pytest.mark.parametrize("failure", list(UNKNOWN))
 async def test_safe_operations_give_up_after_max_attempts(
-    client: LoyaltyClient, mocked: AioResponses, failure: str
+    client: LoyaltyClient, api: FakeApi, failure: str
 ) -> None:
     """Three failures in a row: the last error is raised, after exactly 3 requests."""
-    mocked.post(url("confirm"), repeat=True, **UNKNOWN[failure])
+    api.post("confirm", repeat=True, **UNKNOWN[failure])
     with pytest.raises((TransportError, ServerError)) as caught:
         await client.confirm(order_id="1001")
     assert caught.value.attempts == 3
-    assert count(mocked) == 3
+    assert count(api) == 3
 
 
 @pytest.mark.parametrize("failure", list(NOT_SENT))
 async def test_change_is_resent_when_it_provably_never_arrived(
-    client: LoyaltyClient, mocked: AioResponses, failure: str
+    client: LoyaltyClient, api: FakeApi, failure: str
 ) -> None:
     """Refused, connect timeout, 429 and 503 prove nothing was processed: change is resent."""
-    mocked.post(url("change"), **NOT_SENT[failure])
-    mocked.post(url("change"), payload=status_envelope(CHANGE))
+    api.post("change", **NOT_SENT[failure])
+    api.post("change", payload=status_envelope(CHANGE))
     result = await client.change(order_id="1001", cart_items=CART)
     assert result.order_total_change == Decimal(-300)
-    assert count(mocked) == 2
+    assert count(api) == 2
 
 
 @pytest.mark.parametrize("failure", list(UNKNOWN))
 async def test_change_is_never_resent_when_its_outcome_is_unknown(
-    client: LoyaltyClient, mocked: AioResponses, failure: str
+    client: LoyaltyClient, api: FakeApi, failure: str
 ) -> None:
     """After a failure that may hide a processed change: OutcomeUnknownError after 1 request."""
-    mocked.post(url("change"), **UNKNOWN[failure])
-    mocked.post(url("change"), payload=status_envelope(CHANGE))
+    api.post("change", **UNKNOWN[failure])
+    api.post("change", payload=status_envelope(CHANGE))
     with pytest.raises(OutcomeUnknownError) as caught:
         await client.change(order_id="1001", cart_items=CART)
     error = caught.value
-    assert count(mocked) == 1
+    assert count(api) == 1
     assert error.attempts == 1
     assert error.operation == "change"
     assert error.order_id == "1001"
@@ -153,26 +143,26 @@ async def test_change_is_never_resent_when_its_outcome_is_unknown(
 
 
 async def test_change_after_a_refused_connection_then_a_timeout_is_unknown(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """The second attempt's outcome is what counts: refused, then read timeout = unknown."""
-    mocked.post(url("change"), exception=refused())
-    mocked.post(url("change"), exception=aiohttp.SocketTimeoutError("read"))
+    api.post("change", exception=refused())
+    api.post("change", exception=LoyaltyTimeoutError("read", request_sent=True))
     with pytest.raises(OutcomeUnknownError) as caught:
         await client.change(order_id="1001", cart_items=CART)
     assert caught.value.attempts == 2
-    assert count(mocked) == 2
+    assert count(api) == 2
 
 
 async def test_change_gives_up_on_503_after_max_attempts_with_the_503(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """503 three times is still known-not-processed: the ServerError, not an unknown outcome."""
-    mocked.post(url("change"), status=503, repeat=True)
+    api.post("change", status=503, repeat=True)
     with pytest.raises(ServerError) as caught:
         await client.change(order_id="1001", cart_items=CART)
     assert caught.value.status == 503
-    assert count(mocked) == 3
+    assert count(api) == 3
 
 
 @pytest.mark.parametrize(
@@ -183,117 +173,115 @@ async def test_change_gives_up_on_503_after_max_attempts_with_the_503(
     ],
 )
 async def test_order_status_errors_are_never_retried(
-    client: LoyaltyClient, mocked: AioResponses, operation: str, answer: Any, call: Any
+    client: LoyaltyClient, api: FakeApi, operation: str, answer: Any, call: Any
 ) -> None:
     """ "Could not cancel/confirm order in its current status" ends the call after one request."""
-    mocked.post(url(operation), payload=answer, repeat=True)
+    api.post(operation, payload=answer, repeat=True)
     with pytest.raises(OrderStatusError) as caught:
         await call(client)
-    assert count(mocked) == 1
+    assert count(api) == 1
     assert caught.value.previous_outcome_unknown is False
 
 
 async def test_cancel_flags_a_terminal_error_after_a_lost_answer(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """A cancel whose first answer was lost fails on the retry; the error says why."""
-    mocked.post(url("cancel"), exception=aiohttp.ServerDisconnectedError())
-    mocked.post(url("cancel"), payload=CANNOT_CANCEL)
+    api.post("cancel", exception=TransportError("disconnected", request_sent=True))
+    api.post("cancel", payload=CANNOT_CANCEL)
     with pytest.raises(OrderStatusError) as caught:
         await client.cancel(order_id="1001")
     assert caught.value.previous_outcome_unknown is True
     assert "previous_outcome_unknown=True" in str(caught.value)
-    assert count(mocked) == 2
+    assert count(api) == 2
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 406, 409, 422])
 async def test_client_errors_are_never_retried(
-    client: LoyaltyClient, mocked: AioResponses, status: int
+    client: LoyaltyClient, api: FakeApi, status: int
 ) -> None:
     """4xx other than 429 are the caller's to fix: one request."""
-    mocked.post(url("estimate"), status=status, repeat=True)
+    api.post("estimate", status=status, repeat=True)
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the class is checked elsewhere
         await client.estimate(cart_items=CART)
     assert caught.value.status == status  # type: ignore[attr-defined]
-    assert count(mocked) == 1
+    assert count(api) == 1
 
 
-async def test_malformed_answers_are_not_retried(
-    client: LoyaltyClient, mocked: AioResponses
-) -> None:
+async def test_malformed_answers_are_not_retried(client: LoyaltyClient, api: FakeApi) -> None:
     """A 200 with a body that is not JSON is not a transient failure."""
-    mocked.post(url("estimate"), body="<html>", content_type="text/html", repeat=True)
+    api.post("estimate", body="<html>", content_type="text/html", repeat=True)
     with pytest.raises(MalformedResponseError):
         await client.estimate(cart_items=CART)
-    assert count(mocked) == 1
+    assert count(api) == 1
 
 
 async def test_retry_after_in_seconds_is_honoured(
-    client: LoyaltyClient, mocked: AioResponses, clock: FakeClock
+    client: LoyaltyClient, api: FakeApi, clock: FakeClock
 ) -> None:
     """429 with Retry-After: 7 waits exactly 7 s before the one retry."""
-    mocked.post(url("confirm"), status=429, headers={"Retry-After": "7"})
-    mocked.post(url("confirm"), payload=status_envelope(REF))
+    api.post("confirm", status=429, headers={"Retry-After": "7"})
+    api.post("confirm", payload=status_envelope(REF))
     await client.confirm(order_id="1001")
     assert clock.sleeps == [7.0]
-    assert count(mocked) == 2
+    assert count(api) == 2
 
 
 async def test_retry_after_as_an_http_date_is_honoured(
-    client: LoyaltyClient, mocked: AioResponses, clock: FakeClock
+    client: LoyaltyClient, api: FakeApi, clock: FakeClock
 ) -> None:
     """503 with Retry-After as an HTTP date waits until that date."""
     when = datetime.now(timezone.utc) + timedelta(seconds=20)
-    mocked.get(
-        url_pattern("details"),
+    api.get(
+        "details",
         status=503,
         headers={"Retry-After": format_datetime(when, usegmt=True)},
     )
-    mocked.get(url_pattern("details"), payload=status_envelope(CALCULATION))
+    api.get("details", payload=status_envelope(CALCULATION))
     await client.details(order_id="1001")
     (waited,) = clock.sleeps
     assert 18.0 <= waited <= 20.0  # HTTP dates have whole seconds
-    assert count(mocked) == 2
+    assert count(api) == 2
 
 
 async def test_a_retry_after_beyond_the_cap_is_not_waited_for(
-    client: LoyaltyClient, mocked: AioResponses, clock: FakeClock
+    client: LoyaltyClient, api: FakeApi, clock: FakeClock
 ) -> None:
     """Retry-After: 3600 is longer than max_retry_after: raise at once with retry_after set."""
-    mocked.post(url("confirm"), status=429, headers={"Retry-After": "3600"}, repeat=True)
+    api.post("confirm", status=429, headers={"Retry-After": "3600"}, repeat=True)
     with pytest.raises(RateLimitError) as caught:
         await client.confirm(order_id="1001")
     assert caught.value.retry_after == 3600.0
     assert caught.value.retryable is True
     assert clock.sleeps == []
-    assert count(mocked) == 1
+    assert count(api) == 1
 
 
-async def test_retry_after_can_be_ignored(mocked: AioResponses, clock: FakeClock) -> None:
+async def test_retry_after_can_be_ignored(api: FakeApi, clock: FakeClock) -> None:
     """respect_retry_after=False uses the backoff instead of the server's wait."""
     policy = RetryPolicy(respect_retry_after=False, initial_delay=0.5)
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock, transport=api
     ) as c:
-        mocked.post(url("confirm"), status=429, headers={"Retry-After": "3600"})
-        mocked.post(url("confirm"), payload=status_envelope(REF))
+        api.post("confirm", status=429, headers={"Retry-After": "3600"})
+        api.post("confirm", payload=status_envelope(REF))
         await c.confirm(order_id="1001")
     (waited,) = clock.sleeps
     assert 0.0 <= waited <= 0.5
 
 
 async def test_backoff_is_exponential_with_full_jitter_and_capped(
-    mocked: AioResponses, clock: FakeClock
+    api: FakeApi, clock: FakeClock
 ) -> None:
     """Waits stay within [0, min(max_delay, initial * 2**(n-1))] and grow with n."""
     policy = RetryPolicy(max_attempts=6, initial_delay=1.0, max_delay=4.0, deadline=None)
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock, transport=api
     ) as c:
-        mocked.post(url("confirm"), status=500, repeat=True)
+        api.post("confirm", status=500, repeat=True)
         with pytest.raises(ServerError):
             await c.confirm(order_id="1001")
-    assert count(mocked) == 6
+    assert count(api) == 6
     ceilings = [1.0, 2.0, 4.0, 4.0, 4.0]
     assert len(clock.sleeps) == 5
     assert all(0.0 <= wait <= cap for wait, cap in zip(clock.sleeps, ceilings, strict=True))
@@ -307,22 +295,20 @@ def test_backoff_formula() -> None:
     assert policy.backoff(1, 0.0) == 0.0
 
 
-async def test_the_deadline_bounds_all_attempts(mocked: AioResponses, clock: FakeClock) -> None:
+async def test_the_deadline_bounds_all_attempts(api: FakeApi, clock: FakeClock) -> None:
     """No retry starts when its wait would end past the call's deadline."""
     policy = RetryPolicy(max_attempts=10, deadline=10.0, max_retry_after=60.0)
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock, transport=api
     ) as c:
-        mocked.post(url("confirm"), status=503, headers={"Retry-After": "4"}, repeat=True)
+        api.post("confirm", status=503, headers={"Retry-After": "4"}, repeat=True)
         with pytest.raises(ServerError):
             await c.confirm(order_id="1001")
     assert clock.sleeps == [4.0, 4.0]  # a third wait would end at 12 s > 10 s
-    assert count(mocked) == 3
+    assert count(api) == 3
 
 
-async def test_a_call_past_its_deadline_sends_nothing(
-    mocked: AioResponses, clock: FakeClock
-) -> None:
+async def test_a_call_past_its_deadline_sends_nothing(api: FakeApi, clock: FakeClock) -> None:
     """An attempt that would start after the deadline raises TimeoutError, request_sent False."""
 
     async def slow(request: Any, call_next: Any) -> Any:
@@ -330,90 +316,84 @@ async def test_a_call_past_its_deadline_sends_nothing(
         return await call_next(request)
 
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, middlewares=[slow]
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, clock=clock, middlewares=[slow], transport=api
     ) as c:
         with pytest.raises(LoyaltyTimeoutError) as caught:
             await c.confirm(order_id="1001")
     assert caught.value.request_sent is False
-    assert count(mocked) == 0
+    assert count(api) == 0
 
 
-async def test_disabled_policy_sends_once(once_client: LoyaltyClient, mocked: AioResponses) -> None:
+async def test_disabled_policy_sends_once(once_client: LoyaltyClient, api: FakeApi) -> None:
     """RetryPolicy.disabled(): one request whatever happens."""
-    mocked.post(url("estimate"), status=503, repeat=True)
+    api.post("estimate", status=503, repeat=True)
     with pytest.raises(ServerError):
         await once_client.estimate(cart_items=CART)
-    assert count(mocked) == 1
+    assert count(api) == 1
 
 
 async def test_the_retry_budget_stops_retries_during_an_outage(
-    mocked: AioResponses, clock: FakeClock
+    api: FakeApi, clock: FakeClock
 ) -> None:
     """With 10 tokens (2 retries' worth), the third failing call is sent only once."""
     policy = RetryPolicy(max_attempts=2, retry_budget=10)
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock, transport=api
     ) as c:
-        mocked.post(url("confirm"), status=500, repeat=True)
+        api.post("confirm", status=500, repeat=True)
         for _ in range(3):
             with pytest.raises(ServerError):
                 await c.confirm(order_id="1001")
-        budget = c._retry_middleware.budget
+        budget = c._chain.retry.budget
         assert budget is not None
         assert budget.tokens == 0
-    assert count(mocked) == 2 + 2 + 1
+    assert count(api) == 2 + 2 + 1
 
 
-async def test_successes_refill_the_retry_budget(mocked: AioResponses, clock: FakeClock) -> None:
+async def test_successes_refill_the_retry_budget(api: FakeApi, clock: FakeClock) -> None:
     """A first-time success gives a token back; a success after a retry gives its cost back."""
     policy = RetryPolicy(max_attempts=2, retry_budget=10)
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock, idempotency=None
+        SHOP_ID,
+        SHOP_SECRET,
+        base_url=BASE_URL,
+        retry=policy,
+        clock=clock,
+        idempotency=None,
+        transport=api,
     ) as c:
-        budget = c._retry_middleware.budget
+        budget = c._chain.retry.budget
         assert budget is not None
-        mocked.post(url("confirm"), status=500)
-        mocked.post(url("confirm"), payload=status_envelope(REF))
+        api.post("confirm", status=500)
+        api.post("confirm", payload=status_envelope(REF))
         await c.confirm(order_id="1001")
         assert budget.tokens == 10
         budget.tokens = 3
-        mocked.post(url("confirm"), payload=status_envelope(REF))
+        api.post("confirm", payload=status_envelope(REF))
         await c.confirm(order_id="1001")
         assert budget.tokens == 4
 
 
-async def test_a_timeout_costs_more_of_the_budget(mocked: AioResponses, clock: FakeClock) -> None:
+async def test_a_timeout_costs_more_of_the_budget(api: FakeApi, clock: FakeClock) -> None:
     """Retrying after a timeout takes 10 tokens, after another failure 5."""
     policy = RetryPolicy(max_attempts=2, retry_budget=100)
     async with LoyaltyClient(
-        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, retry=policy, clock=clock, transport=api
     ) as c:
-        budget = c._retry_middleware.budget
+        budget = c._chain.retry.budget
         assert budget is not None
-        mocked.post(url("confirm"), exception=aiohttp.SocketTimeoutError("read"), repeat=True)
+        api.post("confirm", exception=LoyaltyTimeoutError("read", request_sent=True), repeat=True)
         with pytest.raises(LoyaltyTimeoutError):
             await c.confirm(order_id="1001")
         assert budget.tokens == 90
 
 
-async def test_connect_errors_say_the_request_was_not_sent(
-    once_client: LoyaltyClient, mocked: AioResponses
-) -> None:
-    """A refused connection is a ConnectError with request_sent False."""
-    mocked.post(url("confirm"), exception=refused())
-    with pytest.raises(ConnectError) as caught:
-        await once_client.confirm(order_id="1001")
-    assert caught.value.request_sent is False
-    assert caught.value.retryable is True
-    assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
-
-
-async def test_cancellation_is_never_swallowed(client: LoyaltyClient, mocked: AioResponses) -> None:
+async def test_cancellation_is_never_swallowed(client: LoyaltyClient, api: FakeApi) -> None:
     """A caller's cancellation passes through the retry loop untouched."""
-    mocked.post(url("confirm"), exception=asyncio.CancelledError())
+    api.post("confirm", exception=asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
         await client.confirm(order_id="1001")
-    assert count(mocked) == 1
+    assert count(api) == 1
 
 
 def test_retry_policy_rejects_nonsense() -> None:
@@ -427,42 +407,42 @@ def test_retry_policy_rejects_nonsense() -> None:
     assert RetryPolicy.disabled().max_attempts == 1
 
 
-async def test_bad_request_is_raised_as_is(client: LoyaltyClient, mocked: AioResponses) -> None:
+async def test_bad_request_is_raised_as_is(client: LoyaltyClient, api: FakeApi) -> None:
     """A change refused with 400 was not applied: BadRequestError, not an unknown outcome."""
-    mocked.post(url("change"), status=400, payload=status_envelope({"message": "bad"}, ok=False))
+    api.post("change", status=400, payload=status_envelope({"message": "bad"}, ok=False))
     with pytest.raises(BadRequestError):
         await client.change(order_id="1001", cart_items=CART)
-    assert count(mocked) == 1
+    assert count(api) == 1
 
 
 async def test_a_redirect_on_change_is_not_an_unknown_outcome(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """A 3xx means the API never processed the change (a wrong base_url): say so plainly."""
-    mocked.post(url("change"), status=301, headers={"Location": "https://elsewhere.test/"})
+    api.post("change", status=301, headers={"Location": "https://elsewhere.test/"})
     with pytest.raises(MalformedResponseError, match="301"):
         await client.change(order_id="1001", cart_items=CART)
-    assert count(mocked) == 1
+    assert count(api) == 1
 
 
 @pytest.mark.parametrize(
     ("status", "retryable"), [(500, True), (503, True), (501, False), (505, False)]
 )
 async def test_only_transient_server_errors_say_they_are_retryable(
-    once_client: LoyaltyClient, mocked: AioResponses, status: int, retryable: bool
+    once_client: LoyaltyClient, api: FakeApi, status: int, retryable: bool
 ) -> None:
     """A 501 will answer the same tomorrow: retryable is False, and it is not retried."""
-    mocked.post(url("confirm"), status=status, repeat=True)
+    api.post("confirm", status=status, repeat=True)
     with pytest.raises(ServerError) as caught:
         await once_client.confirm(order_id="1001")
     assert caught.value.retryable is retryable
 
 
 async def test_a_final_transient_failure_is_logged_as_a_warning(
-    client: LoyaltyClient, mocked: AioResponses, log_records: list[Any]
+    client: LoyaltyClient, api: FakeApi, log_records: list[Any]
 ) -> None:
     """Giving up after retries writes one WARNING with the same extra fields as the others."""
-    mocked.post(url("confirm"), status=502, repeat=True)
+    api.post("confirm", status=502, repeat=True)
     with pytest.raises(ServerError):
         await client.confirm(order_id="1001")
     (warning,) = [r for r in log_records if r.levelname == "WARNING"]

@@ -27,7 +27,7 @@ from rees46_loyalty import (
 from rees46_loyalty.middleware import AuthMiddleware
 from tests.conftest import PHONE, SHOP_SECRET
 from tests.payloads import CALCULATION, status_envelope
-from tests.unit.helpers import url, url_pattern
+from tests.unit.helpers import FakeApi, url, url_pattern
 
 SECRET_URL = f"https://api.test/loyalty/checkout/details?order_id=1001&shop_id=shop-42&shop_secret={SHOP_SECRET}"
 
@@ -86,11 +86,11 @@ async def test_a_harmless_cause_is_kept(once_client: LoyaltyClient, mocked: AioR
 
 
 async def test_an_answer_that_echoes_the_secret_is_redacted(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """A server or proxy that echoes the request back cannot put the secret into an error."""
     echo = status_envelope({"message": f"Order not found for shop_secret={SHOP_SECRET}"}, ok=False)
-    mocked.get(url_pattern("details"), payload=echo)
+    api.get("details", payload=echo)
     with pytest.raises(NotFoundError) as caught:
         await client.details(order_id="1001")
     assert SHOP_SECRET not in everything_shown(caught.value)
@@ -98,11 +98,11 @@ async def test_an_answer_that_echoes_the_secret_is_redacted(
 
 
 async def test_phone_numbers_in_api_messages_are_masked(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """A member's phone quoted by the API is masked in str and repr of the error."""
     answer = status_envelope({"message": f"Loyalty program member {PHONE} is not found"}, ok=False)
-    mocked.get(url_pattern("history"), payload=answer)
+    api.get("history", payload=answer)
     with pytest.raises(NotFoundError) as caught:
         await client.history(identifier=PHONE)
     shown = everything_shown(caught.value)
@@ -111,10 +111,10 @@ async def test_phone_numbers_in_api_messages_are_masked(
 
 
 async def test_results_and_requests_mask_the_identifier_in_their_repr(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """Logging a result or a request model never writes a full phone number."""
-    mocked.post(url("estimate"), payload=status_envelope(CALCULATION))
+    api.post("estimate", payload=status_envelope(CALCULATION))
     result = await client.estimate(
         cart_items=[CartItem(product_id="A", price=Decimal(1), quantity=1)], identifier=PHONE
     )
@@ -164,10 +164,12 @@ async def test_url_encoded_secrets_never_show(mocked: AioResponses, secret: str)
         '{"status": "error", "payload": {"message": "bad secret ab%2Fcd-123"}}',
     ],
 )
-async def test_echoed_secrets_in_any_encoding_are_redacted(mocked: AioResponses, echo: str) -> None:
+async def test_echoed_secrets_in_any_encoding_are_redacted(api: FakeApi, echo: str) -> None:
     """Raw, JSON-escaped and percent-encoded echoes of the secret are all removed."""
-    mocked.post(url("confirm"), status=400, body=echo, content_type="application/json")
-    async with LoyaltyClient("shop-42", "ab/cd-123", base_url="https://api.test") as client:
+    api.post("confirm", status=400, body=echo, content_type="application/json")
+    async with LoyaltyClient(
+        "shop-42", "ab/cd-123", base_url="https://api.test", transport=api
+    ) as client:
         with pytest.raises(LoyaltyError) as caught:
             await client.confirm(order_id="1")
     assert "ab/cd-123" not in everything_shown(caught.value)
@@ -175,12 +177,10 @@ async def test_echoed_secrets_in_any_encoding_are_redacted(mocked: AioResponses,
 
 
 async def test_a_phone_in_a_malformed_answer_stays_out_of_tracebacks(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """Type errors name types, never values: a phone where a string belongs is not printed."""
-    mocked.post(
-        url("confirm"), payload=status_envelope({"order_id": "1", "identifier": {"phone": PHONE}})
-    )
+    api.post("confirm", payload=status_envelope({"order_id": "1", "identifier": {"phone": PHONE}}))
     with pytest.raises(LoyaltyError) as caught:
         await client.confirm(order_id="1")
     assert PHONE not in everything_shown(caught.value)
@@ -194,12 +194,14 @@ def test_a_secret_too_short_to_redact_safely_is_refused(secret: object) -> None:
     assert "1234567" not in str(caught.value)
 
 
-async def test_the_shortest_accepted_secret_leaves_answers_intact(mocked: AioResponses) -> None:
+async def test_the_shortest_accepted_secret_leaves_answers_intact(api: FakeApi) -> None:
     """An 8-character secret is cut out of an echo of the request and nowhere else: the
     envelope, the order id and the message that merely resemble it stay whole."""
     answer = {"order_id": "abcdefg", "message": "echo abcdefgh, abcdefg"}
-    mocked.post(url("confirm"), payload=status_envelope(answer))
-    async with LoyaltyClient("shop-42", "abcdefgh", base_url="https://api.test") as client:
+    api.post("confirm", payload=status_envelope(answer))
+    async with LoyaltyClient(
+        "shop-42", "abcdefgh", base_url="https://api.test", transport=api
+    ) as client:
         result = await client.confirm(order_id="1")
     assert result.order_id == "abcdefg"
     assert result.message == "echo ***, abcdefg"

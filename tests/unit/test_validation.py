@@ -10,7 +10,6 @@ from typing import Any
 
 import attrs
 import pytest
-from aioresponses import aioresponses as AioResponses  # noqa: N812
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,7 +19,7 @@ from rees46_loyalty._serialization import dumps, unstructure
 from rees46_loyalty.models import CheckoutRequest
 from tests.conftest import PHONE
 from tests.payloads import CALCULATION, status_envelope
-from tests.unit.helpers import body_of, count, url
+from tests.unit.helpers import FakeApi, body_of, count
 
 GOOD = CartItem(product_id="A", price=Decimal(100), quantity=1)
 
@@ -144,7 +143,7 @@ def arguments(operation: str, overrides: dict[str, Any]) -> dict[str, Any]:
 )
 async def test_invalid_requests_are_refused_before_sending(
     client: LoyaltyClient,
-    mocked: AioResponses,
+    api: FakeApi,
     operation: str,
     overrides: dict[str, Any],
     field: str,
@@ -158,7 +157,7 @@ async def test_invalid_requests_are_refused_before_sending(
     assert reason in str(error)
     assert error.operation == operation
     assert error.attempts == 0
-    assert count(mocked) == 0
+    assert count(api) == 0
 
 
 async def test_a_wrong_identifier_is_masked_in_the_error(client: LoyaltyClient) -> None:
@@ -171,17 +170,14 @@ async def test_a_wrong_identifier_is_masked_in_the_error(client: LoyaltyClient) 
 
 @pytest.mark.parametrize("identifier", ["79990001122", "375291234567", "998901234567"])
 async def test_international_identifiers_are_accepted(
-    client: LoyaltyClient, mocked: AioResponses, identifier: str
+    client: LoyaltyClient, api: FakeApi, identifier: str
 ) -> None:
     """The same API serves other countries: any 10 to 15 digit phone number passes."""
-    mocked.get(
-        f"https://api.test/loyalty/checkout/history?identifier={identifier}"
-        "&shop_id=shop-42&shop_secret=s3cr3t-DO-NOT-LEAK-4f7a",
-        payload={"status": "success", "payload": {"orders": []}},
-    )
+    api.get("history", payload={"status": "success", "payload": {"orders": []}})
     history = await client.history(identifier=identifier)
     assert history.orders == ()
-    assert count(mocked) == 1
+    assert count(api) == 1
+    assert api.requests[0].data["identifier"] == identifier
 
 
 def test_a_checkout_field_is_declared_once_for_the_model_the_signature_and_the_checks() -> None:
@@ -207,13 +203,13 @@ def test_the_checkout_methods_type_hints_resolve_at_runtime(operation: str) -> N
 
 @pytest.mark.parametrize("operation", ["estimate", "apply", "change"])
 async def test_a_misspelt_field_is_a_type_error_naming_it(
-    client: LoyaltyClient, mocked: AioResponses, operation: str
+    client: LoyaltyClient, api: FakeApi, operation: str
 ) -> None:
     """An unknown keyword raises TypeError as a written-out signature would; nothing is sent."""
     expected = rf"^{operation}\(\) got an unexpected keyword argument 'locaton_id'$"
     with pytest.raises(TypeError, match=expected):
         await getattr(client, operation)(**arguments(operation, {"locaton_id": "msk-1"}))
-    assert count(mocked) == 0
+    assert count(api) == 0
 
 
 class _Sku(str):
@@ -229,30 +225,30 @@ class _Money(Decimal):
 
 
 async def test_subclasses_of_str_int_and_decimal_pass_in_a_cart_line(
-    client: LoyaltyClient, mocked: AioResponses
+    client: LoyaltyClient, api: FakeApi
 ) -> None:
     """A str subclass as product id and int / Decimal subclasses as amounts pass as their bases.
 
     They were refused as "the same product ID" before: the quick check of a line wanted the
     exact types, and the explanation of a refused line found nothing else wrong.
     """
-    mocked.post(url("estimate"), payload=status_envelope(CALCULATION))
+    api.post("estimate", payload=status_envelope(CALCULATION))
     line = CartItem(product_id=_Sku("A"), price=_Money("99.90"), quantity=_Units(2))
     await client.estimate(cart_items=[line])
-    assert body_of(mocked)["cart_items"] == [{"product_id": "A", "price": 99.9, "quantity": 2}]
+    assert body_of(api)["cart_items"] == [{"product_id": "A", "price": 99.9, "quantity": 2}]
 
 
 @pytest.mark.parametrize(
     ("amount", "sent"), [(150, 150), (0, 0), (Decimal("150.00"), 150), (Decimal("0.5"), 0.5)]
 )
 async def test_bonuses_amount_goes_out_as_an_int_or_a_float(
-    client: LoyaltyClient, mocked: AioResponses, amount: Decimal | int, sent: float
+    client: LoyaltyClient, api: FakeApi, amount: Decimal | int, sent: float
 ) -> None:
     """An int cap is sent as it is, an integral Decimal as an int, any other as its float."""
-    mocked.post(url("estimate"), payload=status_envelope(CALCULATION))
+    api.post("estimate", payload=status_envelope(CALCULATION))
     await client.estimate(cart_items=[GOOD], bonuses_amount=amount)
-    assert body_of(mocked)["bonuses_amount"] == sent
-    assert type(body_of(mocked)["bonuses_amount"]) is type(sent)
+    assert body_of(api)["bonuses_amount"] == sent
+    assert type(body_of(api)["bonuses_amount"]) is type(sent)
 
 
 _amounts = st.one_of(
