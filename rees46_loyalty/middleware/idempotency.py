@@ -101,20 +101,26 @@ def _sorted(lines: Sequence[Any]) -> bool:
 
 
 # Owners of leases: unique among all the processes sharing a store. A random prefix per process
-# (drawn anew in a forked child: a client made before a fork, as under gunicorn --preload, lives
-# on in every child) and a counter; a random name per call costs a system call each.
+# and a counter; a random name per call costs a system call each. A forked child draws a prefix
+# of its own: a client made before a fork (gunicorn --preload, uWSGI without lazy-apps) lives on
+# in every child. Python's at-fork hook is not enough: uWSGI forks its workers from C without
+# running it (unless --py-call-osafterfork), so the process id is checked on every call too.
 _owner_prefix = secrets.token_hex(12)
 _owner_numbers = itertools.count()
+_owner_pid = os.getpid()
 
 
 def _new_owner() -> str:
+    if os.getpid() != _owner_pid:
+        _after_fork()
     return f"{_owner_prefix}{next(_owner_numbers):x}"
 
 
 def _after_fork() -> None:
-    global _owner_prefix, _owner_numbers  # noqa: PLW0603 - per-process state, by design
+    global _owner_prefix, _owner_numbers, _owner_pid  # noqa: PLW0603 - per-process state
     _owner_prefix = secrets.token_hex(12)
     _owner_numbers = itertools.count()
+    _owner_pid = os.getpid()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
