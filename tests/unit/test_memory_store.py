@@ -68,3 +68,31 @@ def test_a_forked_child_names_its_owners_apart_from_its_parent() -> None:
     assert child
     assert child[:24] != mine[:24]
     assert child != parent_next
+
+
+async def test_a_first_outcome_is_kept_as_the_rules_keep_it() -> None:
+    """A first success keeps no lease notes or not-applied flag, as every later one (the rules)."""
+    store = MemoryIdempotencyStore(clock=FakeClock())
+    change = Intent(operation="change", fingerprint="x", safety="once")
+    given = Outcome(
+        state=State.SUCCEEDED,
+        intent=change,
+        status=200,
+        answer=ANSWER,
+        not_applied=True,
+        before=b"order before " * 1000,
+        request=b"cart asked for",
+    )
+    for key in ("4:shop:first", "4:shop:second"):
+        if key.endswith("second"):  # a book that already holds an outcome: the general rules
+            cancel = Intent(operation="cancel", fingerprint="c", safety="cancel")
+            await store.begin(key, cancel, "earlier")
+            await store.finish(key, "earlier", Outcome(state=State.FAILED, intent=cancel))
+        await store.begin(key, change, "owner")
+        await store.finish(key, "owner", given)
+    first, second = await store.get("4:shop:first"), await store.get("4:shop:second")
+    assert first is not None
+    assert second is not None
+    kept, by_the_rules = first.outcomes[change.id], second.outcomes[change.id]
+    assert (kept.not_applied, kept.before, kept.request) == (False, None, None)
+    assert kept == by_the_rules
