@@ -105,22 +105,26 @@ def _sorted(lines: Sequence[Any]) -> bool:
 # of its own: a client made before a fork (gunicorn --preload, uWSGI without lazy-apps) lives on
 # in every child. Python's at-fork hook is not enough: uWSGI forks its workers from C without
 # running it (unless --py-call-osafterfork), so the process id is checked on every call too.
-_owner_prefix = secrets.token_hex(12)
-_owner_numbers = itertools.count()
-_owner_pid = os.getpid()
+# The process id, prefix and counter are replaced together, in one assignment: threads that
+# draw at once each read one whole triple, so a prefix never meets another's counter.
+_owners: tuple[int, str, itertools.count[int]] = (
+    os.getpid(),
+    secrets.token_hex(12),
+    itertools.count(),
+)
 
 
 def _new_owner() -> str:
-    if os.getpid() != _owner_pid:
+    pid, prefix, numbers = _owners
+    if pid != os.getpid():
         _after_fork()
-    return f"{_owner_prefix}{next(_owner_numbers):x}"
+        pid, prefix, numbers = _owners
+    return f"{prefix}{next(numbers):x}"
 
 
 def _after_fork() -> None:
-    global _owner_prefix, _owner_numbers, _owner_pid  # noqa: PLW0603 - per-process state
-    _owner_prefix = secrets.token_hex(12)
-    _owner_numbers = itertools.count()
-    _owner_pid = os.getpid()
+    global _owners  # noqa: PLW0603 - per-process state, by design
+    _owners = (os.getpid(), secrets.token_hex(12), itertools.count())
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
