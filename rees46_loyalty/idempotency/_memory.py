@@ -150,11 +150,14 @@ class MemoryIdempotencyStore:
         if (
             lease is not None
             and lease.owner == owner
+            and lease.intent.id == outcome.intent.id
             and not book.outcomes  # type: ignore[union-attr]
             and outcome.state is not State.UNKNOWN
         ):
             # The common case, as finish() has it: the first outcome of an order whose lease
-            # this call holds (ran out or not: it is this call's own, either way). Kept packed
+            # this call holds, of the lease's own intent (ran out or not: it is this call's
+            # own, either way; a lease of another intent that ran out is an unknown outcome
+            # the general rules keep). Kept packed
             # at once, without the objects the general rules would build, and as they keep a
             # finished outcome: without a lease's notes or a not-applied flag.
             expires = now + self.ttl

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from rees46_loyalty.idempotency import Intent, MemoryIdempotencyStore, Outcome, State
+from rees46_loyalty.idempotency import Finish, Intent, MemoryIdempotencyStore, Outcome, State
 from rees46_loyalty.middleware import idempotency as layer
 from tests.conftest import FakeClock
 
@@ -96,3 +96,20 @@ async def test_a_first_outcome_is_kept_as_the_rules_keep_it() -> None:
     kept, by_the_rules = first.outcomes[change.id], second.outcomes[change.id]
     assert (kept.not_applied, kept.before, kept.request) == (False, None, None)
     assert kept == by_the_rules
+
+
+async def test_a_first_outcome_of_another_intent_keeps_the_lease_that_ran_out() -> None:
+    """A lease that ran out stays an unknown change when its holder records another intent."""
+    clock = FakeClock()
+    store = MemoryIdempotencyStore(clock=clock, ttl=100, lease=10)
+    leased = Intent(operation="change", fingerprint="y", safety="once")
+    other = Intent(operation="change", fingerprint="x", safety="once")
+    await store.begin("4:shop:1", leased, "owner")
+    clock.advance(11)
+    done = await store.finish(
+        "4:shop:1", "owner", Outcome(state=State.SUCCEEDED, intent=other, status=200)
+    )
+    book = await store.get("4:shop:1")
+    assert book is not None
+    assert book.outcomes[leased.id].state is State.UNKNOWN
+    assert done is Finish.RECORDED_AFTER_LOSS
