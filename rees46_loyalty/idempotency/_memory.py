@@ -132,11 +132,7 @@ class MemoryIdempotencyStore:
         if changed:
             self._put(key, book, stored)
         outcome = decision.outcome
-        if (
-            outcome is not None
-            and outcome.answer is not None
-            and outcome.state is not State.UNKNOWN
-        ):
+        if outcome is not None and outcome.answer is not None:  # an unknown one's too, as get()
             decision = evolve(decision, outcome=evolve(outcome, answer=_expand(outcome.answer)))
         return decision
 

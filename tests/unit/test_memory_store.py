@@ -113,3 +113,18 @@ async def test_a_first_outcome_of_another_intent_keeps_the_lease_that_ran_out() 
     assert book is not None
     assert book.outcomes[leased.id].state is State.UNKNOWN
     assert done is Finish.RECORDED_AFTER_LOSS
+
+
+async def test_an_unknown_outcome_is_answered_with_its_answer_as_recorded() -> None:
+    """begin() gives an unknown outcome's long answer as it was recorded, as get() does."""
+    store = MemoryIdempotencyStore(clock=FakeClock())
+    change = Intent(operation="change", fingerprint="x", safety="once")
+    answer = b'{"partial":"' + b"7" * 6000 + b'"}'
+    await store.finish(
+        "4:shop:1", "owner", Outcome(state=State.UNKNOWN, intent=change, answer=answer)
+    )
+    decision = await store.begin("4:shop:1", change, "another")
+    book = await store.get("4:shop:1")
+    assert decision.outcome is not None
+    assert book is not None
+    assert decision.outcome.answer == answer == book.outcomes[change.id].answer
