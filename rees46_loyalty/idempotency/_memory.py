@@ -132,11 +132,7 @@ class MemoryIdempotencyStore:
         if changed:
             self._put(key, book, stored)
         outcome = decision.outcome
-        if (
-            outcome is not None
-            and outcome.answer is not None
-            and outcome.state is not State.UNKNOWN
-        ):
+        if outcome is not None and outcome.answer is not None:  # an unknown one's too, as get()
             decision = evolve(decision, outcome=evolve(outcome, answer=_expand(outcome.answer)))
         return decision
 
@@ -150,15 +146,20 @@ class MemoryIdempotencyStore:
         if (
             lease is not None
             and lease.owner == owner
+            and lease.intent.id == outcome.intent.id
             and not book.outcomes  # type: ignore[union-attr]
             and outcome.state is not State.UNKNOWN
         ):
             # The common case, as finish() has it: the first outcome of an order whose lease
-            # this call holds (ran out or not: it is this call's own, either way). Kept packed
-            # at once, without the objects the general rules would build.
+            # this call holds, of the lease's own intent (ran out or not: it is this call's
+            # own, either way; a lease of another intent that ran out is an unknown outcome
+            # the general rules keep). Kept packed
+            # at once, without the objects the general rules would build, and as they keep a
+            # finished outcome: without a lease's notes or a not-applied flag.
             expires = now + self.ttl
             name = outcome.intent.id
-            self._books[key] = (_packed(name, outcome, owner=owner, expires=expires),)
+            packed = _packed(name, outcome, owner=owner, expires=expires, finished=True)
+            self._books[key] = (packed,)
             answer = outcome.answer
             size = _OUTCOME_OVERHEAD + (len(answer) if answer else 0)
             self._finished[(key, name)] = (size, expires)
@@ -343,9 +344,31 @@ def _expand(answer: bytes) -> bytes:
 
 
 def _packed(
-    name: str, outcome: Outcome, *, owner: str | None, expires: float | None
+    name: str,
+    outcome: Outcome,
+    *,
+    owner: str | None,
+    expires: float | None,
+    finished: bool = False,
 ) -> tuple[Any, ...]:
     intent = outcome.intent
+    if finished:  # a success or a terminal failure keeps nothing a lease noted
+        return (
+            name,
+            outcome.state.value,
+            outcome.status,
+            outcome.answer,
+            outcome.previous_unknown,
+            owner,
+            expires,
+            False,
+            None,
+            None,
+            intent.operation,
+            intent.fingerprint,
+            intent.key,
+            intent.safety,
+        )
     return (
         name,
         outcome.state.value,

@@ -116,20 +116,30 @@ def _sorted(lines: Sequence[Any]) -> bool:
 
 
 # Owners of leases: unique among all the processes sharing a store. A random prefix per process
-# (drawn anew in a forked child: a client made before a fork, as under gunicorn --preload, lives
-# on in every child) and a counter; a random name per call costs a system call each.
-_owner_prefix = secrets.token_hex(12)
-_owner_numbers = itertools.count()
+# and a counter; a random name per call costs a system call each. A forked child draws a prefix
+# of its own: a client made before a fork (gunicorn --preload, uWSGI without lazy-apps) lives on
+# in every child. Python's at-fork hook is not enough: uWSGI forks its workers from C without
+# running it (unless --py-call-osafterfork), so the process id is checked on every call too.
+# The process id, prefix and counter are replaced together, in one assignment: threads that
+# draw at once each read one whole triple, so a prefix never meets another's counter.
+_owners: tuple[int, str, itertools.count[int]] = (
+    os.getpid(),
+    secrets.token_hex(12),
+    itertools.count(),
+)
 
 
 def _new_owner() -> str:
-    return f"{_owner_prefix}{next(_owner_numbers):x}"
+    pid, prefix, numbers = _owners
+    if pid != os.getpid():
+        _after_fork()
+        pid, prefix, numbers = _owners
+    return f"{prefix}{next(numbers):x}"
 
 
 def _after_fork() -> None:
-    global _owner_prefix, _owner_numbers  # noqa: PLW0603 - per-process state, by design
-    _owner_prefix = secrets.token_hex(12)
-    _owner_numbers = itertools.count()
+    global _owners  # noqa: PLW0603 - per-process state, by design
+    _owners = (os.getpid(), secrets.token_hex(12), itertools.count())
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows

@@ -163,6 +163,13 @@ CASES: dict[str, list[Step]] = {
         Begin(X, "c", Verdict.REPLAY),
         Begin(Y, "c", Verdict.ACQUIRED),
     ],
+    "a holder that records another intent after its lease ran out keeps that unknown change": [
+        Begin(Y, "a", Verdict.ACQUIRED),
+        Age(LEASE + 1),
+        End("a", X, State.SUCCEEDED, Finish.RECORDED_AFTER_LOSS),
+        Begin(Y, "b", Verdict.UNKNOWN),
+        Begin(X, "b", Verdict.REPLAY),
+    ],
     "a finish after the store lost the book records anyway": [
         Begin(X, "a", Verdict.ACQUIRED),
         Wipe(),

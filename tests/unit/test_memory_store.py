@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from rees46_loyalty.idempotency import Intent, MemoryIdempotencyStore, Outcome, State
+from rees46_loyalty.idempotency import Finish, Intent, MemoryIdempotencyStore, Outcome, State
 from rees46_loyalty.middleware import idempotency as layer
 from tests.conftest import FakeClock
 
@@ -68,3 +68,63 @@ def test_a_forked_child_names_its_owners_apart_from_its_parent() -> None:
     assert child
     assert child[:24] != mine[:24]
     assert child != parent_next
+
+
+async def test_a_first_outcome_is_kept_as_the_rules_keep_it() -> None:
+    """A first success keeps no lease notes or not-applied flag, as every later one (the rules)."""
+    store = MemoryIdempotencyStore(clock=FakeClock())
+    change = Intent(operation="change", fingerprint="x", safety="once")
+    given = Outcome(
+        state=State.SUCCEEDED,
+        intent=change,
+        status=200,
+        answer=ANSWER,
+        not_applied=True,
+        before=b"order before " * 1000,
+        request=b"cart asked for",
+    )
+    for key in ("4:shop:first", "4:shop:second"):
+        if key.endswith("second"):  # a book that already holds an outcome: the general rules
+            cancel = Intent(operation="cancel", fingerprint="c", safety="cancel")
+            await store.begin(key, cancel, "earlier")
+            await store.finish(key, "earlier", Outcome(state=State.FAILED, intent=cancel))
+        await store.begin(key, change, "owner")
+        await store.finish(key, "owner", given)
+    first, second = await store.get("4:shop:first"), await store.get("4:shop:second")
+    assert first is not None
+    assert second is not None
+    kept, by_the_rules = first.outcomes[change.id], second.outcomes[change.id]
+    assert (kept.not_applied, kept.before, kept.request) == (False, None, None)
+    assert kept == by_the_rules
+
+
+async def test_a_first_outcome_of_another_intent_keeps_the_lease_that_ran_out() -> None:
+    """A lease that ran out stays an unknown change when its holder records another intent."""
+    clock = FakeClock()
+    store = MemoryIdempotencyStore(clock=clock, ttl=100, lease=10)
+    leased = Intent(operation="change", fingerprint="y", safety="once")
+    other = Intent(operation="change", fingerprint="x", safety="once")
+    await store.begin("4:shop:1", leased, "owner")
+    clock.advance(11)
+    done = await store.finish(
+        "4:shop:1", "owner", Outcome(state=State.SUCCEEDED, intent=other, status=200)
+    )
+    book = await store.get("4:shop:1")
+    assert book is not None
+    assert book.outcomes[leased.id].state is State.UNKNOWN
+    assert done is Finish.RECORDED_AFTER_LOSS
+
+
+async def test_an_unknown_outcome_is_answered_with_its_answer_as_recorded() -> None:
+    """begin() gives an unknown outcome's long answer as it was recorded, as get() does."""
+    store = MemoryIdempotencyStore(clock=FakeClock())
+    change = Intent(operation="change", fingerprint="x", safety="once")
+    answer = b'{"partial":"' + b"7" * 6000 + b'"}'
+    await store.finish(
+        "4:shop:1", "owner", Outcome(state=State.UNKNOWN, intent=change, answer=answer)
+    )
+    decision = await store.begin("4:shop:1", change, "another")
+    book = await store.get("4:shop:1")
+    assert decision.outcome is not None
+    assert book is not None
+    assert decision.outcome.answer == answer == book.outcomes[change.id].answer
