@@ -98,6 +98,10 @@ class MemoryIdempotencyStore:
         # Finished outcomes, oldest first, with the bytes each holds and its expiry: what may be
         # dropped.
         self._finished: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+        # Unknown outcomes that expire (an apply's, a confirm's, a change found not applied),
+        # oldest first, with their expiry: never dropped by the bounds, but swept once expired.
+        self._expiring: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._sweeping = False
         self._bytes = 0
         self._puts = 0
         self._warned_full = False
@@ -238,18 +242,24 @@ class MemoryIdempotencyStore:
         if before is not after and (before or after):
             finished = self._finished
             for name, outcome in before.items():
-                if after.get(name) is not outcome and outcome.state is not State.UNKNOWN:
-                    self._bytes -= finished.pop((key, name), _GONE)[0]
+                if after.get(name) is not outcome:
+                    if outcome.state is not State.UNKNOWN:
+                        self._bytes -= finished.pop((key, name), _GONE)[0]
+                    else:
+                        self._expiring.pop((key, name), None)
             for name, outcome in after.items():
-                if before.get(name) is not outcome and outcome.state is not State.UNKNOWN:
-                    answer = outcome.answer
-                    size = _OUTCOME_OVERHEAD + (len(answer) if answer else 0)
-                    finished[(key, name)] = (size, outcome.expires or math.inf)
-                    self._bytes += size
+                if before.get(name) is not outcome:
+                    if outcome.state is not State.UNKNOWN:
+                        answer = outcome.answer
+                        size = _OUTCOME_OVERHEAD + (len(answer) if answer else 0)
+                        finished[(key, name)] = (size, outcome.expires or math.inf)
+                        self._bytes += size
+                    elif outcome.expires is not None:
+                        self._expiring[(key, name)] = outcome.expires
         if new is None:
             self._books.pop(key, None)
         else:
-            self._books[key] = new if new.lease is not None else _pack(new)
+            self._books[key] = _kept(new)
         if before is not after and (before or after):
             self._after_put()
 
@@ -263,14 +273,34 @@ class MemoryIdempotencyStore:
     def _drop_expired(self) -> None:
         # Outcomes finish in about the order they expire (one TTL for all), so a look at the
         # oldest few every few writes keeps the store free of expired ones without a sweep.
+        if self._sweeping:  # the writes of a sweep
+            return
+        self._sweeping = True
+        try:
+            self._sweep()
+        finally:
+            self._sweeping = False
+
+    def _sweep(self) -> None:
         finished = self._finished
         for _ in range(16):
             if not finished:
-                return
+                break
             key, name = oldest = next(iter(finished))
             if finished[oldest][1] > self.clock.monotonic():
-                return
+                break
             self._remove(key, name)
+        expiring = self._expiring
+        for _ in range(4):
+            if not expiring:
+                return
+            key, _name = oldest = next(iter(expiring))
+            if expiring[oldest] > self.clock.monotonic():
+                return
+            # The rules drop it (and whatever else of the order expired); the books follow.
+            book = self._book(key)
+            self._put(key, book, as_of(book, self.clock.monotonic(), self.ttl))
+            expiring.pop(oldest, None)  # gone already, unless the book was dropped whole
 
     def _remove(self, key: str, name: str) -> Outcome:
         self._bytes -= self._finished.pop((key, name))[0]
@@ -282,7 +312,7 @@ class MemoryIdempotencyStore:
         if left.empty:
             del self._books[key]
         else:
-            self._books[key] = left if left.lease is not None else _pack(left)
+            self._books[key] = _kept(left)
         return outcome
 
     def _drop_oldest(self) -> None:
@@ -385,6 +415,18 @@ def _packed(
         intent.key,
         intent.safety,
     )
+
+
+#: Books of more outcomes than this stay objects: unpacking them on every call would cost more
+#: than the collector's walk over them (such orders are few: a key of its own for each call).
+_PACK_AT_MOST = 8
+
+
+def _kept(book: Book) -> Book | _Packed:
+    """*book* as the store keeps it: packed, unless it has a lease or many outcomes."""
+    if book.lease is not None or len(book.outcomes) > _PACK_AT_MOST:
+        return book
+    return _pack(book)
 
 
 def _pack(book: Book) -> _Packed:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import logging
-import os
 import secrets
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
@@ -115,35 +113,16 @@ def _sorted(lines: Sequence[Any]) -> bool:
     )
 
 
-# Owners of leases: unique among all the processes sharing a store. A random prefix per process
-# and a counter; a random name per call costs a system call each. A forked child draws a prefix
-# of its own: a client made before a fork (gunicorn --preload, uWSGI without lazy-apps) lives on
-# in every child. Python's at-fork hook is not enough: uWSGI forks its workers from C without
-# running it (unless --py-call-osafterfork), so the process id is checked on every call too.
-# The process id, prefix and counter are replaced together, in one assignment: threads that
-# draw at once each read one whole triple, so a prefix never meets another's counter.
-_owners: tuple[int, str, itertools.count[int]] = (
-    os.getpid(),
-    secrets.token_hex(12),
-    itertools.count(),
-)
-
-
 def _new_owner() -> str:
-    pid, prefix, numbers = _owners
-    if pid != os.getpid():
-        _after_fork()
-        pid, prefix, numbers = _owners
-    return f"{prefix}{next(numbers):x}"
+    """A name for one call's lease, unique among all the processes sharing a store.
 
-
-def _after_fork() -> None:
-    global _owners  # noqa: PLW0603 - per-process state, by design
-    _owners = (os.getpid(), secrets.token_hex(12), itertools.count())
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows
-    os.register_at_fork(after_in_child=_after_fork)
+    Drawn from the system's random source on every call: a client made before a fork (gunicorn
+    --preload; uWSGI, which forks from C without Python's at-fork hooks) or restored from a
+    snapshot (AWS Lambda SnapStart, CRIU) lives on in many processes, so nothing kept by the
+    process tells their leases apart. (A per-process prefix and a counter saved about a
+    microsecond a call, and shared names after such a fork.)
+    """
+    return secrets.token_hex(16)
 
 
 class IdempotencyMiddleware:

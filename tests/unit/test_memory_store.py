@@ -65,9 +65,8 @@ def test_a_forked_child_names_its_owners_apart_from_its_parent() -> None:
     os.close(read)
     os.waitpid(pid, 0)
     mine = layer._new_owner()
-    assert child
-    assert child[:24] != mine[:24]
-    assert child != parent_next
+    assert len(child) == 32
+    assert child not in (parent_next, mine)
 
 
 async def test_a_first_outcome_is_kept_as_the_rules_keep_it() -> None:
@@ -128,3 +127,36 @@ async def test_an_unknown_outcome_is_answered_with_its_answer_as_recorded() -> N
     assert decision.outcome is not None
     assert book is not None
     assert decision.outcome.answer == answer == book.outcomes[change.id].answer
+
+
+async def test_expired_unknown_outcomes_are_swept_without_anyone_looking() -> None:
+    """An unknown apply outlives its TTL by no more than a few writes, though nobody reads it."""
+    clock = FakeClock()
+    store = MemoryIdempotencyStore(clock=clock, ttl=3600, lease=60)
+    for number in range(100):
+        key = f"4:shop:u{number}"
+        intent = Intent(operation="apply", fingerprint=str(number), safety="safe")
+        await store.begin(key, intent, "owner")
+        await store.finish(key, "owner", Outcome(state=State.UNKNOWN, intent=intent))
+    assert len(store) == 100
+    clock.advance(3601)
+    await _fill(store, 400)
+    assert len(store) == 400
+
+
+async def test_an_order_of_many_outcomes_answers_each_of_them() -> None:
+    """Twenty keyed outcomes on one order: each is replayed with its own answer."""
+    store = MemoryIdempotencyStore(clock=FakeClock())
+    key = "4:shop:many"
+    for number in range(20):
+        intent = Intent(operation="apply", fingerprint="same", key=f"k{number}", safety="safe")
+        await store.begin(key, intent, "owner")
+        answer = b'{"n":%d}' % number
+        await store.finish(
+            key, "owner", Outcome(state=State.SUCCEEDED, intent=intent, status=200, answer=answer)
+        )
+    for number in range(20):
+        intent = Intent(operation="apply", fingerprint="same", key=f"k{number}", safety="safe")
+        decision = await store.begin(key, intent, "another")
+        assert decision.outcome is not None
+        assert decision.outcome.answer == b'{"n":%d}' % number
