@@ -383,22 +383,9 @@ def _packed(
 ) -> tuple[Any, ...]:
     intent = outcome.intent
     if finished:  # a success or a terminal failure keeps nothing a lease noted
-        return (
-            name,
-            outcome.state.value,
-            outcome.status,
-            outcome.answer,
-            outcome.previous_unknown,
-            owner,
-            expires,
-            False,
-            None,
-            None,
-            intent.operation,
-            intent.fingerprint,
-            intent.key,
-            intent.safety,
-        )
+        not_applied, before, request = False, None, None
+    else:
+        not_applied, before, request = outcome.not_applied, outcome.before, outcome.request
     return (
         name,
         outcome.state.value,
@@ -407,9 +394,9 @@ def _packed(
         outcome.previous_unknown,
         owner,
         expires,
-        outcome.not_applied,
-        outcome.before,
-        outcome.request,
+        not_applied,
+        before,
+        request,
         intent.operation,
         intent.fingerprint,
         intent.key,

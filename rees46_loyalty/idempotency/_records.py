@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -47,6 +48,7 @@ __all__ = [
     "as_of",
     "book_from_json",
     "book_to_json",
+    "check_durations",
     "decide",
     "finish",
     "forget",
@@ -130,6 +132,21 @@ class Intent:
     def once(self) -> bool:
         """Whether the operation must never be sent twice (``change``)."""
         return self.safety == "once"
+
+
+def check_durations(*, ttl: float, lease: float, **others: float) -> None:
+    """Refuse a store's durations (seconds) that are not positive numbers, or a TTL < lease.
+
+    A lease that runs out is an unknown outcome; a TTL shorter than the lease would let an
+    order's book go before anyone could read it so.
+    """
+    for name, value in (("ttl", ttl), ("lease", lease), *others.items()):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+        if not 0 < value < math.inf:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if ttl < lease:
+        raise ValueError(f"ttl ({ttl:g}s) must not be shorter than lease ({lease:g}s)")
 
 
 @define(kw_only=True)

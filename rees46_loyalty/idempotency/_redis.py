@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
@@ -19,6 +18,7 @@ from ._records import (
     Outcome,
     Verdict,
     book_from_json,
+    check_durations,
     intent_to_json,
     outcome_from_json,
 )
@@ -320,15 +320,7 @@ class RedisIdempotencyStore:
         poll_interval: float = 0.02,
         max_connections: int = 100,
     ) -> None:
-        for name, value in (("ttl", ttl), ("lease", lease), ("poll_interval", poll_interval)):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-            if not 0 < value < math.inf:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        if ttl < lease:
-            # A lease that runs out is an unknown outcome; a TTL shorter than the lease would
-            # let an order's book go before anyone could read it so.
-            raise ValueError(f"ttl ({ttl:g}s) must not be shorter than lease ({lease:g}s)")
+        check_durations(ttl=ttl, lease=lease, poll_interval=poll_interval)
         try:
             from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415 - optional
         except ImportError as exc:  # pragma: no cover - the extra is installed in tests

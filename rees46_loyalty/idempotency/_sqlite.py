@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import sqlite3
 import threading
@@ -23,6 +22,7 @@ from ._records import (
     as_of,
     book_from_json,
     book_to_json,
+    check_durations,
     decide,
     finish,
     forget,
@@ -87,13 +87,7 @@ class SqliteIdempotencyStore:
         poll_interval: float = 0.02,
         clock: Clock | None = None,
     ) -> None:
-        for name, value in (("ttl", ttl), ("lease", lease), ("poll_interval", poll_interval)):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-            if not 0 < value < math.inf:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        if ttl < lease:
-            raise ValueError(f"ttl ({ttl:g}s) must not be shorter than lease ({lease:g}s)")
+        check_durations(ttl=ttl, lease=lease, poll_interval=poll_interval)
         self.path = Path(path)
         self.ttl = float(ttl)
         self.lease = float(lease)
