@@ -1,7 +1,8 @@
 """The SDK against hand-written aiohttp calls: throughput, latency and client CPU, in one run.
 
-    python -m benchmarks.run            # the full matrix (about ten minutes on 2 CPUs)
-    python -m benchmarks.run --quick    # a smaller one for CI-ish runs (about two minutes)
+    python -m benchmarks.run                # the full matrix (about ten minutes on 2 idle CPUs)
+    python -m benchmarks.run --quick        # a smaller one for CI-ish runs (about a minute)
+    python -m benchmarks.run --every-kind   # two more kinds (orjson, the reference decode)
 
 Kinds of client (all in this process, pinned to one CPU; the server in another, pinned to the
 other CPU where the machine has two):
@@ -11,8 +12,8 @@ other CPU where the machine has two):
   typed objects with ``Decimal`` amounts (``benchmarks/peers.py``);
 - ``sdk``: the SDK with its defaults (the memory idempotency store), ``sdk, no idempotency``
   (``idempotency=None``) and ``sdk, redis store`` (a local redis-server);
-- in the full run also ``aiohttp+orjson`` and ``sdk, no fast decode`` (the reference decode
-  path, when the ``speedups`` extra is installed).
+- with ``--every-kind`` also ``aiohttp+orjson`` and ``sdk, no fast decode`` (the reference
+  decode path, when the ``speedups`` extra is installed).
 
 Workloads: ``cancel`` and ``change`` with 10, 200 and 2,000 lines; concurrency 1, 16 and 128
 (1 and 16 with ``--quick``). Each round runs every cell with the kinds rotated, so that the
@@ -57,9 +58,9 @@ SHOP_ID, SECRET = "bench", "bench-secret"
 WORKLOADS = ["cancel", *LINES]
 CONCURRENCY = [1, 16, 128]
 # Calls per measurement, so that each takes about the same time.
-CALLS = {"cancel": 3000, "change10": 2000, "change200": 300, "change2000": 40}
+CALLS = {"cancel": 1500, "change10": 1000, "change200": 200, "change2000": 30}
 BASELINE = "aiohttp"
-#: The kinds of the quick run; the full run adds aiohttp+orjson and sdk, no fast decode.
+#: The kinds of a run; ``--every-kind`` adds aiohttp+orjson and sdk, no fast decode.
 MAIN_KINDS = [
     "aiohttp",
     "msgspec peer",
@@ -127,6 +128,9 @@ class _Sdk:
         # Long enough for 128 calls of 2,000 lines at once on one CPU: a benchmark measures
         # throughput, it does not test timeouts.
         options.setdefault("timeout", 120.0)
+        # The connect timeout (5 s by default) covers the wait for a free connection, which
+        # 128 calls of 2,000 lines at once on a busy machine can exceed.
+        options.setdefault("connect_timeout", 100.0)
         options.setdefault("retry", RetryPolicy(deadline=None))
         options.setdefault("idempotency", MemoryIdempotencyStore(lease=600))
         self._client = LoyaltyClient(SHOP_ID, SECRET, base_url=f"{url}/{workload}", **options)
@@ -153,7 +157,7 @@ class _Sdk:
         return await self._client.change(order_id=order_id, cart_items=self._cart)
 
 
-def _kinds(url: str, redis_url: str, *, quick: bool = False) -> dict[str, Callable[[str], Any]]:
+def _kinds(url: str, redis_url: str, *, every: bool = False) -> dict[str, Callable[[str], Any]]:
     shop = (SHOP_ID, SECRET)
     kinds: dict[str, Callable[[str], Any]] = {
         "aiohttp": lambda w: _HandWritten(url, w, use_orjson=False),
@@ -169,7 +173,7 @@ def _kinds(url: str, redis_url: str, *, quick: bool = False) -> dict[str, Callab
             ),
         ),
     }
-    if quick:
+    if not every:
         return kinds
     kinds["aiohttp+orjson"] = lambda w: _HandWritten(url, w, use_orjson=True)
     if set_fast_decode(True):  # the speedups extra is installed
@@ -211,12 +215,24 @@ async def _measure(
     }
 
 
+def _keep_partial(samples: dict[tuple[str, int, str], list[dict[str, float]]]) -> None:
+    """What a long run measured so far, in ``results/partial.json`` (a failure keeps it)."""
+    RESULTS.mkdir(exist_ok=True)
+    rows = [
+        {"workload": w, "concurrency": c, "kind": k, "runs": runs}
+        for (w, c, k), runs in samples.items()
+    ]
+    (RESULTS / "partial.json").write_text(json.dumps(rows))
+
+
 def _spread(values: Sequence[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
-async def _run(url: str, redis_url: str, *, quick: bool, rounds: int) -> dict[str, Any]:
-    kinds = _kinds(url, redis_url, quick=quick)
+async def _run(
+    url: str, redis_url: str, *, quick: bool, rounds: int, every: bool = False
+) -> dict[str, Any]:
+    kinds = _kinds(url, redis_url, every=every)
     names = list(kinds)
     typed = set(names) - {"aiohttp", "aiohttp+orjson"}
     concurrency = [1, 16] if quick else CONCURRENCY
@@ -233,6 +249,7 @@ async def _run(url: str, redis_url: str, *, quick: bool, rounds: int) -> dict[st
                         kinds[name](workload), calls, level, lines if name in typed else None
                     )
                     samples.setdefault((workload, level, name), []).append(figures)
+                _keep_partial(samples)
     cells: list[dict[str, Any]] = []
     for (workload, level, name), runs in samples.items():
         base = samples[(workload, level, BASELINE)]
@@ -298,6 +315,38 @@ def _ratio(cell: dict[str, Any]) -> str:
     return f"{cell['ratio']:.2f}× ({cell['ratio_min']:.2f}–{cell['ratio_max']:.2f})"
 
 
+#: Kinds measured against each other (not only against the hand-written call).
+PAIRS = [
+    ("sdk", "msgspec peer"),
+    ("sdk", "sdk, no idempotency"),
+    ("sdk, redis store", "sdk, no idempotency"),
+]
+
+
+def _pairs_markdown(
+    results: dict[str, Any], by_cell: dict[tuple[str, int], dict[str, dict[str, Any]]]
+) -> list[str]:
+    """req/s of one kind over another's, per round (both measured in it), median and spread."""
+    pairs = [(a, b) for a, b in PAIRS if {a, b} <= set(results["kinds"])]
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "Kinds against each other (req/s over req/s of the same round and cell):",
+        "",
+        f"| workload | conc. | {' | '.join(f'{a} ÷ {b}' for a, b in pairs)} |",
+        f"|---|---:|{'---:|' * len(pairs)}",
+    ]
+    for (workload, level), kinds in by_cell.items():
+        row = [workload, str(level)]
+        for a, b in pairs:
+            per_round = [x / y for x, y in zip(kinds[a]["ratios"], kinds[b]["ratios"], strict=True)]
+            median, low, high = _spread(per_round)
+            row.append(f"{median:.2f}× ({low:.2f}–{high:.2f})")
+        lines.append(f"| {' | '.join(row)} |")
+    return lines
+
+
 def _markdown(results: dict[str, Any]) -> str:
     names: list[str] = results["kinds"]
     by_cell: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
@@ -318,6 +367,7 @@ def _markdown(results: dict[str, Any]) -> str:
         row = [workload, str(level), f"{kinds[BASELINE]['rps']:.0f}"]
         row += [_ratio(kinds[name]) if name in kinds else "" for name in others]
         lines.append(f"| {' | '.join(row)} |")
+    lines += _pairs_markdown(results, by_cell)
     if results.get("cpu_growth"):
         lines += [
             "",
@@ -399,18 +449,40 @@ def _chart(results: dict[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the matrix and write the results."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smaller run: concurrency 1 and 16, fewer calls, 2 rounds",
+    )
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--every-kind", action="store_true", help="add aiohttp+orjson and sdk, no fast decode"
+    )
+    parser.add_argument(
+        "--report", type=Path, metavar="JSON", help="only write the table and chart of a run's JSON"
+    )
     args = parser.parse_args(argv)
-    rounds = args.rounds or (1 if args.quick else 3)
+    if args.report:
+        _write(json.loads(args.report.read_text()))
+        return 0
+    rounds = args.rounds or (2 if args.quick else 3)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     server_cpu = cpus[-1] if len(cpus) > 1 else None
     with answer_server(cpu=server_cpu) as url, redis_server() as redis_url:
         if len(cpus) > 1:
             os.sched_setaffinity(0, {cpus[0]})
-        results = asyncio.run(_run(url, redis_url, quick=args.quick, rounds=rounds))
+        results = asyncio.run(
+            _run(url, redis_url, quick=args.quick, rounds=rounds, every=args.every_kind)
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    _write(results)
+    return 0
+
+
+def _write(results: dict[str, Any]) -> None:
+    """``latest.md`` and ``latest.png`` of *results*; the table printed."""
+    RESULTS.mkdir(exist_ok=True)
     table = _markdown(results)
     (RESULTS / "latest.md").write_text(table)
     try:
@@ -418,7 +490,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         print("(no chart: matplotlib is not installed)", file=sys.stderr)
     print(table)
-    return 0
 
 
 if __name__ == "__main__":

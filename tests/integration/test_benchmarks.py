@@ -33,8 +33,8 @@ async def test_the_benchmark_matrix_runs_and_reports(
         assert cell["p99_ms"] >= cell["p50_ms"]
         assert cell["ratio_min"] <= cell["ratio"] <= cell["ratio_max"]
     table = run._markdown(results)
-    # The summary (a row per workload and concurrency) and the full table (a row per cell).
-    assert table.count("\n| ") == 2 * 2 + 1 + len(results["cells"]) + 1
+    # The summary and the pairs (a row per workload and concurrency), the full table (per cell).
+    assert table.count("\n| ") == 2 * (2 * 2 + 1) + len(results["cells"]) + 1
     assert "msgspec peer" in table
     assert "pydantic peer" in table
 
