@@ -47,6 +47,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks.idempotency_overhead", *calls)
     session.run("python", "-m", "benchmarks.inflight", *(["--calls", "2000"] if quick else []))
     session.run("python", "-m", "benchmarks.redis_clients", *(["--quick"] if quick else []))
+    session.run("python", "-m", "benchmarks.memory_store")
     session.run("python", "-m", "benchmarks.sync_overhead", *calls)
 
 
