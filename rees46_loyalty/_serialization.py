@@ -314,9 +314,9 @@ except ImportError:  # pragma: no cover - exercised by the test run without the 
     msgspec = None  # type: ignore[assignment]
 
 # Text the fast path leaves to the reference path: Decimal strings it would read as NaN or
-# Infinity (the reference path refuses them) and the SDK's own `replayed` field. And for a
-# model whose every field has a default, any `"message"`: a payload that is only a message is
-# an error whatever its envelope says, and only the reference path can tell.
+# Infinity (the reference path refuses them). And for a model whose every field has a default,
+# any `"message"`: a payload that is only a message is an error whatever its envelope says, and
+# only the reference path can tell.
 _NOT_FINITE = re.compile(rb'"\s*[+-]?(?:s?nan\d*|inf(?:inity)?)\s*"', re.IGNORECASE)
 _decoders: dict[type, tuple[Any, bool]] = {}
 
@@ -336,8 +336,28 @@ def _decoder_for(model: type) -> tuple[Any, bool]:
     )
     fields = attrs.fields(typing.cast("type[attrs.AttrsInstance]", model))
     all_defaults = all(a.default is not attrs.NOTHING for a in fields)
-    entry = _decoders[model] = (msgspec.json.Decoder(envelope), all_defaults)
+    # Numbers in the payload's free-form objects (stickers) are read as the reference path reads
+    # them: exact and bounded Decimals, not floats.
+    decoder = msgspec.json.Decoder(envelope, float_hook=_bounded_decimal)
+    entry = _decoders[model] = (decoder, all_defaults)
     return entry
+
+
+_message_probe: Any = None
+
+
+def _may_have_message(body: bytes) -> bool:
+    """Whether the payload of *body* may have a ``message``, its key written with escapes."""
+    global _message_probe  # noqa: PLW0603 - built once, on first use, like the decoders
+    if _message_probe is None:
+        probe = msgspec.defstruct("MessageProbe", [("message", Any, msgspec.UNSET)])
+        envelope = msgspec.defstruct("MessageProbeEnvelope", [("payload", probe | None, None)])
+        _message_probe = msgspec.json.Decoder(envelope)
+    try:
+        payload = _message_probe.decode(body).payload
+    except Exception:  # noqa: BLE001 - not an envelope of an object: the reference path decides
+        return True
+    return payload is not None and payload.message is not msgspec.UNSET
 
 
 # Whether the fast path may decode: a context variable, so that a setting is seen only by the
@@ -360,21 +380,30 @@ def fast_decoding(*, enabled: bool) -> Iterator[bool]:
         _fast_path.reset(token)
 
 
-# The body lowercased with every digit as 0, one pass for two quick looks. Numbers out of the
-# bounds of amounts: an exponent (a digit then e, in a number or a string), 16 digits in a
-# row (10**15 and more, or more decimal places than the fast path checks) or digits grouped
-# with ``_`` (which Decimal() reads in a string). And NaN or Infinity in a string. Such
+# One translated copy of the body for three quick looks, each a search of the copy (bytes
+# searches run fastest for few, long needles whose last byte is rare). Numbers out of the bounds
+# of amounts: an exponent (a digit then e, in a number or a string), 16 digits in a row (10**15
+# and more, or more decimal places than the fast path checks) or digits grouped with ``_``
+# (which Decimal() reads in a string; a digit then ``_`` reads as an exponent). And NaN or
+# Infinity, in any case, in a string. Every byte that takes no part is one filler byte. Such
 # answers, rare and maybe hostile, are left to the reference path, which checks each number.
-_FOLD = bytes.maketrans(
-    b"123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"000000000abcdefghijklmnopqrstuvwxyz"
-)
+def _fold_table() -> bytes:
+    table = bytearray(b" " * 256)
+    for sources, folded in ((b"0123456789", b"0"), (b"eE_", b"e"), (b"nN", b"n"), (b"aA", b"a"),
+                            (b"iI", b"i"), (b"fF", b"f")):  # fmt: skip
+        for source in sources:
+            table[source] = folded[0]
+    return bytes(table)
+
+
+_FOLD = _fold_table()
 
 
 def _needs_reference_path(body: bytes, all_defaults: bool) -> bool:
-    if b'"replayed"' in body or (all_defaults and b'"message"' in body):
+    if all_defaults and (b'"message"' in body or (b"\\" in body and _may_have_message(body))):
         return True
     folded = body.translate(_FOLD)
-    if b"0e" in folded or b"0000000000000000" in folded or b"0_0" in folded:
+    if b"0e" in folded or b"0000000000000000" in folded:
         return True
     # The exact pattern only runs when the letters are there at all.
     return (b"nan" in folded or b"inf" in folded) and _NOT_FINITE.search(body) is not None
@@ -455,6 +484,10 @@ def fast_decode(body: bytes, model: type[T]) -> T | None:
     if not succeeded or envelope.payload is None:
         return None
     result: T = envelope.payload
-    if (b"\\u" in body or not body.isascii()) and not _amounts_bounded(result):
+    # `replayed` is the SDK's own field, which the reference path never reads from the wire. A
+    # backslash (any escape; one byte, found fastest) or a non-ASCII byte: each amount is checked.
+    if getattr(result, "replayed", False) is not False or (
+        (b"\\" in body or not body.isascii()) and not _amounts_bounded(result)
+    ):
         return None
     return result

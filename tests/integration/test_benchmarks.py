@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import inflight, run, sync_overhead
+from benchmarks import decode, inflight, run, sync_overhead
 from benchmarks._redis import Persistence, RedisServer
 from benchmarks._server import answer_server
 
@@ -47,6 +47,18 @@ def test_the_sync_overhead_benchmark_runs_and_reports() -> None:
         for kind in sync_overhead.KINDS
     }
     assert all(c["rps"] > 0 and c["p50_us"] > 0 for c in cells)
+
+
+def test_the_decode_benchmark_reports_every_part() -> None:
+    """Every (answer, kind) cell of the decode benchmark has its CPU time and its ratio to
+    json.loads, and json.loads is the yardstick (1.0)."""
+    rows = decode.measure(rounds=1, workloads=("cancel", "change10"))
+    kinds = {"json.loads", "fast_decode", "pre-scan", "msgspec -> attrs", "msgspec -> Structs"}
+    for workload in ("cancel", "change10"):
+        cells = {r["kind"]: r for r in rows if r["workload"] == workload}
+        assert kinds <= set(cells)
+        assert all(cell["us"] > 0 for cell in cells.values())
+        assert cells["json.loads"]["ratio"] == 1.0
 
 
 @pytest.mark.parametrize(("persistence", "kept"), [("aof", b"$1"), ("none", b"$-1")])

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rees46_loyalty import ApiRequest, ApiResponse, LoyaltyError
+from rees46_loyalty import ApiRequest, ApiResponse, LoyaltyError, MalformedResponseError
 from rees46_loyalty._operations import OPERATIONS
 from rees46_loyalty._serialization import fast_decode, fast_decoding
 from rees46_loyalty.middleware.errors import decode_response
@@ -176,3 +176,129 @@ async def test_fast_decoding_does_not_leak_into_other_tasks() -> None:
     off, on = await asyncio.gather(reference_only(), default())
     assert off is None
     assert on is not None
+
+
+# -- adversarial numbers and keys: the fast path gives the reference path's result, or steps aside
+
+_SPACES = st.sampled_from(["", " ", "\t", "  ", "\\u0020", "\u00a0", "\\n"])
+_DIGITS = st.text(st.sampled_from("0123456789"), min_size=1, max_size=20)
+_number_text = st.one_of(
+    st.builds(lambda a, b: f"{a}.{b}", _DIGITS, _DIGITS),
+    st.builds(lambda a, e, x: f"{a}{e}{x}", _DIGITS, st.sampled_from("eE"), st.integers(-60, 60)),
+    _DIGITS,
+    st.builds(lambda a, b: f"{a}.{b}", _DIGITS, st.integers(30, 45).map(lambda n: "0" * n + "1")),
+).map(lambda text: text.lstrip("0") or "0")
+_string_amount = st.one_of(
+    _number_text,
+    st.builds(lambda a, b: f"{a}_{b}", _DIGITS, _DIGITS),
+    st.builds(
+        lambda sign, word, spaces: f"{spaces}{sign}{word}{spaces}",
+        st.sampled_from(["", "+", "-"]),
+        st.sampled_from(["NaN", "nan", "sNaN", "NaN12", "Inf", "inf", "Infinity", "iNfInItY"]),
+        _SPACES,
+    ),
+    _DIGITS.map(lambda text: "".join(f"\\u{ord(char):04x}" for char in text)),
+    _DIGITS.map(lambda text: "".join(chr(0x0660 + int(char)) for char in text)),
+    _number_text.map(lambda text: text.replace("e", "\\u0065").replace("1", "\\u0031")),
+)
+_adversarial = st.one_of(
+    _number_text.map(lambda text: text.encode()),
+    _number_text.map(lambda text: b"-" + text.encode()),
+    _string_amount.map(lambda text: b'"' + text.encode() + b'"'),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    amounts=st.lists(_adversarial, min_size=1, max_size=3),
+    place=st.sampled_from(["order_to_pay", "saved_total", "item", "stickers", "unknown"]),
+)
+def test_adversarial_numbers_are_read_alike_or_left_to_the_reference_path(
+    amounts: list[bytes], place: str
+) -> None:
+    """Numbers of any magnitude, spelling or disguise (exponents, 41 places, NaN with spaces and
+    signs, JSON escapes, other scripts' digits, underscores), in an amount, a line, a free-form
+    object or an unknown field: the fast path's result equals the reference path's, or it
+    leaves the answer to the reference path."""
+    first, *others = amounts
+    fields = {"order_total": b"1", "order_to_pay": b"2"}
+    if place == "order_to_pay":
+        fields["order_to_pay"] = first
+    elif place == "saved_total":
+        fields["saved_total"] = first
+    elif place == "item":
+        fields["items"] = b'[{"product_id": "A", "price": ' + first + b"}]"
+    elif place == "stickers":
+        fields["rewarded_stickers"] = b'{"a": ' + first + b"}"
+    else:
+        fields["future_field"] = first
+    for n, other in enumerate(others):
+        fields[f"bonuses_reward{'' if n == 0 else '_x'}"] = other
+    payload = b", ".join(b'"' + name.encode() + b'": ' + value for name, value in fields.items())
+    body = b'{"status": "success", "payload": {' + payload + b"}}"
+    reference = _outcome("estimate", body, fast=False)
+    fast = fast_decode(body, OPERATIONS["estimate"].result_type)
+    if fast is not None:
+        assert not isinstance(reference, type), body
+        assert fast == reference
+        assert repr(fast) == repr(reference)
+
+
+@pytest.mark.parametrize(
+    ("operation", "body"),
+    [
+        # an escaped `message` key: a payload that is only a message is an error
+        ("history", b'{"status": "success", "payload": {"mess\\u0061ge": "Order not found"}}'),
+        ("history", b'{"status": "success", "payload": {"\\u006dessage": "x", "orders": []}}'),
+        # an escaped `replayed` key: the SDK's own field, never read from the wire
+        ("cancel", b'{"status": "success", "payload": {"order_id": "1", "repl\\u0061yed": true}}'),
+        ("cancel", b'{"status": "success", "payload": {"order_id": "1", "replayed": true}}'),
+    ],
+)
+def test_keys_written_with_escapes_are_left_to_the_reference_path(
+    operation: str, body: bytes
+) -> None:
+    """`message` and `replayed` keys decide the outcome however they are spelled: the fast path
+    steps aside, and the answer decodes as on the reference path."""
+    assert fast_decode(body, OPERATIONS[operation].result_type) is None
+    assert _outcome(operation, body, fast=True) == _outcome(operation, body, fast=False)
+
+
+def test_an_unescaped_body_with_a_false_replayed_takes_the_fast_path() -> None:
+    """`replayed: false` changes nothing on either path, so it needs no step aside."""
+    body = b'{"status": "success", "payload": {"order_id": "1", "replayed": false}}'
+    fast = fast_decode(body, OPERATIONS["cancel"].result_type)
+    assert fast is not None
+    assert fast.replayed is False
+    assert fast == _outcome("cancel", body, fast=False)
+
+
+@pytest.mark.parametrize(
+    ("sticker", "expected"),
+    [("0.1", Decimal("0.1")), ("1.50", Decimal("1.50")), ("7", 7), ('"0.1"', "0.1")],
+)
+def test_numbers_in_free_form_objects_are_exact_on_both_paths(sticker: str, expected: Any) -> None:
+    """A fraction in a free-form object (stickers) is the same exact Decimal on the fast path
+    as on the reference path, never a float."""
+    body = (
+        '{"status": "success", "payload": {"order_total": 1, "order_to_pay": 1, '
+        f'"rewarded_stickers": {{"a": {sticker}}}}}}}'
+    ).encode()
+    fast = fast_decode(body, OPERATIONS["estimate"].result_type)
+    assert fast is not None
+    value = fast.rewarded_stickers["a"]
+    assert type(value) is type(expected)
+    assert str(value) == str(expected)
+    assert fast == _outcome("estimate", body, fast=False)
+
+
+@pytest.mark.parametrize("sticker", ["1e999999999", "1000000000000000.5", "1e-41"])
+def test_out_of_range_numbers_in_free_form_objects_are_refused_on_both_paths(sticker: str) -> None:
+    """A number out of the bounds of amounts in a free-form object is refused alike."""
+    body = (
+        '{"status": "success", "payload": {"order_total": 1, "order_to_pay": 1, '
+        f'"rewarded_stickers": {{"a": {sticker}}}}}}}'
+    ).encode()
+    assert fast_decode(body, OPERATIONS["estimate"].result_type) is None
+    assert _outcome("estimate", body, fast=False) is MalformedResponseError
+    assert _outcome("estimate", body, fast=True) is MalformedResponseError
