@@ -1,13 +1,14 @@
-"""Where the decoding of a successful answer spends its time, against ``json.loads``.
+r"""Where the decoding of a successful answer spends its time, against ``json.loads``.
 
-For the answer of ``cancel`` and of a ``change`` of 10, 200 and 2,000 lines (the stand-in API's
-answers), the CPU time of one decode by: ``json.loads`` (untyped floats, the yardstick), the
-SDK's fast path (``fast_decode``: pre-scan, msgspec into the attrs models, checks), its parts
-(the pre-scan of the text, msgspec into the attrs models alone, the walk of every amount that
-answers with escapes or non-ASCII bytes take), msgspec into equivalent Structs (the typed peer)
-and the reference path (json + cattrs). With ``--against REV`` the fast path of that git
-revision is measured beside today's. Rounds rotate the candidates; figures are medians of
-process CPU time per decode.
+For the answer of ``cancel``, of a ``change`` of 10, 200 and 2,000 lines (the stand-in API's
+answers) and of 200 lines with Russian text written as \u escapes, the CPU time of one decode
+by: ``json.loads`` (untyped floats, the yardstick), the SDK (``load_answer``: the fast path,
+which every answer here takes), its parts (the pre-scan of the text, msgspec into the attrs
+models alone, the walk of every amount that answers with strings in disguise take), msgspec
+into equivalent Structs (the typed peer) and the reference path (json + cattrs). With
+``--against REV`` the SDK's decoding at that git revision is measured beside today's (its
+fast path, or its reference path where that one stepped aside). Rounds rotate the
+candidates; figures are medians of process CPU time per decode.
 
     python -m benchmarks.decode [--rounds 7] [--against REV]
 """
@@ -32,15 +33,35 @@ import attrs
 import msgspec
 
 from rees46_loyalty import _serialization
-from rees46_loyalty._serialization import _amounts_bounded, _decoder_for, _needs_reference_path
+from rees46_loyalty._serialization import (
+    _FOLD,
+    _FOLD_DROPS,
+    _amounts_bounded,
+    _decoder_for,
+    _needs_reference_path,
+    _strings_may_hide_amounts,
+)
 from rees46_loyalty.models import OrderChange, OrderRef
 
 from ._server import change_answer
 
 __all__ = ["WORKLOADS", "measure"]
 
-#: workload -> lines in the answer (0: the answer of cancel)
-WORKLOADS = {"cancel": 0, "change10": 10, "change200": 200, "change2000": 2000}
+#: workload -> lines in the answer (0: the answer of cancel); "ru": each line has the API's
+#: reasons in Russian, written as \\u escapes (what an encoder that writes ASCII only sends);
+#: "ru«»": with guillemets and a dash, whose escapes are not Cyrillic (every amount is checked)
+WORKLOADS = {
+    "cancel": 0,
+    "change10": 10,
+    "change200": 200,
+    "change2000": 2000,
+    "change200ru": 200,
+    "change200ru«»": 200,
+}
+_REASONS = {
+    "ru": "Товар не участвует в акции: скидка 10%, см. условия",
+    "ru«»": "Товар не участвует в акции «Скидка 10%» — см. условия",
+}
 _CANCEL = {"status": "success", "payload": {"order_id": "1", "identifier": "79990001122"}}
 
 
@@ -48,7 +69,14 @@ def _answer(workload: str) -> tuple[bytes, type]:
     lines = WORKLOADS[workload]
     if not lines:
         return json.dumps(_CANCEL).encode(), OrderRef
-    return change_answer(lines), OrderChange
+    answer = change_answer(lines)
+    reason = _REASONS.get(workload.removeprefix(f"change{lines}"))
+    if reason:
+        document = json.loads(answer)
+        for item in document["payload"]["items"]:
+            item["discountable_reason"] = item["bonusable_reason"] = reason
+        answer = json.dumps(document).encode()
+    return answer, OrderChange
 
 
 def _struct_type(annotation: Any, made: dict[type, type]) -> Any:
@@ -133,17 +161,25 @@ def _candidates(
 
     candidates: dict[str, Callable[[], Any]] = {
         "json.loads": lambda: json.loads(body),
-        "fast_decode": lambda: serialization.fast_decode(body, model),
+        "SDK decode": lambda: serialization.load_answer(body, model),
     }
     if before is not None:
-        candidates["fast_decode before"] = lambda: before.fast_decode(body, model)
+        # its own fast path, or its reference path where that one steps aside
+        candidates["SDK decode before"] = lambda: before.load_answer(body, model)
         parts = vars(before)  # its private parts, as in today's module
         old_defaults = parts["_decoder_for"](model)[1]
         old_scan = parts["_needs_reference_path"]
         candidates["pre-scan before"] = lambda: old_scan(body, old_defaults)
+
+    def scan() -> bool:
+        folded = body.translate(_FOLD, _FOLD_DROPS)
+        return _needs_reference_path(body, folded, all_defaults) or _strings_may_hide_amounts(
+            body, folded
+        )
+
     candidates.update(
         {
-            "pre-scan": lambda: _needs_reference_path(body, all_defaults),
+            "pre-scan": scan,
             "msgspec -> attrs": lambda: decoder.decode(body),
             "msgspec -> Structs": lambda: structs.decode(body),
             "walk of amounts": lambda: _amounts_bounded(result),

@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 
 from rees46_loyalty import ApiRequest, ApiResponse, LoyaltyError, MalformedResponseError
 from rees46_loyalty._operations import OPERATIONS
-from rees46_loyalty._serialization import fast_decode, fast_decoding
+from rees46_loyalty._serialization import (
+    _FOLD,
+    _FOLD_DROPS,
+    _OTHER_DIGITS_LEAD,
+    _strings_may_hide_amounts,
+    fast_decode,
+    fast_decoding,
+)
 from rees46_loyalty.middleware.errors import decode_response
 from tests.payloads import CALCULATION, CHANGE, HISTORY, REF
 
@@ -180,7 +187,9 @@ async def test_fast_decoding_does_not_leak_into_other_tasks() -> None:
 
 # -- adversarial numbers and keys: the fast path gives the reference path's result, or steps aside
 
-_SPACES = st.sampled_from(["", " ", "\t", "  ", "\\u0020", "\u00a0", "\\n"])
+_SPACES = st.sampled_from(
+    ["", " ", "\t", "  ", "\\u0020", "\u00a0", "\\n", "\\t", "\u2003", "_", "\\u000b"]
+)
 _DIGITS = st.text(st.sampled_from("0123456789"), min_size=1, max_size=20)
 _number_text = st.one_of(
     st.builds(lambda a, b: f"{a}.{b}", _DIGITS, _DIGITS),
@@ -194,9 +203,26 @@ _string_amount = st.one_of(
     st.builds(
         lambda sign, word, spaces: f"{spaces}{sign}{word}{spaces}",
         st.sampled_from(["", "+", "-"]),
-        st.sampled_from(["NaN", "nan", "sNaN", "NaN12", "Inf", "inf", "Infinity", "iNfInItY"]),
+        st.sampled_from(
+            [
+                "NaN",
+                "nan",
+                "sNaN",
+                "NaN12",
+                "Inf",
+                "inf",
+                "Infinity",
+                "iNfInItY",
+                "N_aN",
+                "_inf",
+                "i_n_f",
+                "s_NaN_1",
+                "Inf_inity",
+            ]
+        ),
         _SPACES,
     ),
+    st.builds(lambda a, b: f"{a}_{b}", _DIGITS, st.sampled_from(["e999", "E-50", "000000000"])),
     _DIGITS.map(lambda text: "".join(f"\\u{ord(char):04x}" for char in text)),
     _DIGITS.map(lambda text: "".join(chr(0x0660 + int(char)) for char in text)),
     _number_text.map(lambda text: text.replace("e", "\\u0065").replace("1", "\\u0031")),
@@ -208,18 +234,19 @@ _adversarial = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     amounts=st.lists(_adversarial, min_size=1, max_size=3),
     place=st.sampled_from(["order_to_pay", "saved_total", "item", "stickers", "unknown"]),
+    text=st.sampled_from(['"card"', '"Карта «Мир»"', '"\\u041a\\u0430\\u0440\\u0442\\u0430"']),
 )
 def test_adversarial_numbers_are_read_alike_or_left_to_the_reference_path(
-    amounts: list[bytes], place: str
+    amounts: list[bytes], place: str, text: str
 ) -> None:
     """Numbers of any magnitude, spelling or disguise (exponents, 41 places, NaN with spaces and
     signs, JSON escapes, other scripts' digits, underscores), in an amount, a line, a free-form
-    object or an unknown field: the fast path's result equals the reference path's, or it
-    leaves the answer to the reference path."""
+    object or an unknown field, beside Russian text raw or escaped: the fast path's result
+    equals the reference path's, or it leaves the answer to the reference path."""
     first, *others = amounts
     fields = {"order_total": b"1", "order_to_pay": b"2"}
     if place == "order_to_pay":
@@ -234,6 +261,8 @@ def test_adversarial_numbers_are_read_alike_or_left_to_the_reference_path(
         fields["future_field"] = first
     for n, other in enumerate(others):
         fields[f"bonuses_reward{'' if n == 0 else '_x'}"] = other
+    # text elsewhere: Russian, raw or written as \\u escapes, or none
+    fields["payment_type"] = text.encode()
     payload = b", ".join(b'"' + name.encode() + b'": ' + value for name, value in fields.items())
     body = b'{"status": "success", "payload": {' + payload + b"}}"
     reference = _outcome("estimate", body, fast=False)
@@ -302,3 +331,72 @@ def test_out_of_range_numbers_in_free_form_objects_are_refused_on_both_paths(sti
     assert fast_decode(body, OPERATIONS["estimate"].result_type) is None
     assert _outcome("estimate", body, fast=False) is MalformedResponseError
     assert _outcome("estimate", body, fast=True) is MalformedResponseError
+
+
+def test_every_digit_of_another_script_is_looked_for() -> None:
+    """Decimal() reads every decimal digit of any script: the first byte of each (UTF-8) is one
+    the fast path's look at the text marks, so such strings get their amounts checked."""
+    leads = {
+        chr(code).encode()[0]
+        for code in range(0x80, 0x110000)
+        if not 0xD800 <= code < 0xE000 and chr(code).isdecimal()
+    }
+    assert leads
+    assert leads <= set(_OTHER_DIGITS_LEAD)
+
+
+@pytest.mark.parametrize(
+    ("text", "hides"),
+    [
+        ('"card"', False),
+        ('"Карта «Мир» — №1"', False),  # Cyrillic, guillemets, a dash, the numero sign
+        ('"\\u041a\\u0430\\u0440\\u0442\\u0430 \\u041c\\u0438\\u0440"', False),
+        ('"\\u041a\\u0430 \\"x\\" \\n"', True),  # other escapes: looked at, in doubt
+        ('"\u0661\u0662"', True),  # Arabic-Indic digits
+        ('"\uff11"', True),  # a fullwidth digit
+        ('"\\u0031"', True),
+        ('"\\u00ab"', True),  # any \\u escape but Cyrillic's is checked
+        ('"\\\\u0031"', True),  # an escaped backslash, then text: looked at, in doubt
+    ],
+)
+def test_strings_that_may_hide_amounts(text: str, hides: bool) -> None:
+    """Another script's digits or an escape but a Cyrillic letter's get each amount checked;
+    Russian text, raw or written as \\u escapes, does not."""
+    body = ('{"status": "success", "payload": {"payment_type": ' + text + "}}").encode()
+    assert _strings_may_hide_amounts(body, body.translate(_FOLD, _FOLD_DROPS)) is hides
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        '"N_aN"', '"_inf"', '"-i_n_f"', '"s_NaN"', '"Inf_inity"', '"\\nnan"', '"\\t-Infinity\\r"',
+        '"\u00a0nan"', '"\u2003NaN\u3000"', '"_\u00a0+nan_1_"', '"\\u004eaN"', '"N\\u0061N"',
+        '"' + "\u0661" * 16 + '"', '"\u0661e999"', '"\uff11\uff45\uff19"', '"\\u0031e999"',
+        '"1_000_000_000_000_000"', '"1_e999"', '"0.' + "0_" * 41 + '1"', '"1.e999"', '"1.E+999"',
+        '"1e-_50"', '"1.5e_+9_99"', '"\\u043e1e999"',
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("text", ["card", "Карта «Мир» — №1"])
+def test_disguised_amounts_out_of_range_never_take_the_fast_path(amount: str, text: str) -> None:
+    """NaN, Infinity and numbers out of bounds in disguise (underscores, whitespace of any script
+    or escaped, JSON escapes, other scripts' digits) are refused on both paths, beside any text."""
+    body = (
+        '{"status": "success", "payload": {"order_total": 1, "order_to_pay": '
+        f'{amount}, "payment_type": "{text}"}}}}'
+    ).encode()
+    assert fast_decode(body, OPERATIONS["estimate"].result_type) is None
+    assert _outcome("estimate", body, fast=False) is MalformedResponseError
+    assert _outcome("estimate", body, fast=True) is MalformedResponseError
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_an_answer_with_russian_text_takes_the_fast_path(ensure_ascii: bool) -> None:
+    """Reasons in Russian, raw or written as \\u escapes (whose hex digits look like numbers:
+    \\u043e), with hyphens and digits, decode on the fast path to the reference path's result."""
+    reason = "Товар по-русски: «Скидка 10%» — №1, ещё 2"
+    payload = {**CHANGE, "items": [{**CHANGE["items"][0], "discountable_reason": reason}]}
+    body = json.dumps({"status": "success", "payload": payload}, ensure_ascii=ensure_ascii)
+    fast = fast_decode(body.encode(), OPERATIONS["change"].result_type)
+    assert fast is not None
+    assert fast.items[0].discountable_reason == reason
+    assert fast == _outcome("change", body.encode(), fast=False)
