@@ -315,11 +315,11 @@ except ImportError:  # pragma: no cover - exercised by the test run without the 
 
 # Text the fast path leaves to the reference path: strings Decimal() would read as NaN or
 # Infinity (the reference path refuses them). Decimal() strips whitespace (any script's) around
-# a number and drops every ``_`` ("N_aN" is NaN); the pattern allows both, and escapes other
-# than \\u (the \\u ones are checked on the result). And for a model whose every field has a
+# a number and drops every ``_`` ("N_aN" is NaN); the pattern allows both, and any escape
+# (\\u00a0 is whitespace too). And for a model whose every field has a
 # default, any `"message"`: a payload that is only a message is an error whatever its
 # envelope says, and only the reference path can tell.
-_AROUND = rb"(?:[\x00-\x20_\x80-\xff]|\\[^u])*"
+_AROUND = rb"(?:[\x00-\x20_\x80-\xff]|\\(?:u[0-9a-fA-F]{4}|[^u]))*"
 _NOT_FINITE = re.compile(
     rb'"' + _AROUND + rb"[+-]?" + _AROUND + rb"(?:s_*)?"
     rb"(?:n_*a_*n[\d_]*|i_*n_*f(?:_*i_*n_*i_*t_*y)?)" + _AROUND + rb'"',
@@ -429,14 +429,26 @@ def _needs_reference_path(body: bytes, folded: bytes, all_defaults: bool) -> boo
 def _strings_may_hide_amounts(body: bytes, folded: bytes) -> bool:
     r"""Whether strings of *body* may hold amounts the look at its text cannot see.
 
-    Those are digits of other scripts, and \u escapes but those of Cyrillic letters (\u04..,
-    what an encoder that writes ASCII only makes of Russian text). Other escapes are whitespace
-    or characters that Decimal() refuses, and whitespace can only stand around a number.
+    Those are digits of other scripts, and escapes but the \u ones of characters that are no
+    digit: Cyrillic letters (\u04.., what an encoder that writes ASCII only makes of Russian
+    text), and U+00A0-U+00BF and U+2000-U+21FF (guillemets, dashes, quotes, the numero sign,
+    currency signs; their whitespace can only stand around a number, where the NaN pattern
+    allows any escape).
     """
     if b"x" in folded:
         return True
-    # Every backslash opens a Cyrillic escape (counting one byte is cheaper than two), or look.
-    return b"\\" in body and body.count(b"\\") != body.count(b"\\u04")
+    if b"\\" not in body:
+        return False
+    # Every backslash opens one of those escapes, or look (counting one byte is cheapest).
+    backslashes, escapes = body.count(b"\\"), body.count(b"\\u04")
+    if escapes != backslashes:
+        escapes += sum(body.count(prefix) for prefix in _NO_DIGIT_ESCAPES)
+    return escapes != backslashes
+
+
+#: \\u escapes, besides the Cyrillic ones, of characters that are no digit (a test holds this to
+#: the interpreter's Unicode database).
+_NO_DIGIT_ESCAPES = (b"\\u00a", b"\\u00b", b"\\u20", b"\\u21")
 
 
 # Amounts written as JSON strings can pass the look at the bytes above in disguise: \\u escapes

@@ -20,6 +20,7 @@ from rees46_loyalty._operations import OPERATIONS
 from rees46_loyalty._serialization import (
     _FOLD,
     _FOLD_DROPS,
+    _NO_DIGIT_ESCAPES,
     _OTHER_DIGITS_LEAD,
     _strings_may_hide_amounts,
     fast_decode,
@@ -345,6 +346,17 @@ def test_every_digit_of_another_script_is_looked_for() -> None:
     assert leads <= set(_OTHER_DIGITS_LEAD)
 
 
+def test_the_escapes_left_unchecked_are_of_no_digit() -> None:
+    """The \\u escapes whose strings keep their amounts unchecked (Cyrillic, and the ranges of
+    guillemets, dashes and currency signs) name no character that Decimal() reads as a digit."""
+    prefixes = [b"\\u04", *_NO_DIGIT_ESCAPES]
+    for prefix in prefixes:
+        hex_digits = prefix.decode()[2:]
+        first = int(hex_digits.ljust(4, "0"), 16)
+        last = int(hex_digits.ljust(4, "f"), 16)
+        assert not any(chr(code).isdecimal() for code in range(first, last + 1)), prefix
+
+
 @pytest.mark.parametrize(
     ("text", "hides"),
     [
@@ -355,7 +367,9 @@ def test_every_digit_of_another_script_is_looked_for() -> None:
         ('"\u0661\u0662"', True),  # Arabic-Indic digits
         ('"\uff11"', True),  # a fullwidth digit
         ('"\\u0031"', True),
-        ('"\\u00ab"', True),  # any \\u escape but Cyrillic's is checked
+        ('"\\u00ab\\u041c\\u0438\\u0440\\u00bb \\u2014 \\u2116 \\u20bd \\u00a0"', False),
+        ('"\\u00AB"', True),  # written in capitals: looked at, in doubt
+        ('"\\u00e9"', True),  # any other \\u escape is looked at
         ('"\\\\u0031"', True),  # an escaped backslash, then text: looked at, in doubt
     ],
 )
@@ -373,7 +387,8 @@ def test_strings_that_may_hide_amounts(text: str, hides: bool) -> None:
         '"\u00a0nan"', '"\u2003NaN\u3000"', '"_\u00a0+nan_1_"', '"\\u004eaN"', '"N\\u0061N"',
         '"' + "\u0661" * 16 + '"', '"\u0661e999"', '"\uff11\uff45\uff19"', '"\\u0031e999"',
         '"1_000_000_000_000_000"', '"1_e999"', '"0.' + "0_" * 41 + '1"', '"1.e999"', '"1.E+999"',
-        '"1e-_50"', '"1.5e_+9_99"', '"\\u043e1e999"',
+        '"1e-_50"', '"1.5e_+9_99"', '"\\u043e1e999"', '"\\u00a0nan"', '"\\u2003-Inf\\u2028"',
+        '"\\u00a0\\u0031e999"', '"\\u20031e999"',
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("text", ["card", "Карта «Мир» — №1"])
