@@ -330,11 +330,18 @@ try:
 except ImportError:  # pragma: no cover - exercised by the test run without the extra
     msgspec = None  # type: ignore[assignment]
 
-# Text the fast path leaves to the reference path: Decimal strings it would read as NaN or
-# Infinity (the reference path refuses them) and the SDK's own `replayed` field. And for a
-# model whose every field has a default, any `"message"`: a payload that is only a message is
-# an error whatever its envelope says, and only the reference path can tell.
-_NOT_FINITE = re.compile(rb'"\s*[+-]?(?:s?nan\d*|inf(?:inity)?)\s*"', re.IGNORECASE)
+# Text the fast path leaves to the reference path: strings Decimal() would read as NaN or
+# Infinity (the reference path refuses them). Decimal() strips whitespace (any script's) around
+# a number and drops every ``_`` ("N_aN" is NaN); the pattern allows both, and any escape
+# (\\u00a0 is whitespace too). And for a model whose every field has a
+# default, any `"message"`: a payload that is only a message is an error whatever its
+# envelope says, and only the reference path can tell.
+_AROUND = rb"(?:[\x00-\x20_\x80-\xff]|\\(?:u[0-9a-fA-F]{4}|[^u]))*"
+_NOT_FINITE = re.compile(
+    rb'"' + _AROUND + rb"[+-]?" + _AROUND + rb"(?:s_*)?"
+    rb"(?:n_*a_*n[\d_]*|i_*n_*f(?:_*i_*n_*i_*t_*y)?)" + _AROUND + rb'"',
+    re.IGNORECASE,
+)
 _decoders: dict[type, tuple[Any, bool]] = {}
 
 
@@ -353,8 +360,28 @@ def _decoder_for(model: type) -> tuple[Any, bool]:
     )
     fields = attrs.fields(typing.cast("type[attrs.AttrsInstance]", model))
     all_defaults = all(a.default is not attrs.NOTHING for a in fields)
-    entry = _decoders[model] = (msgspec.json.Decoder(envelope), all_defaults)
+    # Numbers in the payload's free-form objects (stickers) are read as the reference path reads
+    # them: exact and bounded Decimals, not floats.
+    decoder = msgspec.json.Decoder(envelope, float_hook=_bounded_decimal)
+    entry = _decoders[model] = (decoder, all_defaults)
     return entry
+
+
+_message_probe: Any = None
+
+
+def _may_have_message(body: bytes) -> bool:
+    """Whether the payload of *body* may have a ``message``, its key written with escapes."""
+    global _message_probe  # noqa: PLW0603 - built once, on first use, like the decoders
+    if _message_probe is None:
+        probe = msgspec.defstruct("MessageProbe", [("message", Any, msgspec.UNSET)])
+        envelope = msgspec.defstruct("MessageProbeEnvelope", [("payload", probe | None, None)])
+        _message_probe = msgspec.json.Decoder(envelope)
+    try:
+        payload = _message_probe.decode(body).payload
+    except Exception:  # noqa: BLE001 - not an envelope of an object: the reference path decides
+        return True
+    return payload is not None and payload.message is not msgspec.UNSET
 
 
 # Whether the fast path may decode: a context variable, so that a setting is seen only by the
@@ -377,31 +404,75 @@ def fast_decoding(*, enabled: bool) -> Iterator[bool]:
         _fast_path.reset(token)
 
 
-# The body lowercased with every digit as 0, one pass for two quick looks. Numbers out of the
-# bounds of amounts: an exponent (a digit then e, in a number or a string), 16 digits in a
-# row (10**15 and more, or more decimal places than the fast path checks) or digits grouped
-# with ``_`` (which Decimal() reads in a string). And NaN or Infinity in a string. Such
-# answers, rare and maybe hostile, are left to the reference path, which checks each number.
-_FOLD = bytes.maketrans(
-    b"123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"000000000abcdefghijklmnopqrstuvwxyz"
-)
+# One translated copy of the body, without ``_`` (Decimal() reads "1_0" as 10) nor signs, for
+# quick looks, each a search of the copy (bytes searches run fastest for few, long needles
+# whose last byte is rare, and fastest of all for one byte). Numbers out of the bounds of
+# amounts: an exponent (e after a digit or a point, then a digit: 1e9, 1.E-9; in a number or a
+# string; not the e of a \\u043e escape), 16 digits in a row (10**15 and more, or more decimal
+# places than the fast path checks). NaN or Infinity, in any case, in a string. Every other
+# byte is one filler byte, but for the first byte of a digit of another script (x): Decimal()
+# reads those too. Such answers, rare and maybe hostile, are left to the reference path, which
+# checks each number, or their amounts are checked one by one.
+#: First bytes (UTF-8) of every decimal digit outside ASCII, of any Unicode version so far and
+#: to come beyond U+FFFF (a test holds this to the interpreter's Unicode database).
+_OTHER_DIGITS_LEAD = b"\xd9\xdb\xdf\xe0\xe1\xea\xef" + bytes(range(0xF0, 0x100))
 
 
-def _needs_reference_path(body: bytes, all_defaults: bool) -> bool:
-    if b'"replayed"' in body or (all_defaults and b'"message"' in body):
+def _fold_table() -> bytes:
+    table = bytearray(b" " * 256)
+    for sources, folded in ((b"0123456789", b"0"), (b".", b"p"), (b"eE", b"e"), (b"nN", b"n"),
+                            (b"aA", b"a"), (b"iI", b"i"), (b"fF", b"f"),
+                            (_OTHER_DIGITS_LEAD, b"x")):  # fmt: skip
+        for source in sources:
+            table[source] = folded[0]
+    return bytes(table)
+
+
+_FOLD = _fold_table()
+#: What the folded copy leaves out.
+_FOLD_DROPS = b"_+-"
+
+
+def _needs_reference_path(body: bytes, folded: bytes, all_defaults: bool) -> bool:
+    """Whether the answer *body* (*folded* by :data:`_FOLD`) is left to the reference path."""
+    if all_defaults and (b'"message"' in body or (b"\\" in body and _may_have_message(body))):
         return True
-    folded = body.translate(_FOLD)
-    if b"0e" in folded or b"0000000000000000" in folded or b"0_0" in folded:
+    if b"0e0" in folded or b"pe0" in folded or b"0000000000000000" in folded:
         return True
     # The exact pattern only runs when the letters are there at all.
     return (b"nan" in folded or b"inf" in folded) and _NOT_FINITE.search(body) is not None
 
 
-# Amounts written as JSON strings can pass the look at the bytes above in disguise: escapes
-# (``"\\u0031\\u0065\\u0039..."``), other scripts' digits, ``_`` between digits; msgspec reads
-# them as Decimal() does. Without ``_`` between digits, JSON escapes or non-ASCII bytes, the
-# look is exact; otherwise each Decimal of the result is checked. The check may only say yes
-# for an amount the reference path accepts: in doubt, the reference path decides.
+def _strings_may_hide_amounts(body: bytes, folded: bytes) -> bool:
+    r"""Whether strings of *body* may hold amounts the look at its text cannot see.
+
+    Those are digits of other scripts, and escapes but the \u ones of characters that are no
+    digit: Cyrillic letters (\u04.., what an encoder that writes ASCII only makes of Russian
+    text), and U+00A0-U+00BF and U+2000-U+21FF (guillemets, dashes, quotes, the numero sign,
+    currency signs; their whitespace can only stand around a number, where the NaN pattern
+    allows any escape).
+    """
+    if b"x" in folded:
+        return True
+    if b"\\" not in body:
+        return False
+    # Every backslash opens one of those escapes, or look (counting one byte is cheapest).
+    backslashes, escapes = body.count(b"\\"), body.count(b"\\u04")
+    if escapes != backslashes:
+        escapes += sum(body.count(prefix) for prefix in _NO_DIGIT_ESCAPES)
+    return escapes != backslashes
+
+
+#: \\u escapes, besides the Cyrillic ones, of characters that are no digit (a test holds this to
+#: the interpreter's Unicode database).
+_NO_DIGIT_ESCAPES = (b"\\u00a", b"\\u00b", b"\\u20", b"\\u21")
+
+
+# Amounts written as JSON strings can pass the look at the bytes above in disguise: \\u escapes
+# (``"\\u0031\\u0065\\u0039..."``) or other scripts' digits, which msgspec reads as Decimal()
+# does. When a body may have them (_strings_may_hide_amounts), each Decimal of the result is
+# checked. The check may only say yes for an amount the reference path accepts: in doubt, the
+# reference path decides.
 _Plan = tuple[Callable[[Any], Any] | None, tuple[str, ...]]
 _plans: dict[type, _Plan] = {}
 
@@ -460,7 +531,8 @@ def fast_decode(body: bytes, model: type[T]) -> T | None:
     if not _fast_path.get():
         return None
     decoder, all_defaults = _decoders.get(model) or _decoder_for(model)
-    if _needs_reference_path(body, all_defaults):
+    folded = body.translate(_FOLD, _FOLD_DROPS)
+    if _needs_reference_path(body, folded, all_defaults):
         return None
     try:
         envelope = decoder.decode(body)
@@ -471,6 +543,9 @@ def fast_decode(body: bytes, model: type[T]) -> T | None:
     ):
         return None
     result: T = envelope.payload
-    if (b"\\u" in body or not body.isascii()) and not _amounts_bounded(result):
+    # `replayed` is the SDK's own field, which the reference path never reads from the wire.
+    if getattr(result, "replayed", False) is not False or (
+        _strings_may_hide_amounts(body, folded) and not _amounts_bounded(result)
+    ):
         return None
     return result

@@ -11,7 +11,7 @@ import pytest
 # the suite without speedups) there is nothing to run here.
 pytest.importorskip("msgspec")
 
-from benchmarks import inflight, redis_clients, run, sync_overhead
+from benchmarks import decode, inflight, redis_clients, run, sync_overhead
 from benchmarks._redis import Persistence, RedisServer
 from benchmarks._server import answer_server
 from benchmarks.peers import MsgspecPeer, PydanticPeer, check_result
@@ -83,6 +83,18 @@ def test_the_sync_overhead_benchmark_runs_and_reports() -> None:
         for kind in sync_overhead.KINDS
     }
     assert all(c["rps"] > 0 and c["p50_us"] > 0 for c in cells)
+
+
+def test_the_decode_benchmark_reports_every_part() -> None:
+    """Every (answer, kind) cell of the decode benchmark has its CPU time and its ratio to
+    json.loads, and json.loads is the yardstick (1.0)."""
+    rows = decode.measure(rounds=1, workloads=("cancel", "change10"))
+    kinds = {"json.loads", "SDK decode", "pre-scan", "msgspec -> attrs", "msgspec -> Structs"}
+    for workload in ("cancel", "change10"):
+        cells = {r["kind"]: r for r in rows if r["workload"] == workload}
+        assert kinds <= set(cells)
+        assert all(cell["us"] > 0 for cell in cells.values())
+        assert cells["json.loads"]["ratio"] == 1.0
 
 
 @pytest.mark.parametrize(("persistence", "kept"), [("aof", b"$1"), ("none", b"$-1")])
