@@ -233,8 +233,9 @@ class IdempotencyMiddleware:
             # A 404 here (no such order, or a lagging replica) is raised: a change of an order
             # that does not exist cannot succeed, and one sent without the order's state from
             # before could never be reconciled.
-            before = (await call_next(lookup)).body
-            if same_cart(before, body):
+            looked = await call_next(lookup)
+            before = looked.body
+            if same_cart(looked, body):
                 landed = await self._landed_late(request, key, owner, decision, before)
                 if landed is not None:
                     return landed
