@@ -237,10 +237,51 @@ class FunctionTransport:
             error.operation = request.operation.name
             error.order_id = request.order_id
             error.attempts = request.attempt
+            _redact_error(error, request)
             raise
         if not isinstance(response, ApiResponse):
             raise TypeError(f"transport= must return an ApiResponse, got {type(response).__name__}")
         return response
+
+
+def _redact_error(error: LoyaltyError, request: ApiRequest) -> None:
+    """Cut the secret out of an SDK error a ``transport=`` function raised.
+
+    The function holds the request with its credentials, and an error it raises may quote them
+    (the body, or a GET's URL as httpx's errors quote it): the SDK's log records, spans and the
+    caller would show them. Its message is redacted as the aiohttp transport redacts aiohttp's
+    texts, and a chained cause or context whose text holds the secret is dropped.
+    """
+    shown = redact(error.message, request.secrets)
+    if shown != error.message:
+        error.message = shown
+        error.args = (shown,)
+    for linked in (error.__cause__, error.__context__):
+        if linked is not None and _holds_secret(linked, request):
+            error.__cause__ = error.__context__ = None
+            error.__suppress_context__ = True
+            break
+    strip_tracebacks(error, keep_own=True)
+
+
+def _holds_secret(error: BaseException, request: ApiRequest) -> bool:
+    """Whether *error* or an exception chained to it shows what redaction would cut.
+
+    A form of the request's secrets, and also a URL's query or a phone number: a cause is kept
+    only when its text is shown as it is.
+    """
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        text = f"{current}{current!r}"
+        if redact(text, request.secrets) != text:
+            return True
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
 
 
 def _translate(

@@ -1,0 +1,47 @@
+"""transport= under attack: what a function raises or returns must not break the SDK's promises."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from rees46_loyalty import (
+    ApiRequest,
+    ApiResponse,
+    CartItem,
+    LoyaltyClient,
+    TransportError,
+)
+from tests.conftest import BASE_URL, SHOP_ID, SHOP_SECRET, FakeClock
+
+CART = [CartItem(product_id="A", price=Decimal(100), quantity=1)]
+
+
+def _client(api: Any, clock: FakeClock, **options: Any) -> LoyaltyClient:
+    return LoyaltyClient(
+        SHOP_ID, SHOP_SECRET, base_url=BASE_URL, transport=api, clock=clock, **options
+    )
+
+
+@pytest.mark.parametrize("operation", ["confirm", "details"])
+async def test_an_sdk_error_quoting_the_request_is_redacted(
+    clock: FakeClock, operation: str
+) -> None:
+    """A function's TransportError quoting the body, the data or the URL of a GET (as httpx's
+    errors quote it) reaches no log record, span or raised error with the secret in it."""
+
+    async def api(request: ApiRequest) -> ApiResponse:
+        cause = OSError(f"GET https://api.test/x?shop_secret={request.data['shop_secret']}")
+        raise TransportError(
+            f"failed: {request.body!r} {dict(request.data)} {cause}", request_sent=True
+        ) from cause
+
+    async with _client(api, clock, tracing=True) as client:
+        with pytest.raises(TransportError) as caught:
+            await getattr(client, operation)(order_id="1001")
+    error = caught.value
+    assert SHOP_SECRET not in f"{error} {error!r} {error.args}"
+    assert error.__cause__ is None or SHOP_SECRET not in f"{error.__cause__!r}"
+    assert error.__context__ is None or SHOP_SECRET not in f"{error.__context__!r}"
