@@ -237,6 +237,9 @@ class FunctionTransport:
             error.operation = request.operation.name
             error.order_id = request.order_id
             error.attempts = request.attempt
+            # This attempt's error says nothing of earlier attempts (the retry middleware adds
+            # that): a function may raise one instance again, flagged by an earlier call.
+            error.previous_outcome_unknown = False
             _redact_error(error, request)
             raise
         if not isinstance(response, ApiResponse):

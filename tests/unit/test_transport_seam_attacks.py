@@ -11,10 +11,14 @@ from rees46_loyalty import (
     ApiRequest,
     ApiResponse,
     CartItem,
+    ConnectError,
     LoyaltyClient,
     TransportError,
 )
+from rees46_loyalty.errors import TimeoutError as ApiTimeoutError
 from tests.conftest import BASE_URL, SHOP_ID, SHOP_SECRET, FakeClock
+from tests.payloads import CALCULATION, CHANGE, status_envelope
+from tests.unit.helpers import FakeApi
 
 CART = [CartItem(product_id="A", price=Decimal(100), quantity=1)]
 
@@ -45,3 +49,31 @@ async def test_an_sdk_error_quoting_the_request_is_redacted(
     assert SHOP_SECRET not in f"{error} {error!r} {error.args}"
     assert error.__cause__ is None or SHOP_SECRET not in f"{error.__cause__!r}"
     assert error.__context__ is None or SHOP_SECRET not in f"{error.__context__!r}"
+
+
+async def test_an_error_instance_raised_again_carries_no_flag_of_an_earlier_call(
+    clock: FakeClock,
+) -> None:
+    """One ConnectError instance raised by the function for two calls: the flag an earlier
+    cancel set on it (previous_outcome_unknown) does not make a later change that was never
+    sent an unknown outcome."""
+    refused = ConnectError("refused", request_sent=False)
+    api = FakeApi()
+    api.post("cancel", exception=ApiTimeoutError("slow", request_sent=True))
+    api.post("cancel", exception=refused)
+    api.post("cancel", exception=refused)
+    api.get("details", payload=status_envelope(CALCULATION))
+    api.post("change", exception=refused)
+    api.post("change", exception=refused)
+    api.post("change", exception=refused)
+    api.get("details", payload=status_envelope(CALCULATION))
+    api.post("change", payload=status_envelope(CHANGE))
+    async with _client(api, clock) as client:
+        with pytest.raises(ConnectError):
+            await client.cancel(order_id="1000")
+        with pytest.raises(ConnectError) as caught:
+            await client.change(order_id="1001", cart_items=CART)
+        # Nothing was sent: the change may be sent again, and it is.
+        change = await client.change(order_id="1001", cart_items=CART)
+    assert caught.value.previous_outcome_unknown is False
+    assert change.order_total_change == Decimal(CHANGE["order_total_change"])
