@@ -13,6 +13,7 @@ so the failures are sorted by what they prove:
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -231,7 +232,13 @@ class FunctionTransport:
         if request.send_record is not None:
             request.send_record.writing = True
         try:
-            response = await self._send(request)
+            pending = self._send(request)
+            if not inspect.isawaitable(pending):
+                raise TypeError(
+                    "transport= must be an async function (async def), returning an "
+                    f"ApiResponse when awaited; it returned {type(pending).__name__}"
+                )
+            response = await pending
         except LoyaltyError as error:
             # The call's context, as the aiohttp transport gives its own errors.
             error.operation = request.operation.name
@@ -242,9 +249,29 @@ class FunctionTransport:
             error.previous_outcome_unknown = False
             _redact_error(error, request)
             raise
-        if not isinstance(response, ApiResponse):
-            raise TypeError(f"transport= must return an ApiResponse, got {type(response).__name__}")
-        return response
+        return _checked_answer(response)
+
+
+def _checked_answer(response: object) -> ApiResponse:
+    """*response* if it is an ApiResponse whose fields have the types the chain reads.
+
+    Without this, a ``body`` given as text or a ``status`` as a string failed deep inside the
+    chain with a TypeError naming neither.
+    """
+    if not isinstance(response, ApiResponse):
+        raise TypeError(f"transport= must return an ApiResponse, got {type(response).__name__}")
+    fields: tuple[tuple[str, object, type, str], ...] = (
+        ("status", response.status, int, "an int"),
+        ("body", response.body, bytes, "bytes"),
+        ("headers", response.headers, Mapping, "a mapping"),
+    )
+    for name, value, kind, what in fields:
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(
+                f"transport= returned an ApiResponse whose {name} is "
+                f"{type(value).__name__}, not {what} (testing.json_response() builds one)"
+            )
+    return response
 
 
 def _redact_error(error: LoyaltyError, request: ApiRequest) -> None:

@@ -16,6 +16,7 @@ from rees46_loyalty import (
     TransportError,
 )
 from rees46_loyalty.errors import TimeoutError as ApiTimeoutError
+from rees46_loyalty.testing import json_response
 from tests.conftest import BASE_URL, SHOP_ID, SHOP_SECRET, FakeClock
 from tests.payloads import CALCULATION, CHANGE, status_envelope
 from tests.unit.helpers import FakeApi
@@ -77,3 +78,36 @@ async def test_an_error_instance_raised_again_carries_no_flag_of_an_earlier_call
         change = await client.change(order_id="1001", cart_items=CART)
     assert caught.value.previous_outcome_unknown is False
     assert change.order_total_change == Decimal(CHANGE["order_total_change"])
+
+
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        (ApiResponse(status="200", headers={}, body=b"{}"), "status"),  # type: ignore[arg-type]
+        (ApiResponse(status=200, headers={}, body="{}"), "body"),  # type: ignore[arg-type]
+        (ApiResponse(status=200, headers=None, body=b"{}"), "headers"),  # type: ignore[arg-type]
+    ],
+)
+async def test_an_answer_with_fields_of_the_wrong_type_is_named(
+    clock: FakeClock, answer: ApiResponse, named: str
+) -> None:
+    """An ApiResponse whose status, body or headers has the wrong type: a TypeError that names
+    the field, not one from deep inside the chain."""
+
+    async def api(request: ApiRequest) -> ApiResponse:
+        return answer
+
+    async with _client(api, clock, idempotency=None) as client:
+        with pytest.raises(TypeError, match=f"transport= returned an ApiResponse whose {named}"):
+            await client.details(order_id="1001")
+
+
+async def test_a_function_that_is_not_async_is_named(clock: FakeClock) -> None:
+    """A plain function (not async): a TypeError that says transport= must be awaitable."""
+
+    def api(request: ApiRequest) -> ApiResponse:
+        return json_response(status_envelope(CALCULATION))
+
+    async with _client(api, clock, idempotency=None) as client:
+        with pytest.raises(TypeError, match="transport= must be an async function"):
+            await client.details(order_id="1001")
