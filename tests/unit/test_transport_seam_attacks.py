@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,7 @@ from rees46_loyalty import (
     CartItem,
     ConnectError,
     LoyaltyClient,
+    OrderStatusError,
     TransportError,
 )
 from rees46_loyalty.errors import TimeoutError as ApiTimeoutError
@@ -111,3 +113,68 @@ async def test_a_function_that_is_not_async_is_named(clock: FakeClock) -> None:
     async with _client(api, clock, idempotency=None) as client:
         with pytest.raises(TypeError, match="transport= must be an async function"):
             await client.details(order_id="1001")
+
+
+async def test_a_terminal_error_raised_by_the_function_is_not_kept(clock: FakeClock) -> None:
+    """An OrderStatusError built by the function (no API answer kept) is not recorded as a
+    terminal answer: the next identical cancel is sent again."""
+    api = FakeApi()
+    api.post("cancel", exception=OrderStatusError("Could not cancel order in its current status"))
+    api.post("cancel", payload=status_envelope({"order_id": "1001"}))
+    async with _client(api, clock) as client:
+        with pytest.raises(OrderStatusError):
+            await client.cancel(order_id="1001")
+        ref = await client.cancel(order_id="1001")
+    assert ref.order_id == "1001"
+    assert [r.operation.name for r in api.requests] == ["cancel", "cancel"]
+
+
+async def test_a_cancelled_function_leaves_a_change_unknown(clock: FakeClock) -> None:
+    """The caller cancelled while the function runs: it may have sent, so the change is an
+    unknown outcome (not released, not resent)."""
+    started = asyncio.Event()
+
+    async def api(request: ApiRequest) -> ApiResponse:
+        if request.operation.name == "details":
+            return json_response(status_envelope(CALCULATION))
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async with _client(api, clock) as client:
+        task = asyncio.ensure_future(client.change(order_id="1001", cart_items=CART))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        book = await client.idempotency.get(f"{len(SHOP_ID)}:{SHOP_ID}:1001")  # type: ignore[union-attr]
+    assert book is not None
+    assert [o.state.value for o in book.outcomes.values()] == ["unknown"]
+
+
+async def test_a_caller_cancelled_during_the_lookup_before_a_change_leaves_nothing(
+    clock: FakeClock,
+) -> None:
+    """Cancelled while the details read before a change waits: nothing was sent, so nothing is
+    recorded and the next change is sent."""
+    waiting = asyncio.Event()
+    sent: list[str] = []
+
+    async def api(request: ApiRequest) -> ApiResponse:
+        sent.append(request.operation.name)
+        if request.operation.name == "details" and len(sent) == 1:
+            waiting.set()
+            await asyncio.Event().wait()
+        if request.operation.name == "details":
+            return json_response(status_envelope(CALCULATION))
+        return json_response(status_envelope(CHANGE))
+
+    async with _client(api, clock) as client:
+        task = asyncio.ensure_future(client.change(order_id="1001", cart_items=CART))
+        await waiting.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        change = await client.change(order_id="1001", cart_items=CART)
+    assert change.replayed is False
+    assert sent == ["details", "details", "change"]
