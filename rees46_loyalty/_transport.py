@@ -271,6 +271,10 @@ def _checked_answer(response: object) -> ApiResponse:
                 f"transport= returned an ApiResponse whose {name} is "
                 f"{type(value).__name__}, not {what} (testing.json_response() builds one)"
             )
+    if response.attempts != 1 or response.idempotency is not None:
+        # What the layers above say of the call (the call span reads them): an answer from the
+        # transport is one attempt, sent, whatever the function put there.
+        return response.replace(attempts=1, idempotency=None)
     return response
 
 

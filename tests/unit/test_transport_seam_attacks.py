@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from rees46_loyalty import (
     ApiRequest,
@@ -178,3 +179,26 @@ async def test_a_caller_cancelled_during_the_lookup_before_a_change_leaves_nothi
         change = await client.change(order_id="1001", cart_items=CART)
     assert change.replayed is False
     assert sent == ["details", "details", "change"]
+
+
+async def test_an_answer_claiming_a_replay_is_one_attempt_sent(
+    clock: FakeClock, span_exporter: InMemorySpanExporter
+) -> None:
+    """An answer the function built with attempts=0 and idempotency="replayed": the call span
+    still says what happened, one attempt and "sent"."""
+
+    async def api(request: ApiRequest) -> ApiResponse:
+        if request.operation.name == "details":
+            return json_response(status_envelope(CALCULATION))
+        answer = json_response(status_envelope(CHANGE))
+        return answer.replace(attempts=0, idempotency="replayed")
+
+    async with _client(api, clock, tracing=True) as client:
+        change = await client.change(order_id="1001", cart_items=CART)
+    assert change.replayed is False
+    (call,) = [
+        span for span in span_exporter.get_finished_spans() if span.name == "rees46_loyalty change"
+    ]
+    attributes = dict(call.attributes or {})
+    assert attributes["rees46_loyalty.idempotency"] == "sent"
+    assert attributes["rees46_loyalty.attempts"] == 1
