@@ -13,6 +13,7 @@ so the failures are sorted by what they prove:
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -231,16 +232,90 @@ class FunctionTransport:
         if request.send_record is not None:
             request.send_record.writing = True
         try:
-            response = await self._send(request)
+            pending = self._send(request)
+            if not inspect.isawaitable(pending):
+                raise TypeError(
+                    "transport= must be an async function (async def), returning an "
+                    f"ApiResponse when awaited; it returned {type(pending).__name__}"
+                )
+            response = await pending
         except LoyaltyError as error:
             # The call's context, as the aiohttp transport gives its own errors.
             error.operation = request.operation.name
             error.order_id = request.order_id
             error.attempts = request.attempt
+            # This attempt's error says nothing of earlier attempts (the retry middleware adds
+            # that): a function may raise one instance again, flagged by an earlier call.
+            error.previous_outcome_unknown = False
+            _redact_error(error, request)
             raise
-        if not isinstance(response, ApiResponse):
-            raise TypeError(f"transport= must return an ApiResponse, got {type(response).__name__}")
-        return response
+        return _checked_answer(response)
+
+
+def _checked_answer(response: object) -> ApiResponse:
+    """*response* if it is an ApiResponse whose fields have the types the chain reads.
+
+    Without this, a ``body`` given as text or a ``status`` as a string failed deep inside the
+    chain with a TypeError naming neither.
+    """
+    if not isinstance(response, ApiResponse):
+        raise TypeError(f"transport= must return an ApiResponse, got {type(response).__name__}")
+    fields: tuple[tuple[str, object, type, str], ...] = (
+        ("status", response.status, int, "an int"),
+        ("body", response.body, bytes, "bytes"),
+        ("headers", response.headers, Mapping, "a mapping"),
+    )
+    for name, value, kind, what in fields:
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(
+                f"transport= returned an ApiResponse whose {name} is "
+                f"{type(value).__name__}, not {what} (testing.json_response() builds one)"
+            )
+    if response.attempts != 1 or response.idempotency is not None:
+        # What the layers above say of the call (the call span reads them): an answer from the
+        # transport is one attempt, sent, whatever the function put there.
+        return response.replace(attempts=1, idempotency=None)
+    return response
+
+
+def _redact_error(error: LoyaltyError, request: ApiRequest) -> None:
+    """Cut the secret out of an SDK error a ``transport=`` function raised.
+
+    The function holds the request with its credentials, and an error it raises may quote them
+    (the body, or a GET's URL as httpx's errors quote it): the SDK's log records, spans and the
+    caller would show them. Its message is redacted as the aiohttp transport redacts aiohttp's
+    texts, and a chained cause or context whose text holds the secret is dropped.
+    """
+    shown = redact(error.message, request.secrets)
+    if shown != error.message:
+        error.message = shown
+        error.args = (shown,)
+    for linked in (error.__cause__, error.__context__):
+        if linked is not None and _holds_secret(linked, request):
+            error.__cause__ = error.__context__ = None
+            error.__suppress_context__ = True
+            break
+    strip_tracebacks(error, keep_own=True)
+
+
+def _holds_secret(error: BaseException, request: ApiRequest) -> bool:
+    """Whether *error* or an exception chained to it shows what redaction would cut.
+
+    A form of the request's secrets, and also a URL's query or a phone number: a cause is kept
+    only when its text is shown as it is.
+    """
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        text = f"{current}{current!r}"
+        if redact(text, request.secrets) != text:
+            return True
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
 
 
 def _translate(
