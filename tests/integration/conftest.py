@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -99,3 +100,25 @@ def threaded_shop() -> Iterator[FakeRees46]:
         fake.add_product("A", "Tea")
         fake.add_product("B", "Cup")
         yield fake
+
+
+async def age_redis_book(store: RedisIdempotencyStore, key: str, seconds: float) -> None:
+    """Move the Redis book of *key* (a store key) *seconds* into the past: its lease's and
+    outcomes' expiries and the key's own TTL, as if Redis's clock had run on."""
+    client = store._redis
+    name = store._key(key)
+    raw = await client.hget(name, "book")  # type: ignore[misc] # redis-py's sync/async union
+    if raw is None:
+        return
+    book: dict[str, Any] = json.loads(raw)
+    shift = round(seconds * 1000)
+    for entry in (book.get("lease"), *book.get("outcomes", {}).values()):
+        if entry is not None and "expires" in entry:
+            entry["expires"] -= shift
+    await client.hset(name, "book", json.dumps(book))  # type: ignore[misc] # likewise
+    left = await client.pttl(name)
+    if left > 0:
+        if left - shift <= 0:
+            await client.delete(name)
+        else:
+            await client.pexpire(name, left - shift)

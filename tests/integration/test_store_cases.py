@@ -9,12 +9,10 @@ book is aged by moving its stored expiries (and its key's TTL) back.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from attrs import frozen
@@ -31,6 +29,7 @@ from rees46_loyalty.idempotency import (
     Verdict,
 )
 from rees46_loyalty.testing import FakeClock
+from tests.integration.conftest import age_redis_book
 
 pytestmark = pytest.mark.integration
 
@@ -307,24 +306,7 @@ async def _age(store: IdempotencyStore, clock: FakeClock, seconds: float) -> Non
         clock.advance(seconds)
         return
     assert isinstance(store, RedisIdempotencyStore)
-    client = store._redis
-    key = store._key(ORDER)
-    raw = await client.hget(key, "book")  # type: ignore[misc] # redis-py's sync/async union
-    if raw is None:
-        return
-    book: dict[str, Any] = json.loads(raw)
-    shift = round(seconds * 1000)
-    entries = [book.get("lease"), *book.get("outcomes", {}).values()]
-    for entry in entries:
-        if entry is not None and "expires" in entry:
-            entry["expires"] -= shift
-    await client.hset(key, "book", json.dumps(book))  # type: ignore[misc] # likewise
-    left = await client.pttl(key)
-    if left > 0:
-        if left - shift <= 0:
-            await client.delete(key)
-        else:
-            await client.pexpire(key, left - shift)
+    await age_redis_book(store, ORDER, seconds)
 
 
 def _empty_database(path: Path) -> None:
