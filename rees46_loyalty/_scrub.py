@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import functools
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["forget_locals", "scrubbed", "scrubbed_init", "strip_tracebacks"]
+__all__ = ["chained", "forget_locals", "scrubbed", "scrubbed_init", "strip_tracebacks"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def strip_tracebacks(error: BaseException, *, keep_own: bool = False) -> None:
-    """Drop the tracebacks of *error*'s causes and contexts (and of *error* unless *keep_own*).
-
-    Exception groups' members are walked too.
-    """
+def chained(error: BaseException) -> Iterator[BaseException]:
+    """*error* and every exception chained to it (causes, contexts, groups' members), once each."""
     seen: set[int] = set()
     pending = [error]
     while pending:
@@ -39,10 +36,19 @@ def strip_tracebacks(error: BaseException, *, keep_own: bool = False) -> None:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if current is not error or not keep_own:
-            current.__traceback__ = None
+        yield current
         pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
         pending.extend(getattr(current, "exceptions", ()))
+
+
+def strip_tracebacks(error: BaseException, *, keep_own: bool = False) -> None:
+    """Drop the tracebacks of *error*'s causes and contexts (and of *error* unless *keep_own*).
+
+    Exception groups' members are walked too.
+    """
+    for current in chained(error):
+        if current is not error or not keep_own:
+            current.__traceback__ = None
 
 
 def forget_locals(error: BaseException) -> None:

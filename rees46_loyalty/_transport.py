@@ -25,7 +25,7 @@ from ._clock import Clock
 from ._http import ApiRequest, ApiResponse, SendRecord, Transport
 from ._operations import RetrySafety
 from ._redact import redact
-from ._scrub import forget_locals, strip_tracebacks
+from ._scrub import chained, forget_locals, strip_tracebacks
 from ._serialization import dumps
 from ._session import SessionHolder
 from ._version import VERSION
@@ -304,17 +304,10 @@ def _holds_secret(error: BaseException, request: ApiRequest) -> bool:
     A form of the request's secrets, and also a URL's query or a phone number: a cause is kept
     only when its text is shown as it is.
     """
-    seen: set[int] = set()
-    pending = [error]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in chained(error):
         text = f"{current}{current!r}"
         if redact(text, request.secrets) != text:
             return True
-        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
     return False
 
 

@@ -24,6 +24,7 @@ from ._records import (
     State,
     Verdict,
     as_of,
+    check_durations,
     decide,
     finish,
     forget,
@@ -80,12 +81,7 @@ class MemoryIdempotencyStore:
         max_records: int = 100_000,
         clock: Clock | None = None,
     ) -> None:
-        if not (_positive(ttl) and _positive(lease)):
-            raise ValueError(f"ttl and lease must be positive numbers, got {ttl!r} and {lease!r}")
-        if ttl < lease:
-            # A book outlives its lease by design; a TTL shorter than a lease would let a
-            # finished outcome go while a redelivery of its job may still be on its way.
-            raise ValueError(f"ttl ({ttl:g}s) must not be shorter than lease ({lease:g}s)")
+        check_durations(ttl=ttl, lease=lease)
         if max_records < 1 or max_bytes < 1:
             raise ValueError("max_records and max_bytes must be at least 1")
         self.ttl = float(ttl)
@@ -340,10 +336,6 @@ class MemoryIdempotencyStore:
         event = self._changed.pop(key, None)
         if event is not None:
             event.set()
-
-
-def _positive(value: float) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 # A one-byte tag tells a compressed answer from a plain one: every JSON answer starts with

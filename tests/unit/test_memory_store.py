@@ -160,3 +160,22 @@ async def test_an_order_of_many_outcomes_answers_each_of_them() -> None:
         decision = await store.begin(key, intent, "another")
         assert decision.outcome is not None
         assert decision.outcome.answer == b'{"n":%d}' % number
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "named"),
+    [
+        ({"ttl": "3600"}, TypeError, "ttl"),
+        ({"lease": True}, TypeError, "lease"),
+        ({"lease": float("inf")}, ValueError, "lease"),
+        ({"ttl": 0}, ValueError, "ttl"),
+        ({"ttl": 30, "lease": 60}, ValueError, "ttl"),
+    ],
+)
+def test_durations_are_checked_as_every_store_checks_them(
+    options: dict[str, object], error: type[Exception], named: str
+) -> None:
+    """A duration that is no number of seconds, not positive and finite, or a TTL under the
+    lease: refused, naming it, as the Redis and SQLite stores refuse it."""
+    with pytest.raises(error, match=named):
+        MemoryIdempotencyStore(**options)  # type: ignore[arg-type]
