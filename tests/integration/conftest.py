@@ -7,9 +7,9 @@ import json
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -25,15 +25,28 @@ from rees46_loyalty.testing import FakeClock, FakeRees46
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
 
 
-@pytest.fixture(params=["status", "success"])
-async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeRees46]:
-    """The fake server in each envelope style, with a member, a feed, a code, a certificate."""
-    async with FakeRees46(shop_id=SHOP_ID, shop_secret=SHOP_SECRET, envelope=request.param) as f:
+@asynccontextmanager
+async def _stocked_fake(envelope: Literal["status", "success"]) -> AsyncIterator[FakeRees46]:
+    async with FakeRees46(shop_id=SHOP_ID, shop_secret=SHOP_SECRET, envelope=envelope) as f:
         f.add_member(PHONE, bonuses=1000)
         f.add_product("A", "Tea")
         f.add_product("B", "Cup")
         f.add_promo_code("SALE10", 10)
         f.add_certificate("GIFT", 300)
+        yield f
+
+
+@pytest.fixture(params=["status", "success"])
+async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeRees46]:
+    """The fake server in each envelope style, with a member, a feed, a code, a certificate."""
+    async with _stocked_fake(request.param) as f:
+        yield f
+
+
+@pytest.fixture
+async def fake_in_one_style() -> AsyncIterator[FakeRees46]:
+    """The same fake server in the current envelope style only, for tests about other layers."""
+    async with _stocked_fake("status") as f:
         yield f
 
 

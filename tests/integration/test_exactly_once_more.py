@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import aiohttp
@@ -23,7 +22,7 @@ from rees46_loyalty import CartItem, IdempotencyError, LoyaltyError, OutcomeUnkn
 from rees46_loyalty.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
-from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
+from tests.conftest import PHONE, SHOP_ID
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +33,9 @@ TWO_LINES = [*ONE, CartItem(product_id="B", price=Decimal("500"), quantity=1)]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeRees46]:
-    async with FakeRees46(shop_id=SHOP_ID, shop_secret=SHOP_SECRET) as server:
-        server.add_member(PHONE, bonuses=1000)
-        server.add_product("A", "Tea")
-        server.add_product("B", "Cup")
-        yield server
+def fake(fake_in_one_style: FakeRees46) -> FakeRees46:
+    """The shared fake server, in one envelope style: these tests are about other layers."""
+    return fake_in_one_style
 
 
 JSON = {"Content-Type": "application/json"}

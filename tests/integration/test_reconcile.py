@@ -41,12 +41,9 @@ OTHER = [CartItem(product_id="A", price=Decimal("1000"), quantity=1)]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeRees46]:
-    async with FakeRees46(shop_id=SHOP_ID, shop_secret=SHOP_SECRET) as server:
-        server.add_member(PHONE, bonuses=1000)
-        server.add_product("A", "Tea")
-        server.add_product("B", "Cup")
-        yield server
+def fake(fake_in_one_style: FakeRees46) -> FakeRees46:
+    """The shared fake server, in one envelope style: these tests are about other layers."""
+    return fake_in_one_style
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import gc
 import sqlite3
 import threading
 import warnings
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from rees46_loyalty import (
 from rees46_loyalty._serialization import dumps
 from rees46_loyalty.idempotency import MemoryIdempotencyStore, SqliteIdempotencyStore
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
-from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
+from tests.conftest import PHONE
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +44,9 @@ NO_RETRY = RetryPolicy.disabled()
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeRees46]:
-    async with FakeRees46(shop_id=SHOP_ID, shop_secret=SHOP_SECRET) as server:
-        server.add_member(PHONE, bonuses=1000)
-        server.add_product("A", "Tea")
-        server.add_product("B", "Cup")
-        yield server
+def fake(fake_in_one_style: FakeRees46) -> FakeRees46:
+    """The shared fake server, in one envelope style: these tests are about other layers."""
+    return fake_in_one_style
 
 
 async def _confirmed(fake: FakeRees46, order_id: str) -> None:
