@@ -13,6 +13,7 @@ import json
 import logging
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import aiohttp
 import pytest
@@ -113,6 +114,18 @@ async def test_a_change_whose_book_was_evicted_is_recorded_beside_another_lease(
     assert again.replayed is True
 
 
+class _WatchedStore(RedisIdempotencyStore):
+    """The Redis store, telling when a call first waits for a busy order."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting = asyncio.Event()
+
+    async def wait(self, key: str, timeout: float) -> None:
+        self.waiting.set()
+        await super().wait(key, timeout)
+
+
 async def test_a_client_closed_while_its_change_waits_leaves_nothing_unknown(
     fake: FakeRees46, redis_url: str
 ) -> None:
@@ -120,7 +133,8 @@ async def test_a_client_closed_while_its_change_waits_leaves_nothing_unknown(
     is sent, so the next worker's change must go through, not raise OutcomeUnknownError."""
     namespace = _namespace()
     redis_a = Redis.from_url(redis_url)
-    worker_a = fake.client(idempotency=RedisIdempotencyStore(redis_a, namespace=namespace))
+    store_a = _WatchedStore(redis_a, namespace=namespace)
+    worker_a = fake.client(idempotency=store_a)
     store_b = RedisIdempotencyStore(redis_url, namespace=namespace)
     async with fake.client(idempotency=store_b) as worker_b:
         await worker_b.apply(order_id="1", cart_items=CART, identifier=PHONE)
@@ -129,7 +143,7 @@ async def test_a_client_closed_while_its_change_waits_leaves_nothing_unknown(
         held = asyncio.ensure_future(worker_b.confirm(order_id="1", idempotency_key="again"))
         await fake.wait_received("confirm", 2)
         waiting = asyncio.ensure_future(worker_a.change(order_id="1", cart_items=SMALLER))
-        await asyncio.sleep(0.05)  # worker A's change is polling Redis for the busy order
+        await store_a.waiting.wait()  # worker A's change is polling Redis for the busy order
         await worker_a.close()  # graceful shutdown of worker A
         with pytest.raises(RuntimeError):
             await waiting
@@ -146,8 +160,17 @@ async def test_a_borrowed_session_change_cancelled_before_writing_leaves_nothing
 ) -> None:
     """session= of the caller's (one connection): a change cancelled while it waits for that
     connection wrote nothing, so the next change is sent."""
+    queued = asyncio.Event()
+
+    async def on_queued(*_: object) -> None:
+        queued.set()
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_connection_queued_start.append(on_queued)
     async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1), trace_configs=[tracing]
+        ) as session,
         fake.client(session=session, clock=clock) as client,
     ):
         await client.apply(order_id="1", cart_items=CART, identifier=PHONE)
@@ -156,7 +179,7 @@ async def test_a_borrowed_session_change_cancelled_before_writing_leaves_nothing
         busy = asyncio.ensure_future(client.details(order_id="1"))
         await fake.wait_received("details")
         change = asyncio.ensure_future(client.change(order_id="1", cart_items=SMALLER))
-        await asyncio.sleep(0.05)  # the change waits for the only connection
+        await queued.wait()  # the change waits for the only connection
         change.cancel()
         with pytest.raises(asyncio.CancelledError):
             await change
