@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from attrs import frozen
 
 from .models import OrderCalculation, OrderChange, OrderHistory, OrderRef
+from .models._lines import OrderLines
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -21,6 +22,7 @@ __all__ = [
     "ESTIMATE",
     "HISTORY",
     "OPERATIONS",
+    "ORDER_LINES",
     "Operation",
     "ResultT",
     "RetrySafety",
@@ -69,6 +71,9 @@ CONFIRM = Operation("confirm", "POST", _PREFIX + "confirm", OrderRef, _SAFE, mut
 CANCEL = Operation("cancel", "POST", _PREFIX + "cancel", OrderRef, _CANCEL, mutating=True)
 CHANGE = Operation("change", "POST", _PREFIX + "change", OrderChange, _ONCE, mutating=True)
 DETAILS = Operation("details", "GET", _PREFIX + "details", OrderCalculation, _SAFE, mutating=False)
+#: ``details`` as the idempotency layer reads it before a ``change``: decoded into the lines and
+#: ``order_to_pay`` only, all that the change's guard and its reconciliation read.
+ORDER_LINES = Operation("details", "GET", _PREFIX + "details", OrderLines, _SAFE, mutating=False)
 HISTORY = Operation("history", "GET", _PREFIX + "history", OrderHistory, _SAFE, mutating=False)
 
 OPERATIONS: dict[str, Operation[Any]] = {

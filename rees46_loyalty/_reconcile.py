@@ -22,7 +22,7 @@ Nothing here sends a mutating request.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -34,8 +34,9 @@ from ._serialization import dumps, load_answer, loads
 from .errors import IdempotencyError, OutcomeUnknownError
 from .idempotency._records import Book, Finish, IdempotencyStore, Outcome, State
 from .models import LineItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
+from .models._lines import OrderLine, OrderLines
 
-__all__ = ["Cart", "Reconciler", "Reconciliation", "same_cart"]
+__all__ = ["Cart", "Reconciler", "Reconciliation", "request_lines", "same_cart"]
 
 
 # The statuses that say an order is cancelled, or confirmed; any other is neither (a status
@@ -126,8 +127,8 @@ class Cart:
         )
 
 
-def cart_of_items(items: Iterable[LineItem]) -> Cart:
-    """The cart of an order's calculation."""
+def cart_of_items(items: Iterable[LineItem | OrderLine]) -> Cart:
+    """The cart of an order's lines (of its calculation, or of its lines alone)."""
     return Cart.of(
         {
             "product_id": item.product_id,
@@ -152,31 +153,42 @@ def _lines_of_request(body: bytes) -> list[Mapping[str, Any]]:
     return lines
 
 
-def same_cart(details: ApiResponse, request_body: bytes) -> bool:
-    """Whether the order (the answer of ``details``) already holds the cart asked for.
+def same_cart(details: ApiResponse, asked: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the order (the answer of ``details``, read as its lines) holds the cart *asked*.
 
+    *asked* is the request's ``cart_items`` in their wire form (see :func:`request_lines`).
     The answer's decoded result is used as it is (decoding a large order again would cost as
-    much as the change's own answer); an answer a middleware of the caller's rebuilt without
-    one is decoded.
+    much as the lookup); an answer a middleware of the caller's rebuilt without one is decoded.
     """
     calculation = details.result
-    if not isinstance(calculation, OrderCalculation):
-        calculation = load_answer(details.body, OrderCalculation)
+    if not isinstance(calculation, OrderLines):
+        calculation = load_answer(details.body, OrderLines)
     if not calculation.items:
         return False
-    asked = _lines_of_request(request_body)
     try:
         # Carts of other totals differ (a return's new cart, usually): no need to build both.
         if sum(item.quantity for item in calculation.items) != sum(
-            line["quantity"] for line in asked
+            _exact(line["quantity"]) for line in asked
         ):
             return False
-    except (TypeError, KeyError):  # left to the full comparison, which says what is wrong
+    except (TypeError, KeyError, ArithmeticError):  # the full comparison says what is wrong
         pass
     return cart_of_items(calculation.items).holds(Cart.of(asked))
 
 
-def derived_change(before: OrderCalculation, now_body: bytes) -> bytes:
+def request_lines(data: Mapping[str, Any], body: bytes) -> Sequence[Mapping[str, Any]]:
+    """The cart lines of a request: its data's, else decoded from its *body*."""
+    lines = data.get("cart_items")
+    return lines if type(lines) is list else _lines_of_request(body)
+
+
+def _exact(value: Any) -> Any:
+    # A wire number as the JSON text it is sent as reads (a float compares to a Decimal by its
+    # binary value: 0.1 != Decimal("0.1")).
+    return Decimal(repr(value)) if type(value) is float else value
+
+
+def derived_change(before: OrderLines, now_body: bytes) -> bytes:
     """The answer a ``change`` would have given: the order now, with its derived amount."""
     document = loads(now_body)
     payload: dict[str, Any] = dict(document["payload"])
@@ -194,7 +206,7 @@ def ref_answer(order_id: str, identifier: str | None) -> bytes:
 
 
 def decide_change(
-    outcome: Outcome, before: OrderCalculation, now: OrderCalculation, order_id: str
+    outcome: Outcome, before: OrderLines, now: OrderCalculation, order_id: str
 ) -> bool:
     """Applied (True), not applied (False), or :class:`OutcomeUnknownError`."""
     if outcome.request is None:
@@ -302,8 +314,7 @@ class Reconciler:
         if outcome.request is None or outcome.before is None:
             # A change is sent only once its note is in the store: without one, it never left.
             return False, None
-        before = _decoded("details", outcome.before)
-        assert isinstance(before, OrderCalculation)  # noqa: S101 - details decodes to it
+        before = load_answer(outcome.before, OrderLines)
         now = await self._details()
         assert isinstance(now.result, OrderCalculation)  # noqa: S101
         if not decide_change(outcome, before, now.result, self._order_id):

@@ -32,8 +32,8 @@ import attrs
 
 from .._clock import Clock
 from .._http import ApiRequest, ApiResponse, Handler, SendRecord
-from .._operations import DETAILS
-from .._reconcile import derived_change, same_cart
+from .._operations import ORDER_LINES
+from .._reconcile import derived_change, request_lines, same_cart
 from .._serialization import dumps, load_answer
 from ..errors import (
     APIError,
@@ -53,7 +53,7 @@ from ..idempotency._records import (
     State,
     Verdict,
 )
-from ..models import OrderCalculation
+from ..models._lines import OrderLines
 from .errors import decode_response, recorded_answer
 
 __all__ = [
@@ -222,7 +222,7 @@ class IdempotencyMiddleware:
         was noted, for the outcome to keep should the store lose the lease meanwhile.
         """
         lookup = ApiRequest(
-            operation=DETAILS,
+            operation=ORDER_LINES,
             data={"order_id": request.order_id},
             order_id=request.order_id,
             timeout=request.timeout,
@@ -235,7 +235,7 @@ class IdempotencyMiddleware:
             # before could never be reconciled.
             looked = await call_next(lookup)
             before = looked.body
-            if same_cart(looked, body):
+            if same_cart(looked, request_lines(request.data, body)):
                 landed = await self._landed_late(request, key, owner, decision, before)
                 if landed is not None:
                     return landed
@@ -275,7 +275,10 @@ class IdempotencyMiddleware:
         known = decision.outcome
         if known is None or not known.not_applied or not known.before or not known.request:
             return None
-        answer = derived_change(load_answer(known.before, OrderCalculation), now)
+        answer = derived_change(load_answer(known.before, OrderLines), now)
+        # What is recorded must replay: the lookup read the order's lines only, and its answer
+        # is now decoded whole, as the change's own; a malformed one raises, and nothing is kept.
+        decode_response(request, ApiResponse(status=200, headers={}, body=answer))
         outcome = Outcome(state=State.SUCCEEDED, intent=known.intent, status=200, answer=answer)
         done = await self.store.finish(key, owner, outcome)
         _log_finish(request, done, "landed late")

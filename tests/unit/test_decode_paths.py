@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rees46_loyalty import ApiRequest, ApiResponse, LoyaltyError, MalformedResponseError
-from rees46_loyalty._operations import OPERATIONS
+from rees46_loyalty._operations import OPERATIONS, ORDER_LINES
 from rees46_loyalty._serialization import (
     _FOLD,
     _FOLD_DROPS,
@@ -30,6 +30,9 @@ from rees46_loyalty.middleware.errors import decode_response
 from tests.payloads import CALCULATION, CHANGE, HISTORY, REF
 
 msgspec = pytest.importorskip("msgspec", reason="the fast path needs the speedups extra")
+
+#: What the client decodes: each operation's answer, and the order's lines read before a change.
+DECODED = {**OPERATIONS, "details (lines)": ORDER_LINES}
 
 money_text = st.decimals(
     allow_nan=False, allow_infinity=False, places=2, min_value=-(10**9), max_value=10**9
@@ -74,25 +77,25 @@ def _model(model: type) -> st.SearchStrategy[dict[str, Any]]:
 
 
 def _models() -> Iterator[type]:
-    yield from {op.result_type for op in OPERATIONS.values()}
+    yield from {op.result_type for op in DECODED.values()}
 
 
 def _outcome(operation: str, body: bytes, *, fast: bool) -> Any:
     with fast_decoding(enabled=fast):
         try:
-            request = ApiRequest(operation=OPERATIONS[operation], data={})
+            request = ApiRequest(operation=DECODED[operation], data={})
             response = decode_response(request, ApiResponse(status=200, headers={}, body=body))
         except LoyaltyError as error:
             return type(error)
     return response.result
 
 
-@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+@pytest.mark.parametrize("operation", sorted(DECODED))
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_both_paths_agree_on_any_payload(operation: str, data: st.DataObject) -> None:
     """Generated payloads, right and wrong, in any envelope: equal results or equal errors."""
-    payload = data.draw(_model(OPERATIONS[operation].result_type))
+    payload = data.draw(_model(DECODED[operation].result_type))
     envelope: dict[str, Any] = data.draw(
         st.sampled_from([{"status": "success"}, {"success": True}, {"status": "error"}, {}])
     )
@@ -106,12 +109,18 @@ def test_both_paths_agree_on_any_payload(operation: str, data: st.DataObject) ->
 
 @pytest.mark.parametrize(
     ("operation", "payload"),
-    [("change", CHANGE), ("estimate", CALCULATION), ("cancel", REF), ("history", HISTORY)],
+    [
+        ("change", CHANGE),
+        ("estimate", CALCULATION),
+        ("cancel", REF),
+        ("history", HISTORY),
+        ("details (lines)", CALCULATION),
+    ],
 )
 def test_documented_answers_take_the_fast_path(operation: str, payload: dict[str, Any]) -> None:
     """The answers of the docs decode on the fast path, to what the reference path gives."""
     body = json.dumps({"status": "success", "payload": payload}).encode()
-    model = OPERATIONS[operation].result_type
+    model = DECODED[operation].result_type
     fast = fast_decode(body, model)
     assert fast is not None
     assert fast == _outcome(operation, body, fast=False)
