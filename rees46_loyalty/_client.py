@@ -41,6 +41,7 @@ from .errors import (
     ValidationError,
 )
 from .idempotency import IdempotencyStore, Outcome
+from .idempotency._resp import RedisConnectionError
 from .middleware._chain import Chain, idempotency_store
 from .middleware.idempotency import record_key
 from .models import (
@@ -542,15 +543,15 @@ def _name_base_url(error: LoyaltyError, base_url: URL) -> None:
 def _name_unreachable_store(error: IdempotencyError) -> None:
     """Add where the store is to the message of a store that could not be reached.
 
-    redis-py's connection errors name the host and port ("Error 111 connecting to
-    127.0.0.1:6379. Connection refused."); never a password.
+    The store's own connection errors, and redis-py's, name the host and port ("could not
+    connect to Redis at 127.0.0.1:6379: Connection refused"); never a password.
     """
     cause = error.__cause__
-    if (
-        cause is not None
-        and type(cause).__module__.startswith("redis.")
+    if cause is None or str(cause) in error.message:
+        return
+    if isinstance(cause, RedisConnectionError) or (
+        type(cause).__module__.startswith("redis.")
         and type(cause).__name__ in ("ConnectionError", "TimeoutError")
-        and str(cause) not in error.message
     ):
         error.message = (
             f"{error.message}: {cause} (is the Redis URL of the idempotency store right, "

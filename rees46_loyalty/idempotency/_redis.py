@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
@@ -22,6 +24,7 @@ from ._records import (
     intent_to_json,
     outcome_from_json,
 )
+from ._resp import RespClient
 
 if TYPE_CHECKING:  # pragma: no cover
     from redis.asyncio import Redis
@@ -285,8 +288,10 @@ return 1
 class RedisIdempotencyStore:
     """Idempotency records in Redis, for workers in several processes or on several machines.
 
-    Needs the ``redis`` extra (``pip install 'rees46-loyalty[redis]'``). One round trip before
-    a call (an atomic script that reads the order's book and takes its lease) and one after it.
+    One round trip before a call (an atomic script that reads the order's book and takes its
+    lease) and one after it. Made from a URL, the store speaks to Redis itself, every call of an
+    event loop over one connection (replies come back in the order of the commands); made from
+    a ``redis.asyncio.Redis`` client of your own (the ``redis`` extra), through that client.
 
     The guarantees hold while Redis keeps what it was told: run it with persistence (AOF,
     ``appendfsync everysec`` or ``always``) and ``maxmemory-policy noeviction``. The store
@@ -294,16 +299,19 @@ class RedisIdempotencyStore:
     loses its data still keeps is on the "Idempotency" page of the docs.
 
     Args:
-        redis: A ``redis://`` URL, or a ``redis.asyncio.Redis`` client of your own (left open).
+        redis: A ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL, with a user name, a
+            password and a database (``redis://:secret@host:6379/2``); or a
+            ``redis.asyncio.Redis`` client of your own, left open (for Sentinel, Cluster,
+            client certificates, timeouts).
         ttl: Seconds a finished outcome is kept (default 24 h); at least ``lease``.
         lease: Seconds a call may hold an order before another may take it over (default 60 s).
             A worker that dies holding it blocks the order this long at most; what it was doing
             then counts as an unknown outcome.
         namespace: Prefix of every key; the client adds its shop id after it.
         poll_interval: Seconds between two looks at a busy order.
-        max_connections: Connections to Redis at most, for a store made from a URL; past it,
-            calls wait for a free one. (A client of your own: give it a
-            ``BlockingConnectionPool``, or it fails past its pool's size.)
+        max_connections: Deprecated, and unused: a store made from a URL no longer pools
+            connections (above). A client of your own keeps its pool: give it a
+            ``BlockingConnectionPool``, or it fails past its pool's size.
     """
 
     #: Every method is a round trip to Redis.
@@ -318,33 +326,35 @@ class RedisIdempotencyStore:
         lease: float = 60.0,
         namespace: str = "rees46_loyalty:idempotency",
         poll_interval: float = 0.02,
-        max_connections: int = 100,
+        max_connections: int | None = None,
     ) -> None:
         check_durations(ttl=ttl, lease=lease, poll_interval=poll_interval)
-        try:
-            from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415 - optional
-        except ImportError as exc:  # pragma: no cover - the extra is installed in tests
-            raise ImportError(
-                "RedisIdempotencyStore needs redis: pip install 'rees46-loyalty[redis]'"
-            ) from exc
+        if max_connections is not None:
+            warnings.warn(
+                "max_connections is unused: a RedisIdempotencyStore made from a URL sends the "
+                "calls of an event loop over one connection",
+                DeprecationWarning,
+                stacklevel=3,  # the caller's line (scrubbed_init wraps this one)
+            )
         self._owned = isinstance(redis, str)
-        if isinstance(redis, str):
-            pool = BlockingConnectionPool.from_url(redis, max_connections=max_connections)
-            self._redis: Redis = Redis(connection_pool=pool)
-        else:
-            self._redis = redis
+        self._redis: RespClient | Redis = RespClient(redis) if isinstance(redis, str) else redis
         self.ttl = float(ttl)
         self.lease = float(lease)
         self._namespace = namespace
         self._poll = poll_interval
         self._ttl_ms = max(1, int(self.ttl * 1000))
         self._lease_ms = max(1, int(self.lease * 1000))
-        self._begin = self._redis.register_script(_BEGIN)
-        self._finish = self._redis.register_script(_FINISH)
-        self._release = self._redis.register_script(_RELEASE)
-        self._forget = self._redis.register_script(_FORGET)
-        self._get = self._redis.register_script(_GET)
-        self._note = self._redis.register_script(_NOTE)
+        register: Callable[[str], Any] = (
+            self._redis.script
+            if isinstance(self._redis, RespClient)
+            else self._redis.register_script
+        )
+        self._begin = register(_BEGIN)
+        self._finish = register(_FINISH)
+        self._release = register(_RELEASE)
+        self._forget = register(_FORGET)
+        self._get = register(_GET)
+        self._note = register(_NOTE)
         self._checked = False
 
     def __repr__(self) -> str:
@@ -478,7 +488,6 @@ class RedisIdempotencyStore:
         """Close the Redis client if the store created it."""
         if self._owned:
             await self._redis.aclose()
-            await self._redis.connection_pool.disconnect()
 
 
 def _text(value: bytes | str) -> str:

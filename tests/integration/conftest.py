@@ -21,6 +21,7 @@ from rees46_loyalty.idempotency import (
     RedisIdempotencyStore,
     SqliteIdempotencyStore,
 )
+from rees46_loyalty.idempotency._resp import RespClient
 from rees46_loyalty.testing import FakeClock, FakeRees46
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
 
@@ -115,12 +116,19 @@ def threaded_shop() -> Iterator[FakeRees46]:
         yield fake
 
 
+async def redis_call(store: RedisIdempotencyStore, *command: str | int) -> Any:
+    """Send one Redis command through *store*'s own connection (its client, or the user's)."""
+    client = store._redis
+    if isinstance(client, RespClient):
+        return await client.call(*command)
+    return await client.execute_command(*command)  # type: ignore[no-untyped-call]
+
+
 async def age_redis_book(store: RedisIdempotencyStore, key: str, seconds: float) -> None:
     """Move the Redis book of *key* (a store key) *seconds* into the past: its lease's and
     outcomes' expiries and the key's own TTL, as if Redis's clock had run on."""
-    client = store._redis
     name = store._key(key)
-    raw = await client.hget(name, "book")  # type: ignore[misc] # redis-py's sync/async union
+    raw = await redis_call(store, "HGET", name, "book")
     if raw is None:
         return
     book: dict[str, Any] = json.loads(raw)
@@ -128,10 +136,10 @@ async def age_redis_book(store: RedisIdempotencyStore, key: str, seconds: float)
     for entry in (book.get("lease"), *book.get("outcomes", {}).values()):
         if entry is not None and "expires" in entry:
             entry["expires"] -= shift
-    await client.hset(name, "book", json.dumps(book))  # type: ignore[misc] # likewise
-    left = await client.pttl(name)
+    await redis_call(store, "HSET", name, "book", json.dumps(book))
+    left = await redis_call(store, "PTTL", name)
     if left > 0:
         if left - shift <= 0:
-            await client.delete(name)
+            await redis_call(store, "DEL", name)
         else:
-            await client.pexpire(name, left - shift)
+            await redis_call(store, "PEXPIRE", name, left - shift)

@@ -48,6 +48,7 @@ from rees46_loyalty.idempotency import (
 from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
 from tests.conftest import PHONE, SHOP_ID, SHOP_SECRET
+from tests.integration.conftest import redis_call
 from tests.payloads import CALCULATION, CHANGE, status_envelope
 from tests.unit.helpers import FakeApi
 
@@ -128,7 +129,7 @@ async def test_a_redis_flush_mid_change_loses_no_outcome(
         fake.faults.on("change", Fault.latency(0.2))
         call = asyncio.ensure_future(client.change(order_id="1", cart_items=SMALLER))
         await fake.wait_received("change")
-        await store._redis.flushall()
+        await redis_call(store, "FLUSHALL")
         first = await call
         again = await client.change(order_id="1", cart_items=SMALLER)
     await store.close()
@@ -177,7 +178,7 @@ async def test_a_redis_restart_without_persistence_mid_change_loses_no_outcome(
         call = asyncio.ensure_future(client.change(order_id="1", cart_items=SMALLER))
         await fake.wait_received("change")
         with contextlib.suppress(Exception):  # the connection dies with the server
-            await store._redis.shutdown(nosave=True)
+            await redis_call(store, "SHUTDOWN", "NOSAVE")
         await asyncio.to_thread(processes[0].wait, 10)
         processes.append(_start_redis(port, tmp_path, "--save", "", "--appendonly", "no"))
         first = await call
@@ -222,11 +223,11 @@ async def test_a_dead_workers_change_stays_unknown_past_the_ttl(
         dead = Intent(operation="change", fingerprint="whatever", safety="once")
         key = record_key(SHOP_ID, "1")
         await store.begin(key, dead, "killed-worker")
-        assert await store._redis.ttl(store._key(key)) == -1
-        raw = await store._redis.hget(store._key(key), "book")  # type: ignore[misc]
+        assert await redis_call(store, "TTL", store._key(key)) == -1
+        raw = await redis_call(store, "HGET", store._key(key), "book")
         book = json.loads(raw)
         book["lease"]["expires"] -= 86_400_000  # a day later
-        await store._redis.hset(store._key(key), "book", json.dumps(book))  # type: ignore[misc]
+        await redis_call(store, "HSET", store._key(key), "book", json.dumps(book))
         with pytest.raises(OutcomeUnknownError):
             await client.change(order_id="1", cart_items=SMALLER)
     await store.close()
@@ -466,7 +467,7 @@ async def test_a_corrupt_record_is_an_idempotency_error(api: FakeApi, redis_url:
     """A record that is not a book: IdempotencyError from the call and from clearing it."""
     store = RedisIdempotencyStore(redis_url, namespace=f"bad-{uuid.uuid4().hex}")
     key = store._key(record_key(SHOP_ID, "1001"))
-    await store._redis.hset(key, "book", "not json")  # type: ignore[misc]
+    await redis_call(store, "HSET", key, "book", "not json")
     async with LoyaltyClient(
         SHOP_ID, SHOP_SECRET, base_url="https://api.test", idempotency=store, transport=api
     ) as client:

@@ -24,6 +24,7 @@ from rees46_loyalty.idempotency import MemoryIdempotencyStore, RedisIdempotencyS
 from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
 from tests.conftest import PHONE, SHOP_ID
+from tests.integration.conftest import redis_call
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ async def test_a_change_whose_book_was_evicted_is_recorded_beside_another_lease(
         fake.faults.on("confirm", Fault.latency(0.6))
         change = asyncio.ensure_future(client.change(order_id="1", cart_items=SMALLER))
         await fake.wait_received("change")
-        await store._redis.delete(f"{namespace}:{record_key(SHOP_ID, '1')}")  # evicted
+        await redis_call(store, "DEL", f"{namespace}:{record_key(SHOP_ID, '1')}")  # evicted
         confirm = asyncio.ensure_future(client.confirm(order_id="1"))  # a redelivered job
         first = await change
         await confirm

@@ -39,6 +39,7 @@ from rees46_loyalty.idempotency import (
 from rees46_loyalty.middleware.idempotency import record_key
 from rees46_loyalty.testing import FakeClock, FakeRees46, Fault
 from tests.conftest import SHOP_ID, SHOP_SECRET
+from tests.integration.conftest import redis_call
 from tests.payloads import CALCULATION, CHANGE, status_envelope
 from tests.unit.helpers import FakeApi
 
@@ -216,7 +217,7 @@ async def test_unknown_outcomes_never_expire(clock: FakeClock, redis_url: str) -
         assert await store.finish("k", "a", unknown) is Finish.RECORDED
     clock.advance(11)
     assert (await memory.begin("k", CHANGE_X, "b")).verdict is Verdict.UNKNOWN
-    assert await redis._redis.ttl(redis._key("k")) == -1  # no expiry
+    assert await redis_call(redis, "TTL", redis._key("k")) == -1  # no expiry
     await redis.close()
 
 
@@ -351,17 +352,30 @@ async def test_a_store_down_after_a_failure_does_not_hide_the_failure(
     assert any("could not record it" in r.getMessage() for r in log_records)
 
 
-async def test_the_redis_store_waits_for_a_connection_past_its_pool(
+async def test_the_redis_store_sends_many_calls_at_once_over_one_connection(
     fake: FakeRees46, redis_url: str
 ) -> None:
-    """More calls at once than connections: they queue for one instead of failing."""
-    store = RedisIdempotencyStore(
-        redis_url, namespace=f"pool-{uuid.uuid4().hex}", max_connections=3
-    )
+    """Thirty calls at once on one loop: one connection to Redis, every call answered."""
+    store = RedisIdempotencyStore(redis_url, namespace=f"pool-{uuid.uuid4().hex}")
+    before = _connected_clients(await redis_call(store, "INFO", "clients"))
     async with fake.client(idempotency=store) as client:
         for n in range(30):
             await client.apply(order_id=f"p-{n}", cart_items=CART)
         refs = await asyncio.gather(*(client.confirm(order_id=f"p-{n}") for n in range(30)))
+        during = _connected_clients(await redis_call(store, "INFO", "clients"))
     await store.close()
     assert len(refs) == 30
     assert len(fake.ledger.effects_for("confirm")) == 30
+    assert during == before  # the store's one connection was open before, and is the only one
+
+
+def _connected_clients(info: bytes) -> int:
+    line = next(line for line in info.splitlines() if line.startswith(b"connected_clients:"))
+    return int(line.split(b":")[1])
+
+
+def test_max_connections_is_deprecated(redis_url: str) -> None:
+    """The option of the pooled client is accepted, unused, with a warning at the caller's line."""
+    with pytest.warns(DeprecationWarning, match="max_connections is unused") as caught:
+        RedisIdempotencyStore(redis_url, max_connections=3)
+    assert caught[0].filename == __file__

@@ -29,7 +29,7 @@ from rees46_loyalty.idempotency import (
     Verdict,
 )
 from rees46_loyalty.testing import FakeClock
-from tests.integration.conftest import age_redis_book
+from tests.integration.conftest import age_redis_book, redis_call
 
 pytestmark = pytest.mark.integration
 
@@ -323,7 +323,7 @@ async def _wipe(store: IdempotencyStore) -> None:
         await asyncio.to_thread(_empty_database, store.path)
         return
     if isinstance(store, RedisIdempotencyStore):
-        await store._redis.delete(store._key(ORDER))
+        await redis_call(store, "DEL", store._key(ORDER))
         return
     assert isinstance(store, MemoryIdempotencyStore)
     store._books.clear()
@@ -374,13 +374,13 @@ async def test_every_store_follows_the_rules(
 async def test_a_redis_book_without_a_lease_or_an_unknown_outcome_expires(redis_url: str) -> None:
     """The key's own TTL follows the book: none while a lease or an unknown change is in it."""
     store = RedisIdempotencyStore(redis_url, namespace=f"ttl-{uuid.uuid4().hex}", ttl=TTL)
-    client, key = store._redis, store._key(ORDER)
+    key = store._key(ORDER)
     await store.begin(ORDER, X, "a")
-    assert await client.ttl(key) == -1  # leased: never expires
+    assert await redis_call(store, "TTL", key) == -1  # leased: never expires
     await store.finish(ORDER, "a", Outcome(state=State.UNKNOWN, intent=X))
-    assert await client.ttl(key) == -1  # an unknown change: never expires
+    assert await redis_call(store, "TTL", key) == -1  # an unknown change: never expires
     await store.forget(ORDER)
     await store.begin(ORDER, C, "b")
     await store.finish(ORDER, "b", Outcome(state=State.SUCCEEDED, intent=C, status=200))
-    assert 0 < await client.ttl(key) <= TTL
+    assert 0 < await redis_call(store, "TTL", key) <= TTL
     await store.close()
