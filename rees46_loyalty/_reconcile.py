@@ -22,16 +22,17 @@ Nothing here sends a mutating request.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from attrs import frozen
 
 from ._http import ApiResponse
-from ._operations import DETAILS, HISTORY, OPERATIONS, Operation
+from ._operations import DETAILS, HISTORY, OPERATIONS, ORDER_LINES, Operation
 from ._serialization import dumps, load_answer, loads
-from .errors import IdempotencyError, OutcomeUnknownError
+from .errors import IdempotencyError, MalformedResponseError, OutcomeUnknownError
 from .idempotency._records import Book, Finish, IdempotencyStore, Outcome, State
 from .models import LineItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
 from .models._lines import OrderLine, OrderLines
@@ -80,6 +81,11 @@ class Reconciliation:
         return Decimal(0)
 
 
+#: The arithmetic of carts and refunds: exact for every amount the SDK reads (under 10**15, at
+#: most 40 places) and their sums, whatever decimal context the caller set (a task's own).
+EXACT = Context(prec=200, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation])
+
+
 def _number(value: object) -> Decimal:
     if isinstance(value, Decimal):
         return value.normalize()
@@ -107,6 +113,16 @@ class Cart:
         """The cart of *lines* (mappings with ``product_id``, ``quantity``, ``price``, flags)."""
         units: dict[tuple[str, Decimal], Decimal] = {}
         flags: dict[tuple[str, Decimal], tuple[bool | None, ...]] = {}
+        with localcontext(EXACT):
+            cls._count(lines, units, flags)
+        return cls(units=units, flags=flags)
+
+    @staticmethod
+    def _count(
+        lines: Iterable[Mapping[str, Any]],
+        units: dict[tuple[str, Decimal], Decimal],
+        flags: dict[tuple[str, Decimal], tuple[bool | None, ...]],
+    ) -> None:
         for line in lines:
             quantity = _number(line["quantity"])
             if quantity == 0:
@@ -114,7 +130,6 @@ class Cart:
             key = (str(line["product_id"]), _number(line["price"]))
             units[key] = units.get(key, Decimal(0)) + quantity
             flags.setdefault(key, tuple(line.get(name) for name in _FLAGS))
-        return cls(units=units, flags=flags)
 
     def holds(self, asked: Cart) -> bool:
         """Whether this cart (an order's) is the cart *asked* for."""
@@ -157,23 +172,43 @@ def same_cart(details: ApiResponse, asked: Sequence[Mapping[str, Any]]) -> bool:
     """Whether the order (the answer of ``details``, read as its lines) holds the cart *asked*.
 
     *asked* is the request's ``cart_items`` in their wire form (see :func:`request_lines`).
-    The answer's decoded result is used as it is (decoding a large order again would cost as
-    much as the lookup); an answer a middleware of the caller's rebuilt without one is decoded.
     """
-    calculation = details.result
-    if not isinstance(calculation, OrderLines):
-        calculation = load_answer(details.body, OrderLines)
-    if not calculation.items:
+    lines = order_lines(details)
+    if not lines.items:
         return False
     try:
         # Carts of other totals differ (a return's new cart, usually): no need to build both.
-        if sum(item.quantity for item in calculation.items) != sum(
-            _exact(line["quantity"]) for line in asked
-        ):
-            return False
+        with localcontext(EXACT):
+            if sum(item.quantity for item in lines.items) != sum(
+                _exact(line["quantity"]) for line in asked
+            ):
+                return False
     except (TypeError, KeyError, ArithmeticError):  # the full comparison says what is wrong
         pass
-    return cart_of_items(calculation.items).holds(Cart.of(asked))
+    return cart_of_items(lines.items).holds(Cart.of(asked))
+
+
+def order_lines(details: ApiResponse) -> OrderLines:
+    """The order's lines in an answer of ``details``: its decoded result, else its body read.
+
+    The body is read when a middleware of the caller's answered with a result of its own (an
+    :class:`OrderCalculation` it kept): :class:`MalformedResponseError` if it cannot be.
+    """
+    if isinstance(details.result, OrderLines):
+        return details.result
+    return read_lines(details.body, "details")
+
+
+def read_lines(body: bytes, operation: str) -> OrderLines:
+    """*body* (an answer of ``details``, or a note of one) read as the order's lines."""
+    try:
+        return load_answer(body, OrderLines)
+    except (ValueError, RecursionError) as exc:  # not JSON, not an envelope, not the lines
+        raise MalformedResponseError(
+            f"the order's lines cannot be read from an answer of details "
+            f"({type(exc).__name__}: {exc})"[:300],
+            operation=operation,
+        ) from None
 
 
 def request_lines(data: Mapping[str, Any], body: bytes) -> Sequence[Mapping[str, Any]]:
@@ -188,13 +223,52 @@ def _exact(value: Any) -> Any:
     return Decimal(repr(value)) if type(value) is float else value
 
 
-def derived_change(before: OrderLines, now_body: bytes) -> bytes:
-    """The answer a ``change`` would have given: the order now, with its derived amount."""
-    document = loads(now_body)
-    payload: dict[str, Any] = dict(document["payload"])
-    now = Decimal(str(payload["order_to_pay"]))
-    payload["order_total_change"] = now - before.order_to_pay
-    return dumps({"status": "success", "payload": payload})
+def derived_change(before: OrderLines, now: OrderLines, now_body: bytes) -> bytes:
+    """The answer a ``change`` would have given: the order now, with its derived amount.
+
+    The order's answer is kept as the API wrote it (its numbers' text exact), with
+    ``order_total_change`` (``order_to_pay`` now minus before, exact) added to its payload.
+    """
+    with localcontext(EXACT):
+        amount = now.order_to_pay - before.order_to_pay
+    payload = _payload_text(now_body)
+    inner = payload[1:-1].strip()
+    members = (
+        f'{inner},"order_total_change":{amount}' if inner else (f'"order_total_change":{amount}')
+    )
+    return ('{"status":"success","payload":{' + members + "}}").encode()
+
+
+def _payload_text(body: bytes) -> str:
+    """The text of the ``payload`` object of an envelope (the last one, as JSON readers take)."""
+    text = body.decode("utf-8-sig")
+    decoder = json.JSONDecoder()
+    found: str | None = None
+    index = _past_blanks(text, 0)
+    if text[index : index + 1] != "{":
+        raise ValueError("an envelope is an object")
+    index = _past_blanks(text, index + 1)
+    while text[index : index + 1] not in ("}", ""):
+        key, index = decoder.raw_decode(text, index)
+        index = _past_blanks(text, index)
+        if text[index : index + 1] != ":":
+            raise ValueError("a member without a value")
+        start = _past_blanks(text, index + 1)
+        _, index = decoder.raw_decode(text, start)
+        if key == "payload" and text[start : start + 1] == "{":
+            found = text[start:index]
+        index = _past_blanks(text, index)
+        if text[index : index + 1] == ",":
+            index = _past_blanks(text, index + 1)
+    if found is None:
+        raise ValueError("the envelope has no payload object")
+    return found
+
+
+def _past_blanks(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t\n\r":
+        index += 1
+    return index
 
 
 def ref_answer(order_id: str, identifier: str | None) -> bytes:
@@ -205,12 +279,13 @@ def ref_answer(order_id: str, identifier: str | None) -> bytes:
     return dumps({"status": "success", "payload": payload})
 
 
-def decide_change(
-    outcome: Outcome, before: OrderLines, now: OrderCalculation, order_id: str
-) -> bool:
+def decide_change(outcome: Outcome, before: OrderLines, now: OrderLines, order_id: str) -> bool:
     """Applied (True), not applied (False), or :class:`OutcomeUnknownError`."""
     if outcome.request is None:
         raise _undecidable(outcome, order_id, "the change's request was not recorded")
+    if not before.items or not now.items:
+        # A confirmed order has lines: an answer without any says nothing about them.
+        raise _undecidable(outcome, order_id, "the order's details list no lines")
     asked = cart_of_request(outcome.request)
     cart_now = cart_of_items(now.items)
     if cart_now.holds(asked):
@@ -308,18 +383,20 @@ class Reconciler:
         if done not in (Finish.RECORDED, Finish.RECORDED_AFTER_LOSS):
             # Another reconciler (or the slow call itself) recorded it first: say what it did.
             return await self.run(idempotency_key)
-        return self._found(outcome, applied=True, result=_decoded(operation, answer))
+        return self._found(outcome, applied=True, result=self._result(operation, answer))
 
     async def _change(self, outcome: Outcome) -> tuple[bool, bytes | None]:
         if outcome.request is None or outcome.before is None:
             # A change is sent only once its note is in the store: without one, it never left.
             return False, None
-        before = load_answer(outcome.before, OrderLines)
-        now = await self._details()
-        assert isinstance(now.result, OrderCalculation)  # noqa: S101
-        if not decide_change(outcome, before, now.result, self._order_id):
+        before = read_lines(outcome.before, "reconcile")
+        # The order now is read as the lookup before the change was: what one accepted, the
+        # other does (a quirk in a field neither reads leaves the change decidable).
+        looked = await self._send(ORDER_LINES, {"order_id": self._order_id}, self._order_id)
+        now = order_lines(looked)
+        if not decide_change(outcome, before, now, self._order_id):
             return False, None
-        return True, derived_change(before, now.body)
+        return True, derived_change(before, now, looked.body)
 
     async def _not_applied(self, outcome: Outcome) -> None:
         """Let the same intent be sent again; for a change sent, keep what it noted.
@@ -364,8 +441,25 @@ class Reconciler:
     def _recorded(self, outcome: Outcome) -> Reconciliation:
         applied = outcome.state is State.SUCCEEDED
         answer = outcome.answer if applied else None
-        result = None if answer is None else _decoded(outcome.intent.operation, answer)
+        result = None if answer is None else self._result(outcome.intent.operation, answer)
         return self._found(outcome, applied=applied, result=result, decided_by="record")
+
+    def _result(self, operation: str, answer: bytes) -> Any:
+        """The result model of a recorded answer.
+
+        :class:`MalformedResponseError` when it does not decode, naming what it holds (for a
+        change, its refund).
+        """
+        try:
+            return _decoded(operation, answer)
+        except (ValueError, RecursionError) as exc:
+            error = MalformedResponseError(
+                f"the outcome of the {operation} on order {self._order_id!r} is recorded, but "
+                f"its answer does not decode ({type(exc).__name__}){_refund_of(answer)}",
+                operation="reconcile",
+                order_id=self._order_id,
+            )
+        raise error
 
     def _found(
         self, outcome: Outcome, *, applied: bool, result: Any, decided_by: str | None = None
@@ -400,3 +494,15 @@ def _decoded(operation: str, answer: bytes) -> Any:
     """The result model of a recorded (or derived) answer."""
     spec = OPERATIONS[operation]
     return load_answer(answer, spec.result_type)
+
+
+def _refund_of(answer: bytes) -> str:
+    """What a recorded change answer says it moved, for an error's message; else nothing."""
+    try:
+        payload = loads(answer).get("payload")
+        amount = payload.get("order_total_change") if isinstance(payload, Mapping) else None
+    except (ValueError, RecursionError, AttributeError):
+        return ""
+    if not isinstance(amount, Decimal | int):
+        return ""
+    return f"; it moved order_total_change {amount} (the money to return when negative)"

@@ -218,9 +218,10 @@ def _model_structure(type_: Any, converter: Converter) -> Callable[[Any, Any], A
     structure_fields = make_dict_structure_fn(type_, converter, **omitted)  # type: ignore[arg-type]
 
     def structure_model(value: Any, target: Any) -> Any:
-        if isinstance(value, Mapping):
-            # null means "not given": a field with a default gets it, a required one is missing.
-            value = {name: item for name, item in value.items() if item is not None}
+        if not isinstance(value, Mapping):  # a line written as "A" or [] is no line
+            raise _expect("an object", value)
+        # null means "not given": a field with a default gets it, a required one is missing.
+        value = {name: item for name, item in value.items() if item is not None}
         return structure_fields(value, target)
 
     return structure_model

@@ -33,13 +33,14 @@ import attrs
 from .._clock import Clock
 from .._http import ApiRequest, ApiResponse, Handler, SendRecord
 from .._operations import ORDER_LINES
-from .._reconcile import derived_change, request_lines, same_cart
-from .._serialization import dumps, load_answer
+from .._reconcile import derived_change, order_lines, read_lines, request_lines, same_cart
+from .._serialization import dumps, loads
 from ..errors import (
     APIError,
     BadRequestError,
     IdempotencyError,
     LoyaltyError,
+    MalformedResponseError,
     NotFoundError,
     OrderStatusError,
     OutcomeUnknownError,
@@ -53,7 +54,6 @@ from ..idempotency._records import (
     State,
     Verdict,
 )
-from ..models._lines import OrderLines
 from .errors import decode_response, recorded_answer
 
 __all__ = [
@@ -235,8 +235,10 @@ class IdempotencyMiddleware:
             # before could never be reconciled.
             looked = await call_next(lookup)
             before = looked.body
+            if not before or before.isspace():
+                _refuse_a_change_without_its_order(request)
             if same_cart(looked, request_lines(request.data, body)):
-                landed = await self._landed_late(request, key, owner, decision, before)
+                landed = await self._landed_late(request, key, owner, decision, looked)
                 if landed is not None:
                     return landed
                 _refuse_a_change_made_before(request)
@@ -264,7 +266,7 @@ class IdempotencyMiddleware:
         return before, body
 
     async def _landed_late(
-        self, request: ApiRequest, key: str, owner: str, decision: Decision, now: bytes
+        self, request: ApiRequest, key: str, owner: str, decision: Decision, now: ApiResponse
     ) -> ApiResponse | None:
         """The derived answer of this very change, sent before and lost, that landed late.
 
@@ -275,10 +277,16 @@ class IdempotencyMiddleware:
         known = decision.outcome
         if known is None or not known.not_applied or not known.before or not known.request:
             return None
-        answer = derived_change(load_answer(known.before, OrderLines), now)
+        before = read_lines(known.before, request.operation.name)
+        answer = derived_change(before, order_lines(now), now.body)
         # What is recorded must replay: the lookup read the order's lines only, and its answer
         # is now decoded whole, as the change's own; a malformed one raises, and nothing is kept.
-        decode_response(request, ApiResponse(status=200, headers={}, body=answer))
+        try:
+            decode_response(request, ApiResponse(status=200, headers={}, body=answer))
+        except MalformedResponseError as error:
+            error.message += _landed(answer)
+            error.args = (error.message,)
+            raise
         outcome = Outcome(state=State.SUCCEEDED, intent=known.intent, status=200, answer=answer)
         done = await self.store.finish(key, owner, outcome)
         _log_finish(request, done, "landed late")
@@ -507,6 +515,24 @@ def _refuse_a_change_without_lease(request: ApiRequest) -> None:
         operation=request.operation.name,
         order_id=request.order_id,
         retryable=True,
+    )
+
+
+def _refuse_a_change_without_its_order(request: ApiRequest) -> None:
+    raise MalformedResponseError(
+        f"the order {request.order_id!r} was read before the change, but its answer came back "
+        "without a body (a middleware dropped it?); nothing was sent: without the order as it "
+        "was, an unknown outcome of the change could never be reconciled",
+        operation=request.operation.name,
+        order_id=request.order_id,
+    )
+
+
+def _landed(answer: bytes) -> str:
+    amount = loads(answer)["payload"]["order_total_change"]
+    return (
+        f"; the change landed late (the order holds its cart) and moved order_total_change "
+        f"{amount}: it is not recorded, and is derived again on the next call"
     )
 
 
