@@ -312,6 +312,10 @@ class RedisIdempotencyStore:
         max_connections: Deprecated, and unused: a store made from a URL no longer pools
             connections (above). A client of your own keeps its pool: give it a
             ``BlockingConnectionPool``, or it fails past its pool's size.
+        command_timeout: Seconds Redis may stay silent while the store's commands wait for
+            their replies (a stalled or half-open connection), for a store made from a URL:
+            past it the connection is dropped, those calls fail (``IdempotencyError`` before a
+            call; logged after one) and the next command connects again.
     """
 
     #: Every method is a round trip to Redis.
@@ -327,8 +331,13 @@ class RedisIdempotencyStore:
         namespace: str = "rees46_loyalty:idempotency",
         poll_interval: float = 0.02,
         max_connections: int | None = None,
+        command_timeout: float = 10.0,
     ) -> None:
         check_durations(ttl=ttl, lease=lease, poll_interval=poll_interval)
+        if not 0 < command_timeout < float("inf"):
+            raise ValueError(
+                f"command_timeout must be a number of seconds > 0, got {command_timeout!r}"
+            )
         if max_connections is not None:
             warnings.warn(
                 "max_connections is unused: a RedisIdempotencyStore made from a URL sends the "
@@ -337,7 +346,9 @@ class RedisIdempotencyStore:
                 stacklevel=3,  # the caller's line (scrubbed_init wraps this one)
             )
         self._owned = isinstance(redis, str)
-        self._redis: RespClient | Redis = RespClient(redis) if isinstance(redis, str) else redis
+        self._redis: RespClient | Redis = (
+            RespClient(redis, timeout=command_timeout) if isinstance(redis, str) else redis
+        )
         self.ttl = float(ttl)
         self.lease = float(lease)
         self._namespace = namespace

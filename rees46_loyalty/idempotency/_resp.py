@@ -21,20 +21,24 @@ import collections
 import contextlib
 import hashlib
 import os
+import socket
 import ssl
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from attrs import field, frozen
 
-__all__ = ["RedisConnectionError", "RespClient", "RespError", "RespScript", "parse_reply"]
+__all__ = ["RedisConnectionError", "RespClient", "RespError", "RespReader", "RespScript"]
 
 #: The longest reply accepted (Redis's own bound on a bulk string, ``proto-max-bulk-len``).
 MAX_BULK = 512 * 1024 * 1024
 #: The deepest nesting of arrays accepted (the store's scripts answer two levels).
 MAX_DEPTH = 8
 _CONNECT_TIMEOUT = 10.0
+#: The longest line accepted: a reply's header, a simple string or an error.
+_MAX_LINE = 64 * 1024
 
 
 class RespError(Exception):
@@ -62,10 +66,14 @@ class Endpoint:
     db: int = 0
 
     def auth_command(self) -> bytes:
-        """``AUTH [user] password``, packed."""
+        """``AUTH [user] password``, packed.
+
+        A password from the environment may hold bytes that are not UTF-8: they go as they came.
+        """
+        password = (self.password or "").encode("utf-8", "surrogateescape")
         if self.username:
-            return pack(("AUTH", self.username, self.password or ""))
-        return pack(("AUTH", self.password or ""))
+            return pack(("AUTH", self.username.encode("utf-8", "surrogateescape"), password))
+        return pack(("AUTH", password))
 
     @classmethod
     def of(cls, url: str) -> Endpoint:
@@ -118,19 +126,80 @@ def pack(args: tuple[bytes | str | int, ...]) -> bytes:
     return b"".join(chunks)
 
 
-def parse_reply(buffer: bytes | bytearray, start: int = 0, depth: int = 0) -> Any:
-    """``(reply, end)`` of the reply at *start*, or ``(_INCOMPLETE, needed length)``.
+class RespReader:
+    """Reads replies from a stream of bytes, each byte once however the stream is cut.
 
-    The needed length is what the buffer must hold before a look can get further (at least one
-    byte more), so that a long reply is not read again on every chunk of it.
+    :meth:`read` takes what a buffer holds and returns the replies completed so far, keeping an
+    array cut short as the items read of it (never read again from its start). Simple strings
+    and bulk strings are bytes, integers int, nil ``None``, arrays lists, error replies
+    :class:`RespError` instances (returned, not raised). Malformed input raises
+    :class:`RedisConnectionError`: the stream cannot be trusted any more.
+    """
 
-    Simple strings and bulk strings are bytes, integers int, nil ``None``, arrays lists, error
-    replies :class:`RespError` instances (returned, not raised). Malformed input raises
-    :class:`_ProtocolError`.
+    __slots__ = ("_arrays", "needed")
+
+    def __init__(self) -> None:
+        # The arrays being read, outermost first: [items left, items read].
+        self._arrays: list[list[Any]] = []
+        #: The buffer length below which nothing more can be read (at least one byte more).
+        self.needed = 1
+
+    def read(self, buffer: bytearray) -> list[Any]:
+        """The replies completed by the bytes of *buffer*, which are consumed."""
+        replies: list[Any] = []
+        position = 0
+        try:
+            while True:
+                value, end = _atom(buffer, position)
+                if value is _INCOMPLETE:
+                    self.needed = end - position
+                    return replies
+                position = end
+                if type(value) is _ArrayStart:
+                    if len(self._arrays) >= MAX_DEPTH:
+                        raise _ProtocolError("Redis sent a reply nested deeper than it may be")
+                    if value.length:
+                        self._arrays.append([value.length, []])
+                        continue
+                    value = []
+                self._place(value, replies)
+        finally:
+            del buffer[:position]
+
+    def _place(self, value: Any, replies: list[Any]) -> None:
+        arrays = self._arrays
+        while arrays:
+            top = arrays[-1]
+            top[1].append(value)
+            top[0] -= 1
+            if top[0]:
+                return
+            value = arrays.pop()[1]
+        replies.append(value)
+
+
+class _ArrayStart:
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+
+class _Missing:
+    __slots__ = ()
+
+
+_INCOMPLETE: Any = _Missing()
+
+
+def _atom(buffer: bytearray, start: int) -> tuple[Any, int]:
+    """The value (or an array's start) at *start*, and where it ends.
+
+    Or ``_INCOMPLETE`` and the buffer length it needs.
     """
     line_end = buffer.find(b"\r\n", start)
     if line_end < 0:
-        if len(buffer) - start > 64 * 1024:  # no header line is this long
+        if len(buffer) - start > _MAX_LINE:
             raise _ProtocolError("Redis sent a reply line without an end")
         return _INCOMPLETE, len(buffer) + 1
     kind, head = buffer[start], bytes(buffer[start + 1 : line_end])
@@ -142,16 +211,14 @@ def parse_reply(buffer: bytes | bytearray, start: int = 0, depth: int = 0) -> An
         return number, after
     if kind not in (0x24, 0x2A):
         raise _ProtocolError(f"Redis sent a reply of an unknown kind (byte {kind})")
-    if number < 0:  # nil
-        return None, after
-    if kind == 0x24:  # $ bulk string
-        return _bulk(buffer, after, number)
-    return _array(buffer, after, number, depth)
-
-
-def _bulk(buffer: bytes | bytearray, start: int, length: int) -> Any:
-    if length > MAX_BULK:
+    if number > MAX_BULK:
         raise _ProtocolError("Redis sent a reply longer than the store accepts")
+    if number < 0 or kind == 0x2A:  # nil, or an array's start
+        return (None if number < 0 else _ArrayStart(number)), after
+    return _bulk(buffer, after, number)
+
+
+def _bulk(buffer: bytearray, start: int, length: int) -> tuple[Any, int]:
     end = start + length
     if len(buffer) < end + 2:
         return _INCOMPLETE, end + 2
@@ -160,27 +227,9 @@ def _bulk(buffer: bytes | bytearray, start: int, length: int) -> Any:
     return bytes(buffer[start:end]), end + 2
 
 
-def _array(buffer: bytes | bytearray, start: int, length: int, depth: int) -> Any:
-    if depth >= MAX_DEPTH or length > MAX_BULK:
-        raise _ProtocolError("Redis sent a reply nested or long beyond what the store reads")
-    items = []
-    position = start
-    for _ in range(length):
-        item, position = parse_reply(buffer, position, depth + 1)
-        if item is _INCOMPLETE:
-            return _INCOMPLETE, position
-        items.append(item)
-    return items, position
-
-
-class _Missing:
-    __slots__ = ()
-
-
-_INCOMPLETE: Any = _Missing()
-
-
 def _integer(text: bytes) -> int:
+    if len(text) > 20:  # no length or integer of Redis's has more digits
+        raise _ProtocolError("Redis sent a malformed number")
     try:
         return int(text)
     except ValueError:
@@ -188,19 +237,32 @@ def _integer(text: bytes) -> int:
 
 
 class _Connection(asyncio.Protocol):
-    """One connection: commands written in turn, replies settling their calls in that order."""
+    """One connection: commands written in turn, replies settling their calls in that order.
 
-    def __init__(self) -> None:
+    Redis silent for *timeout* seconds while calls wait for their replies (a stalled or
+    half-open connection): the connection is dropped and those calls fail.
+    """
+
+    def __init__(self, timeout: float) -> None:
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._needed = 1
+        self._reader = RespReader()
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._lost: BaseException | None = None
+        self._timeout = timeout
+        self._heard = 0.0  # the loop's time of the last bytes from Redis, or of the first call
+        self._watch: asyncio.TimerHandle | None = None
         self.pid = os.getpid()
+        #: An async generator the loop closes at its shutdown, closing this connection.
+        self.guard: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # noqa: S101 - a stream connection
         self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):  # a dead peer is found out by the kernel too
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
     @property
     def usable(self) -> bool:
@@ -216,31 +278,43 @@ class _Connection(asyncio.Protocol):
     def send(self, command: bytes) -> asyncio.Future[Any]:
         if self._lost is not None or self._transport is None:
             raise RedisConnectionError("the connection to Redis is closed")
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        if not self._waiting:
+            self._heard = loop.time()  # the silence that counts starts with a call waiting
+            if self._watch is None:
+                self._watch = loop.call_at(self._heard + self._timeout, self._check)
         self._transport.write(command)
         self._waiting.append(reply)
         return reply
 
+    def _check(self) -> None:
+        self._watch = None
+        if not self._waiting or self._lost is not None:
+            return
+        loop = asyncio.get_running_loop()
+        silent_until = self._heard + self._timeout
+        if loop.time() >= silent_until:
+            self._fail(RedisConnectionError(f"Redis answered nothing for {self._timeout:g} s"))
+        else:
+            self._watch = loop.call_at(silent_until, self._check)
+
     def data_received(self, data: bytes) -> None:
+        self._heard = asyncio.get_running_loop().time()
         buffer = self._buffer
         buffer += data
-        if len(buffer) < self._needed:
+        if len(buffer) < self._reader.needed:
             return
-        start = 0
         try:
-            while start < len(buffer):
-                reply, end = parse_reply(buffer, start)
-                if reply is _INCOMPLETE:
-                    self._needed = end - start
-                    break
-                start = end
+            for reply in self._reader.read(buffer):
                 self._settle(reply)
-            else:
-                self._needed = 1
         except _ProtocolError as exc:
             self._fail(exc)
-            return
-        del buffer[:start]
+        except BaseException as exc:
+            # Interrupted between replies (KeyboardInterrupt in a loop that goes on): which
+            # reply is whose is no longer known, so no call gets any.
+            self._fail(RedisConnectionError(f"reading Redis's replies was interrupted: {exc!r}"))
+            raise
 
     def _settle(self, reply: Any) -> None:
         if not self._waiting:
@@ -255,6 +329,9 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: BaseException) -> None:
         if self._lost is None:
             self._lost = exc
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
@@ -265,16 +342,26 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._transport is not None and self.pid == os.getpid():
             self._transport.close()
         self._lost = self._lost or RedisConnectionError("the connection to Redis is closed")
 
 
 class RespClient:
-    """Commands to one Redis over one connection per event loop (see the module docstring)."""
+    """Commands to one Redis over one connection per event loop (see the module docstring).
 
-    def __init__(self, url: str) -> None:
+    *timeout*: seconds Redis may stay silent while commands wait for their replies; past it the
+    connection is dropped, those commands fail, and the next one connects again.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self._endpoint = Endpoint.of(url)
+        self._timeout = timeout
+        # The loop's connection, or the task making it. A loop that ends (asyncio.run) closes
+        # its connection and drops its entry (see _closed_with).
         self._connections: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, asyncio.Future[_Connection]
         ] = weakref.WeakKeyDictionary()
@@ -303,71 +390,124 @@ class RespClient:
         return {_text(reply[i]): reply[i + 1] for i in range(0, len(reply) - 1, 2)}
 
     async def aclose(self) -> None:
-        """Close this loop's connection (the others close with their loops)."""
+        """Close this loop's connection, once made if it is being made.
+
+        Connections of other loops close when those loops end (``asyncio.run`` and the sync
+        client's loop close them), or now if those loops still run.
+        """
         loop = asyncio.get_running_loop()
         opened = self._connections.pop(loop, None)
-        if opened is not None and opened.done() and opened.exception() is None:
-            opened.result().close()
-        for other in list(self._connections.values()):
-            if other.done() and other.exception() is None:
+        if opened is not None:
+            with contextlib.suppress(Exception):
+                connection = await asyncio.shield(opened)
+                connection.close()
+                if connection.guard is not None:
+                    await connection.guard.aclose()
+        for other, pending in list(self._connections.items()):
+            if pending.done() and not pending.cancelled() and pending.exception() is None:
                 with contextlib.suppress(RuntimeError):  # its loop is closed: so is it
-                    other.get_loop().call_soon_threadsafe(other.result().close)
+                    other.call_soon_threadsafe(pending.result().close)
 
     async def _connection(self) -> _Connection:
         loop = asyncio.get_running_loop()
         opened = self._connections.get(loop)
         if opened is not None and opened.done():
-            if opened.exception() is None and opened.result().usable:
+            if not opened.cancelled() and opened.exception() is None and opened.result().usable:
                 return opened.result()
             opened = None
-        if opened is None:  # the first of this loop's callers connects; the others wait for it
-            opened = loop.create_future()
+        if opened is None:
+            # The connection is made by a task of its own: a caller cancelled while it is made
+            # stops waiting, and the others still get it.
+            opened = loop.create_task(self._open(loop))
+            opened.add_done_callback(_retrieved)
             self._connections[loop] = opened
-            try:
-                connection = await asyncio.wait_for(self._open(loop), _CONNECT_TIMEOUT)
-            except (OSError, asyncio.TimeoutError) as exc:
-                failure = RedisConnectionError(
-                    f"could not connect to Redis at {self._where()}: {_why(exc)}"
-                )
-                self._connections.pop(loop, None)
-                opened.set_exception(failure)
-                opened.exception()  # retrieved: waiters see it through their own await
-                raise failure from None
-            except BaseException as exc:
-                self._connections.pop(loop, None)
-                opened.set_exception(exc if isinstance(exc, Exception) else RedisConnectionError())
-                opened.exception()  # retrieved: waiters see it through their own await
-                raise
-            opened.set_result(connection)
         return await asyncio.shield(opened)
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        task = asyncio.current_task()
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            if task is not None:
+                task.cancel()
+
+        timer = loop.call_later(_CONNECT_TIMEOUT, expire)
+        try:
+            connection = await self._connect(loop)
+        except BaseException as exc:
+            if self._connections.get(loop) is task:
+                del self._connections[loop]
+            if isinstance(exc, OSError) or expired:
+                reason = f"no connection in {_CONNECT_TIMEOUT:g} s" if expired else _why(exc)
+                raise RedisConnectionError(
+                    f"could not connect to Redis at {self._where()}: {reason}"
+                ) from None
+            raise
+        finally:
+            timer.cancel()
+        connection.guard = self._closed_with(loop, connection)
+        await connection.guard.asend(None)  # from here on the loop knows it
+        return connection
+
+    async def _closed_with(
+        self, loop: asyncio.AbstractEventLoop, connection: _Connection
+    ) -> AsyncIterator[None]:
+        # An async generator the loop's shutdown closes (asyncio.run, and the sync client's
+        # loop, run shutdown_asyncgens): the connection closes with its loop, and the loop's
+        # entry goes, so that a loop is never kept alive by this table.
+        try:
+            yield
+        finally:
+            connection.close()
+            entry = self._connections.get(loop)
+            if (
+                entry is not None
+                and entry.done()
+                and not entry.cancelled()
+                and entry.exception() is None
+                and entry.result() is connection
+            ):
+                del self._connections[loop]
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         endpoint = self._endpoint
+        timeout = self._timeout
         if endpoint.path is not None:
-            _, connection = await loop.create_unix_connection(_Connection, endpoint.path)
+            _, connection = await loop.create_unix_connection(
+                lambda: _Connection(timeout), endpoint.path
+            )
         else:
             _, connection = await loop.create_connection(
-                _Connection,
+                lambda: _Connection(timeout),
                 endpoint.host or "localhost",
                 endpoint.port,
                 ssl=ssl.create_default_context() if endpoint.tls else None,
             )
         try:
             if endpoint.password is not None:  # (held by no local variable here)
-                await _checked(connection.send(endpoint.auth_command()))
+                await _login(connection.send(endpoint.auth_command()), "AUTH")
             if endpoint.db:
-                await _checked(connection.send(pack(("SELECT", endpoint.db))))
+                await _login(connection.send(pack(("SELECT", endpoint.db))), "SELECT")
         except BaseException:
             connection.close()
             raise
         return connection
 
 
-async def _checked(reply: asyncio.Future[Any]) -> Any:
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    # A connect that failed after every caller stopped waiting is not an unhandled error.
+    if not task.cancelled():
+        task.exception()
+
+
+async def _login(reply: asyncio.Future[Any], command: str) -> None:
     value = await reply
     if isinstance(value, RespError):
-        raise value
-    return value
+        # Only the error's code: a Redis whose AUTH is renamed echoes the arguments (the
+        # password) in its message.
+        code = str(value).split(" ", 1)[0][:40]
+        raise RedisConnectionError(f"Redis refused the connection's {command} ({code})")
 
 
 class RespScript:

@@ -288,14 +288,16 @@ class IdempotencyMiddleware:
             error.args = (error.message,)
             raise
         outcome = Outcome(state=State.SUCCEEDED, intent=known.intent, status=200, answer=answer)
-        done = await self.store.finish(key, owner, outcome)
-        _log_finish(request, done, "landed late")
+        # Answered whatever the store does: unrecorded, the note stays, and is derived again.
+        await self._record(request, key, owner, outcome, "landed late")
         replayed = self._replay(request, outcome, "replayed")
         if isinstance(replayed, LoyaltyError):
             raise replayed
         return replayed
 
-    async def _record(self, request: ApiRequest, key: str, owner: str, outcome: Outcome) -> None:
+    async def _record(
+        self, request: ApiRequest, key: str, owner: str, outcome: Outcome, what: str = "succeeded"
+    ) -> None:
         """Store a success, shielded, and never fail the call over it.
 
         The API has applied it: the caller gets its result whatever the store does, and a
@@ -313,7 +315,7 @@ class IdempotencyMiddleware:
                 extra=_extra(request, "sent"),
             )
             return
-        _log_finish(request, done, "succeeded")
+        _log_finish(request, done, what)
 
     async def _acquire(
         self, request: ApiRequest, key: str, intent: Intent, owner: str

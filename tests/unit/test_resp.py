@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rees46_loyalty.idempotency import _resp
 from rees46_loyalty.idempotency._resp import (
     Endpoint,
     RedisConnectionError,
     RespError,
     _Connection,
     pack,
-    parse_reply,
 )
 
 replies = st.recursive(
@@ -72,7 +72,7 @@ class _Transport(asyncio.Transport):
 
 
 def _connection() -> tuple[_Connection, _Transport]:
-    connection, transport = _Connection(), _Transport()
+    connection, transport = _Connection(timeout=10.0), _Transport()
     connection.connection_made(transport)
     return connection, transport
 
@@ -143,24 +143,29 @@ async def test_a_lost_connection_fails_every_waiting_call() -> None:
             call.result()
 
 
-def test_a_long_reply_is_not_read_again_on_every_chunk() -> None:
-    """A reply of a megabyte arriving in 1 KiB chunks: the parser waits for the announced length."""
-    reply = b"x" * 2**20
-    stream = _encode([reply, b"note"])
-    buffer = bytearray()
+async def test_a_long_reply_is_read_once_however_it_is_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An array of a 1 MiB string and 2,000 small ones arriving in 1 KiB chunks: each part is
+    read about once (the reader keeps what it read of an array cut short), not again from the
+    array's start on every chunk."""
+    reply = [b"x" * 2**20, *(b"%d" % n for n in range(2000))]
+    stream = _encode(reply)
     looks = 0
-    needed = 1
-    for start in range(0, len(stream), 1024):
-        buffer += stream[start : start + 1024]
-        if len(buffer) < needed:
-            continue
+    real = _resp._atom
+
+    def counting(buffer: bytearray, start: int) -> Any:
+        nonlocal looks
         looks += 1
-        value, end = parse_reply(buffer)
-        if isinstance(value, list):
-            assert value == [reply, b"note"]
-            break
-        needed = end
-    assert looks <= 3
+        return real(buffer, start)
+
+    monkeypatch.setattr(_resp, "_atom", counting)
+    connection, _ = _connection()
+    call = connection.send(b"GET big")
+    for start in range(0, len(stream), 1024):
+        connection.data_received(stream[start : start + 1024])
+    assert call.result() == reply
+    assert looks < 2 * (len(reply) + 1) + len(stream) // 1024 // 100
 
 
 def test_commands_are_packed_as_arrays_of_bulk_strings() -> None:
