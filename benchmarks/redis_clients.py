@@ -13,8 +13,9 @@ redis-server:
   cost if its two commands travelled together).
 
 Every operation is on a new order key, with the store's own scripts and arguments of its shape
-(a cancel's intent, a 200-byte answer). Clients: redis-py (the store's client) with the hiredis
-parser and with its pure-Python one, coredis, valkey-glide (when installed), and a minimal
+(a cancel's intent, a 200-byte answer). Clients: the store's own (``_resp.RespClient``, what a
+store made from a URL uses), redis-py (what a store given a client of yours uses) with the
+hiredis parser and with its pure-Python one, coredis, valkey-glide (when installed), and a minimal
 RESP client written here (one connection per task, no pool, no retries): a floor, not a
 candidate. Concurrency 1 and 16; the clients are rotated within each round; figures are
 medians over the rounds with the lowest and highest beside them. Client CPU is the process's
@@ -263,8 +264,38 @@ async def _read(reader: asyncio.StreamReader) -> Any:
     raise RuntimeError(f"not a RESP reply: {line!r}")
 
 
+class _Store(_Client):
+    """The Redis store's own client: one connection per loop, every task's commands over it."""
+
+    name = "the store's own client"
+
+    async def open(self, port: int) -> None:
+        from rees46_loyalty.idempotency._resp import RespClient
+
+        self._client = RespClient(f"redis://127.0.0.1:{port}/0")
+        self._begin = self._client.script(_BEGIN)
+        self._finish = self._client.script(_FINISH)
+
+    async def ping(self) -> None:
+        await self._client.call("PING")
+
+    async def two(self, key: str, begin: Args, finish: Args) -> None:
+        await self._begin(keys=[key], args=begin)
+        await self._finish(keys=[key], args=finish)
+
+    async def one(self, key: str, begin: Args, finish: Args) -> None:
+        # Both written before either reply is read: one round trip.
+        await asyncio.gather(
+            self._begin(keys=[key], args=begin), self._finish(keys=[key], args=finish)
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
 def _clients() -> list[Callable[[], _Client]]:
     clients: list[Callable[[], _Client]] = [
+        _Store,
         lambda: _RedisPy(hiredis=True),
         lambda: _RedisPy(hiredis=False),
         _Coredis,
