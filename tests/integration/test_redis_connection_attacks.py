@@ -201,7 +201,8 @@ class _Hostile:
 def _close_leaked() -> None:
     """Close (by their sockets) the connections a failing test leaked, before the GC warns."""
     for found in gc.get_objects():
-        if isinstance(found, _resp._Connection) and found._transport is not None:
+        # type(), not isinstance(): a lazy object (Django's settings) would set itself up.
+        if type(found) is _resp._Connection and found._transport is not None:
             sock = getattr(found._transport, "_sock", None)
             if sock is not None:
                 sock.close()
