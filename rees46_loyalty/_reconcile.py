@@ -37,7 +37,7 @@ from .idempotency._records import Book, Finish, IdempotencyStore, Outcome, State
 from .models import LineItem, OrderCalculation, OrderChange, OrderHistory, OrderRef
 from .models._lines import OrderLine, OrderLines
 
-__all__ = ["Cart", "Reconciler", "Reconciliation", "request_lines", "same_cart"]
+__all__ = ["Cart", "Reconciler", "Reconciliation", "refund_of", "request_lines", "same_cart"]
 
 
 # The statuses that say an order is cancelled, or confirmed; any other is neither (a status
@@ -114,22 +114,14 @@ class Cart:
         units: dict[tuple[str, Decimal], Decimal] = {}
         flags: dict[tuple[str, Decimal], tuple[bool | None, ...]] = {}
         with localcontext(EXACT):
-            cls._count(lines, units, flags)
+            for line in lines:
+                quantity = _number(line["quantity"])
+                if quantity == 0:
+                    continue
+                key = (str(line["product_id"]), _number(line["price"]))
+                units[key] = units.get(key, Decimal(0)) + quantity
+                flags.setdefault(key, tuple(line.get(name) for name in _FLAGS))
         return cls(units=units, flags=flags)
-
-    @staticmethod
-    def _count(
-        lines: Iterable[Mapping[str, Any]],
-        units: dict[tuple[str, Decimal], Decimal],
-        flags: dict[tuple[str, Decimal], tuple[bool | None, ...]],
-    ) -> None:
-        for line in lines:
-            quantity = _number(line["quantity"])
-            if quantity == 0:
-                continue
-            key = (str(line["product_id"]), _number(line["price"]))
-            units[key] = units.get(key, Decimal(0)) + quantity
-            flags.setdefault(key, tuple(line.get(name) for name in _FLAGS))
 
     def holds(self, asked: Cart) -> bool:
         """Whether this cart (an order's) is the cart *asked* for."""
@@ -231,10 +223,14 @@ def derived_change(before: OrderLines, now: OrderLines, now_body: bytes) -> byte
     """
     with localcontext(EXACT):
         amount = now.order_to_pay - before.order_to_pay
-    payload = _payload_text(now_body)
-    inner = payload[1:-1].strip()
+    try:
+        inner = _payload_text(now_body)[1:-1].strip()
+    except ValueError as exc:  # a body a middleware of the caller's replaced
+        raise MalformedResponseError(
+            f"the order's answer is no envelope with a payload ({exc})", operation="reconcile"
+        ) from None
     members = (
-        f'{inner},"order_total_change":{amount}' if inner else (f'"order_total_change":{amount}')
+        f'{inner},"order_total_change":{amount}' if inner else f'"order_total_change":{amount}'
     )
     return ('{"status":"success","payload":{' + members + "}}").encode()
 
@@ -455,7 +451,7 @@ class Reconciler:
         except (ValueError, RecursionError) as exc:
             error = MalformedResponseError(
                 f"the outcome of the {operation} on order {self._order_id!r} is recorded, but "
-                f"its answer does not decode ({type(exc).__name__}){_refund_of(answer)}",
+                f"its answer does not decode ({type(exc).__name__}){refund_of(answer)}",
                 operation="reconcile",
                 order_id=self._order_id,
             )
@@ -496,8 +492,8 @@ def _decoded(operation: str, answer: bytes) -> Any:
     return load_answer(answer, spec.result_type)
 
 
-def _refund_of(answer: bytes) -> str:
-    """What a recorded change answer says it moved, for an error's message; else nothing."""
+def refund_of(answer: bytes) -> str:
+    """What a (derived) change answer says it moved, for an error's message; else nothing."""
     try:
         payload = loads(answer).get("payload")
         amount = payload.get("order_total_change") if isinstance(payload, Mapping) else None

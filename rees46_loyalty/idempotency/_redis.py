@@ -25,6 +25,7 @@ from ._records import (
     outcome_from_json,
 )
 from ._resp import RespClient
+from ._resp import text_of as _text
 
 if TYPE_CHECKING:  # pragma: no cover
     from redis.asyncio import Redis
@@ -499,10 +500,6 @@ class RedisIdempotencyStore:
         """Close the Redis client if the store created it."""
         if self._owned:
             await self._redis.aclose()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _bytes(value: bytes | str) -> bytes:

@@ -387,7 +387,7 @@ class RespClient:
     async def config_get(self, name: str) -> dict[str, bytes]:
         """``CONFIG GET name`` as a mapping."""
         reply = await self.call("CONFIG", "GET", name)
-        return {_text(reply[i]): reply[i + 1] for i in range(0, len(reply) - 1, 2)}
+        return {text_of(reply[i]): reply[i + 1] for i in range(0, len(reply) - 1, 2)}
 
     async def aclose(self) -> None:
         """Close this loop's connection, once made if it is being made.
@@ -539,5 +539,6 @@ def _why(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _text(value: bytes | str) -> str:
+def text_of(value: bytes | str) -> str:
+    """A reply as text (a client of the user's own may decode replies already)."""
     return value.decode() if isinstance(value, bytes) else value

@@ -33,8 +33,15 @@ import attrs
 from .._clock import Clock
 from .._http import ApiRequest, ApiResponse, Handler, SendRecord
 from .._operations import ORDER_LINES
-from .._reconcile import derived_change, order_lines, read_lines, request_lines, same_cart
-from .._serialization import dumps, loads
+from .._reconcile import (
+    derived_change,
+    order_lines,
+    read_lines,
+    refund_of,
+    request_lines,
+    same_cart,
+)
+from .._serialization import dumps
 from ..errors import (
     APIError,
     BadRequestError,
@@ -284,7 +291,10 @@ class IdempotencyMiddleware:
         try:
             decode_response(request, ApiResponse(status=200, headers={}, body=answer))
         except MalformedResponseError as error:
-            error.message += _landed(answer)
+            error.message += (
+                f"; the change landed late (the order holds its cart){refund_of(answer)}: it is "
+                "not recorded, and is derived again on the next call"
+            )
             error.args = (error.message,)
             raise
         outcome = Outcome(state=State.SUCCEEDED, intent=known.intent, status=200, answer=answer)
@@ -527,14 +537,6 @@ def _refuse_a_change_without_its_order(request: ApiRequest) -> None:
         "was, an unknown outcome of the change could never be reconciled",
         operation=request.operation.name,
         order_id=request.order_id,
-    )
-
-
-def _landed(answer: bytes) -> str:
-    amount = loads(answer)["payload"]["order_total_change"]
-    return (
-        f"; the change landed late (the order holds its cart) and moved order_total_change "
-        f"{amount}: it is not recorded, and is derived again on the next call"
     )
 
 

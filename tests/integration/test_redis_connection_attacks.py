@@ -82,6 +82,7 @@ class Proxy:
         self.byte_by_byte = False
         self.cut_on: bytes | None = None  # a command holding these bytes cuts its connection
         self.cuts = 0
+        self.selects = 0  # SELECT commands passed upstream
         self.gate: asyncio.Event | None = None  # when set up, replies wait for it
         self._open: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, list[bool]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -112,6 +113,7 @@ class Proxy:
 
         async def upstream() -> None:
             while data := await reader.read(65536):
+                self.selects += data.count(b"SELECT")
                 if self.cut_on is not None and self.cut_on in data:
                     self.cut_on = None
                     self.cuts += 1
@@ -148,6 +150,20 @@ class Proxy:
             up_writer.transport.abort()
         if self.server is not None:
             self.server.close()
+
+
+async def _until(done: Callable[[], bool], what: str) -> None:
+    """Wait for an event the test cannot await (a socket seen closed, a command passed on)."""
+    deadline = time.monotonic() + 5
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within 5 s: {what}")
+        await asyncio.sleep(0.001)
+
+
+def _usable(store: RedisIdempotencyStore) -> bool:
+    opened = store._redis._connections.get(asyncio.get_running_loop())  # type: ignore[union-attr]
+    return bool(opened and opened.done() and opened.result().usable)
 
 
 @pytest.fixture
@@ -255,10 +271,8 @@ async def test_close_while_a_call_connects_leaks_no_connection(
         await first
     await store.get("o-2")  # a second connection
     await store.close()
-    await asyncio.sleep(0.05)  # let Redis see the closed socket go (a wait for the server)
-    left = _clients(private_redis.port)
+    await _until(lambda: _clients(private_redis.port) == 0, "Redis sees no client left")
     _close_leaked()
-    assert left == 0
 
 
 async def test_a_cancelled_first_caller_never_fails_the_calls_waiting_for_its_connection(
@@ -290,13 +304,15 @@ async def test_a_loyalty_call_never_fails_because_another_was_cancelled_while_re
         SHOP_ID, SHOP_SECRET, transport=api, clock=FakeClock(), idempotency=store
     ) as client:
         await client.cancel(order_id="c-1")  # connected, settings checked
+        selects = proxy.selects
         proxy.drop_all()
         proxy.gate = asyncio.Event()
-        await asyncio.sleep(0.05)  # the store sees its connection go
+        await _until(lambda: not _usable(store), "the store sees its connection go")
         first = asyncio.ensure_future(client.clear_idempotency(order_id="c-0"))
-        await asyncio.sleep(0.05)  # reconnected, SELECT held by the proxy
+        await _until(lambda: proxy.selects > selects, "reconnected, SELECT held by the proxy")
         second = asyncio.ensure_future(client.cancel(order_id="c-2"))
-        await asyncio.sleep(0.05)  # the second waits for the first's connection
+        for _ in range(20):  # loop turns, no I/O: the second reaches the wait for the connection
+            await asyncio.sleep(0)
         first.cancel()
         await asyncio.gather(first, return_exceptions=True)
         proxy.gate.set()

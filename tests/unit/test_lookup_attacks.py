@@ -163,20 +163,37 @@ async def test_a_lookup_whose_body_a_middleware_dropped_sends_nothing(
         return (await call_next(request)).replace(body=b"")
 
     api.get("details", payload=_order())
+    async with _client(api, middlewares=[drop_body]) as client:
+        with pytest.raises(MalformedResponseError, match="without a body"):
+            await client.change(order_id="1001", cart_items=SMALLER)
+    assert [r.operation.name for r in api.requests] == ["details"]
+
+
+async def test_a_reconcile_look_whose_body_a_middleware_replaced_is_an_sdk_error(
+    api: FakeApi,
+) -> None:
+    """reconcile's look at the order keeps its decoded lines but a middleware put another body
+    in place of the answer: the refund cannot be derived from it, and that is said as an SDK
+    error (never a bare ValueError), nothing recorded as applied."""
+    looks = 0
+
+    async def replace_second_look(request: ApiRequest, call_next: Handler) -> ApiResponse:
+        nonlocal looks
+        response = await call_next(request)
+        if request.operation.name == "details":
+            looks += 1
+            if looks == 2:
+                return response.replace(body=b"[]")
+        return response
+
+    api.get("details", payload=_order())
     api.post("change", exception=LoyaltyTimeoutError("read", request_sent=True))
     api.get("details", payload=status_envelope(AFTER))
-    async with _client(api, middlewares=[drop_body]) as client:
-        try:
+    async with _client(api, middlewares=[replace_second_look]) as client:
+        with pytest.raises(OutcomeUnknownError):
             await client.change(order_id="1001", cart_items=SMALLER)
-        except OutcomeUnknownError:
-            pass
-        except LoyaltyError:  # refused before sending: what it should do
-            assert [r.operation.name for r in api.requests] == ["details"]
-            return
-        # Sent: reconcile must then be able to decide it (it raises IdempotencyError "the
-        # idempotency store failed while reconciling: JSONDecodeError", retryable, forever).
-        found = await client.reconcile(order_id="1001")
-    assert found.applied
+        with pytest.raises(MalformedResponseError, match="no envelope with a payload"):
+            await client.reconcile(order_id="1001")
 
 
 async def test_a_lookup_answered_by_a_middleware_without_a_body_is_an_sdk_error(
